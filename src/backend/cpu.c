@@ -1,0 +1,569 @@
+// The fast CPU backend: fused dequantize-and-dot matrix-vector kernels for
+// decode (AVX2 when available), dequantize + OpenBLAS SGEMM for prefill
+// blocks, and attention that splits the key range over threads and merges the
+// partial (o, lse) states exactly like the distributed merge does.
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu_simd.h"
+#include "model/quant.h"
+
+void openblas_set_num_threads(int num_threads);
+
+static int g_threads = 1;
+
+void backend_cpu_set_threads(int n_threads) {
+    g_threads = n_threads > 0 ? n_threads : 1;
+    openblas_set_num_threads(g_threads);
+}
+
+static int cpu_has_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
+
+static int cpu_supports(int op, uint32_t weight_type) {
+    if (op != OP_MATMUL) return 1;
+    const ggml_type_info *ti = ggml_type_get(weight_type);
+    return ti && ti->supported;
+}
+
+static void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n_rows, int64_t n, float eps) {
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < n; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int64_t i = 0; i < n; i++) out[r * n + i] = xr[i] * inv * w[i];
+    }
+}
+
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 4096  // one page ahead: the L2 streamer stops at 4 KiB page boundaries
+#endif
+
+// ---- matrix-vector kernels: one row of w (n_in elements) dotted with x ----
+
+// Sum of x over each 32-element block; Q4_0/Q4_1 fold their offset into it.
+static void block_sums(const float *x, int64_t n_in, float *xsum) {
+    for (int64_t b = 0; b < n_in / 32; b++) {
+        float s = 0.0f;
+        for (int j = 0; j < 32; j++) s += x[b * 32 + j];
+        xsum[b] = s;
+    }
+}
+
+SIMD_TARGET static float dot_q4_1_avx2(const block_q4_1 *b, const float *x, const float *xsum, int64_t nb) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    float moff = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_and_si128(raw, mask);
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        const float *xb = x + i * 32;
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xb));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xb + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xb + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xb + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
+        moff += _cvtsh_ss(b[i].m) * xsum[i];
+    }
+    return hsum256(acc) + moff;
+}
+
+SIMD_TARGET static float dot_q4_0_avx2(const block_q4_0 *b, const float *x, const float *xsum, int64_t nb) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    float moff = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i lo = _mm_and_si128(raw, mask);
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        const float *xb = x + i * 32;
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xb));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xb + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xb + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xb + 24), s);
+        float d = _cvtsh_ss(b[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
+        moff -= 8.0f * d * xsum[i];  // x = d*(q-8)
+    }
+    return hsum256(acc) + moff;
+}
+
+SIMD_TARGET static float dot_q8_0_avx2(const block_q8_0 *b, const float *x, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        const int8_t *q = b[i].qs;
+        const float *xb = x + i * 32;
+        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))),
+                                 _mm256_loadu_ps(xb));
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 8)))),
+                            _mm256_loadu_ps(xb + 8), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 16)))),
+                            _mm256_loadu_ps(xb + 16), s);
+        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + 24)))),
+                            _mm256_loadu_ps(xb + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+SIMD_TARGET static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), acc1);
+    }
+    float s = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += fp16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+SIMD_TARGET static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i wi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i))), 16);
+        acc = _mm256_fmadd_ps(_mm256_castsi256_ps(wi), _mm256_loadu_ps(x + i), acc);
+    }
+    float s = hsum256(acc);
+    for (; i < n; i++) s += bf16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+SIMD_TARGET static float dot_f32_avx2(const float *w, const float *x, int64_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+    }
+    float s = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+// Portable fallback: dequantize one row into scratch, then dot.
+static float dot_generic(const weight *w, const void *row, const float *x, float *scratch) {
+    dequantize_row(w->type, row, scratch, w->n_in);
+    float s = 0.0f;
+    for (int64_t i = 0; i < w->n_in; i++) s += scratch[i] * x[i];
+    return s;
+}
+
+static void matvec(float *out, const float *x, const weight *w) {
+    const int64_t nb = w->n_in / 32;
+    const int simd = cpu_has_avx2();
+    float *xsum = NULL;
+    if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_1) {
+        xsum = malloc((size_t)nb * sizeof(float));
+        block_sums(x, w->n_in, xsum);
+    }
+#pragma omp parallel num_threads(g_threads)
+    {
+        float *scratch = simd ? NULL : malloc((size_t)w->n_in * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < w->n_out; o++) {
+            const void *row = (const uint8_t *)w->data + (size_t)o * w->row_bytes;
+            float r;
+            if (!simd) {
+                r = dot_generic(w, row, x, scratch);
+            } else {
+                switch (w->type) {
+                case GGML_TYPE_Q4_1: r = dot_q4_1_avx2(row, x, xsum, nb); break;
+                case GGML_TYPE_Q4_0: r = dot_q4_0_avx2(row, x, xsum, nb); break;
+                case GGML_TYPE_Q8_0: r = dot_q8_0_avx2(row, x, nb); break;
+                case GGML_TYPE_F16: r = dot_f16_avx2(row, x, w->n_in); break;
+                case GGML_TYPE_BF16: r = dot_bf16_avx2(row, x, w->n_in); break;
+                default: r = dot_f32_avx2(row, x, w->n_in); break;
+                }
+            }
+            out[o] = r;
+        }
+        free(scratch);
+    }
+    free(xsum);
+}
+
+// Prefill blocks: dequantize row chunks of w to fp32 once, then SGEMM over all tokens.
+#define GEMM_MIN_TOKENS 4
+#define GEMM_CHUNK_ELEMS ((int64_t)8 << 20)
+
+static void cpu_matmul(float *out, const float *x, const weight *w, int64_t n_tok) {
+    if (n_tok < GEMM_MIN_TOKENS) {
+        if (n_tok == 1) {
+            matvec(out, x, w);
+            return;
+        }
+        float *tmp = malloc((size_t)w->n_out * sizeof(float));
+        for (int64_t t = 0; t < n_tok; t++) {
+            matvec(tmp, x + t * w->n_in, w);
+            memcpy(out + t * w->n_out, tmp, (size_t)w->n_out * sizeof(float));
+        }
+        free(tmp);
+        return;
+    }
+    int64_t chunk_rows = GEMM_CHUNK_ELEMS / w->n_in;
+    if (chunk_rows < 1) chunk_rows = 1;
+    if (chunk_rows > w->n_out) chunk_rows = w->n_out;
+    float *wf = malloc((size_t)chunk_rows * (size_t)w->n_in * sizeof(float));
+    for (int64_t r0 = 0; r0 < w->n_out; r0 += chunk_rows) {
+        int64_t rows = w->n_out - r0 < chunk_rows ? w->n_out - r0 : chunk_rows;
+#pragma omp parallel for num_threads(g_threads) schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            dequantize_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes,
+                           wf + (size_t)r * w->n_in, w->n_in);
+        // out[t, r0 + r] = sum_i x[t, i] * wf[r, i]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)rows, (int)w->n_in, 1.0f, x,
+                    (int)w->n_in, wf, (int)w->n_in, 0.0f, out + r0, (int)w->n_out);
+    }
+    free(wf);
+}
+
+static void cpu_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int64_t *pos,
+                     const rope_table *rt) {
+    int64_t half = rt->rot_dim / 2;
+    float *cs = malloc((size_t)half * 2 * sizeof(float));
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            double theta = (double)pos[t] * rt->inv_freq[i];
+            cs[2 * i] = (float)cos(theta);
+            cs[2 * i + 1] = (float)sin(theta);
+        }
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * head_dim;
+            for (int64_t i = 0; i < half; i++) {
+                int64_t a = rt->neox ? i : 2 * i;
+                int64_t b = rt->neox ? i + half : 2 * i + 1;
+                float c = cs[2 * i], s = cs[2 * i + 1];
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c - x1 * s;
+                v[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+    free(cs);
+}
+
+SIMD_TARGET static void swiglu_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    if (cpu_has_avx2()) {
+        swiglu_avx2(out, gate, up, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+// ---- attention ----
+
+static void merge_states(float *o, float *lse, const float *o_parts, const float *lse_parts, int64_t n_parts,
+                         int64_t n_heads, int64_t head_dim) {
+    for (int64_t h = 0; h < n_heads; h++) {
+        float m = -INFINITY;
+        for (int64_t r = 0; r < n_parts; r++)
+            if (lse_parts[r * n_heads + h] > m) m = lse_parts[r * n_heads + h];
+        float *oh = o + h * head_dim;
+        if (m == -INFINITY) {
+            memset(oh, 0, (size_t)head_dim * sizeof(float));
+            lse[h] = -INFINITY;
+            continue;
+        }
+        float wsum = 0.0f;
+        for (int64_t i = 0; i < head_dim; i++) oh[i] = 0.0f;
+        for (int64_t r = 0; r < n_parts; r++) {
+            float wr = expf(lse_parts[r * n_heads + h] - m);  // exp(-inf) = 0: empty parts drop out
+            if (wr == 0.0f) continue;
+            wsum += wr;
+            const float *op = o_parts + (r * n_heads + h) * head_dim;
+            for (int64_t i = 0; i < head_dim; i++) oh[i] += wr * op[i];
+        }
+        for (int64_t i = 0; i < head_dim; i++) oh[i] /= wsum;
+        lse[h] = m + logf(wsum);
+    }
+}
+
+// Loads 8 consecutive cache elements at (head, pos, i) as fp32.
+SIMD_TARGET static inline __m256 kv_load8(const kv_view *kv, int64_t off) {
+    if (kv->elem == KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)kv->data + off)));
+    return _mm256_loadu_ps((const float *)kv->data + off);
+}
+
+static inline float kv_get(const kv_view *kv, int64_t off) {
+    return kv->elem == KV_F16 ? fp16_to_fp32(((const uint16_t *)kv->data)[off]) : ((const float *)kv->data)[off];
+}
+
+// Attention of the `group` query heads sharing one KV head over keys [k0, k1).
+// Writes normalized o (group, head_dim) and lse (group). scores: (group, k1-k0) scratch.
+SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v,
+                                          int64_t kvh, int64_t k0, int64_t k1, int64_t group, int64_t head_dim,
+                                          float scale, float *scores) {
+    const int64_t n = k1 - k0;
+    const int64_t base = kvh * k->head_stride;
+    const int64_t vbase = kvh * v->head_stride;
+    if (n <= 0) {
+        memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
+        for (int64_t g = 0; g < group; g++) lse[g] = -INFINITY;
+        return;
+    }
+    // Pass 1: scores. Each key row is loaded once for all query heads of the group.
+    for (int64_t j = 0; j < n; j++) {
+        int64_t off = base + (k0 + j) * head_dim;
+        for (int64_t g = 0; g < group; g++) {
+            const float *qg = q + g * head_dim;
+            __m256 acc = _mm256_setzero_ps();
+            int64_t i = 0;
+            for (; i + 8 <= head_dim; i += 8) acc = _mm256_fmadd_ps(kv_load8(k, off + i), _mm256_loadu_ps(qg + i), acc);
+            float s = hsum256(acc);
+            for (; i < head_dim; i++) s += kv_get(k, off + i) * qg[i];
+            scores[g * n + j] = s * scale;
+        }
+    }
+    // Pass 2: softmax numerators per head.
+    for (int64_t g = 0; g < group; g++) {
+        float *sg = scores + g * n;
+        __m256 mv = _mm256_set1_ps(-INFINITY);
+        int64_t j = 0;
+        for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sg + j));
+        float m = hmax256(mv);
+        for (; j < n; j++) m = sg[j] > m ? sg[j] : m;
+        __m256 lv = _mm256_setzero_ps(), mb = _mm256_set1_ps(m);
+        j = 0;
+        for (; j + 8 <= n; j += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sg + j), mb));
+            _mm256_storeu_ps(sg + j, e);
+            lv = _mm256_add_ps(lv, e);
+        }
+        float l = hsum256(lv);
+        for (; j < n; j++) {
+            sg[j] = expf(sg[j] - m);
+            l += sg[j];
+        }
+        lse[g] = m + logf(l);
+        // Normalize now so pass 3 accumulates o directly.
+        float inv = 1.0f / l;
+        for (j = 0; j < n; j++) sg[j] *= inv;
+    }
+    // Pass 3: o = P V, each V row loaded once for the group.
+    memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
+    if (head_dim % 8 == 0 && head_dim <= 256) {
+        __m256 acc[4][32];  // group <= 4 handled in registers-ish tiles; larger groups loop below
+        for (int64_t g0 = 0; g0 < group; g0 += 4) {
+            int64_t gn = group - g0 < 4 ? group - g0 : 4;
+            int64_t nv = head_dim / 8;
+            for (int64_t g = 0; g < gn; g++)
+                for (int64_t c = 0; c < nv; c++) acc[g][c] = _mm256_setzero_ps();
+            for (int64_t j = 0; j < n; j++) {
+                int64_t off = vbase + (k0 + j) * head_dim;
+                for (int64_t c = 0; c < nv; c++) {
+                    __m256 vr = kv_load8(v, off + c * 8);
+                    for (int64_t g = 0; g < gn; g++)
+                        acc[g][c] = _mm256_fmadd_ps(_mm256_set1_ps(scores[(g0 + g) * n + j]), vr, acc[g][c]);
+                }
+            }
+            for (int64_t g = 0; g < gn; g++)
+                for (int64_t c = 0; c < nv; c++) _mm256_storeu_ps(o + (g0 + g) * head_dim + c * 8, acc[g][c]);
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            int64_t off = vbase + (k0 + j) * head_dim;
+            for (int64_t g = 0; g < group; g++) {
+                float p = scores[g * n + j];
+                for (int64_t i = 0; i < head_dim; i++) o[g * head_dim + i] += p * kv_get(v, off + i);
+            }
+        }
+    }
+}
+
+static void attend_group_scalar(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t kvh,
+                                int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores) {
+    const int64_t n = k1 - k0;
+    memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
+    for (int64_t g = 0; g < group; g++) {
+        if (n <= 0) {
+            lse[g] = -INFINITY;
+            continue;
+        }
+        float *sg = scores + g * n;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (int64_t i = 0; i < head_dim; i++)
+                s += q[g * head_dim + i] * kv_get(k, kvh * k->head_stride + (k0 + j) * head_dim + i);
+            sg[j] = s * scale;
+            m = sg[j] > m ? sg[j] : m;
+        }
+        float l = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            sg[j] = expf(sg[j] - m);
+            l += sg[j];
+        }
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t i = 0; i < head_dim; i++)
+                o[g * head_dim + i] += sg[j] / l * kv_get(v, kvh * v->head_stride + (k0 + j) * head_dim + i);
+        lse[g] = m + logf(l);
+    }
+}
+
+static void attend_group(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t kvh,
+                         int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores) {
+    if (cpu_has_avx2())
+        attend_group_avx2(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores);
+    else
+        attend_group_scalar(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores);
+}
+
+// Keys per work item: big enough to amortize the merge, small enough that
+// scores stay in L2 and both threads get work at short contexts.
+#define ATTN_KEY_CHUNK 1024
+
+static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
+                            int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    const int64_t group = n_q_heads / n_kv_heads;
+    int64_t n_chunks = (n_keys + ATTN_KEY_CHUNK - 1) / ATTN_KEY_CHUNK;
+    if (n_chunks < 1) n_chunks = 1;
+    // Partial states (chunk, q head) merged afterwards in chunk order.
+    float *o_parts = malloc((size_t)(n_chunks * n_q_heads * head_dim) * sizeof(float));
+    float *lse_parts = malloc((size_t)(n_chunks * n_q_heads) * sizeof(float));
+    const int64_t n_items = n_chunks * n_kv_heads;
+#pragma omp parallel num_threads(g_threads)
+    {
+        float *scores = malloc((size_t)(group * ATTN_KEY_CHUNK) * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < n_items; it++) {
+            int64_t c = it / n_kv_heads, kvh = it % n_kv_heads;
+            int64_t k0 = c * ATTN_KEY_CHUNK, k1 = k0 + ATTN_KEY_CHUNK < n_keys ? k0 + ATTN_KEY_CHUNK : n_keys;
+            int64_t h0 = kvh * group;
+            // parts laid out as (chunk, q head, dim) so merge_states sees (n_parts, n_heads, dim)
+            attend_group(o_parts + (c * n_q_heads + h0) * head_dim, lse_parts + c * n_q_heads + h0, q + h0 * head_dim,
+                         k, v, kvh, k0, k1, group, head_dim, scale, scores);
+        }
+        free(scores);
+    }
+    if (n_chunks == 1) {
+        memcpy(o, o_parts, (size_t)(n_q_heads * head_dim) * sizeof(float));
+        memcpy(lse, lse_parts, (size_t)n_q_heads * sizeof(float));
+    } else {
+        merge_states(o, lse, o_parts, lse_parts, n_chunks, n_q_heads, head_dim);
+    }
+    free(o_parts);
+    free(lse_parts);
+}
+
+// Causal prefill attention, one KV head at a time: the group's queries for all
+// tokens form a (n_tok*group, head_dim) matrix; keys stream through in tiles
+// converted to fp32, with an online softmax and SGEMM for both products.
+#define PREFILL_KEY_TILE 256
+
+static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok, int64_t pos0, const kv_view *k,
+                             const kv_view *v, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    const int64_t group = n_q_heads / n_kv_heads;
+    const int64_t n_rows = n_tok * group;  // row r = token r / group, head g = r % group
+    const int64_t n_keys = pos0 + n_tok;
+    float *qg = malloc((size_t)(n_rows * head_dim) * sizeof(float));
+    float *og = malloc((size_t)(n_rows * head_dim) * sizeof(float));
+    float *s = malloc((size_t)(n_rows * PREFILL_KEY_TILE) * sizeof(float));
+    float *kt = malloc((size_t)(PREFILL_KEY_TILE * head_dim) * sizeof(float));
+    float *vt = malloc((size_t)(PREFILL_KEY_TILE * head_dim) * sizeof(float));
+    float *m = malloc((size_t)n_rows * sizeof(float));
+    float *l = malloc((size_t)n_rows * sizeof(float));
+    for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) {
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t g = 0; g < group; g++)
+                memcpy(qg + (t * group + g) * head_dim, q + (t * n_q_heads + kvh * group + g) * head_dim,
+                       (size_t)head_dim * sizeof(float));
+        memset(og, 0, (size_t)(n_rows * head_dim) * sizeof(float));
+        for (int64_t r = 0; r < n_rows; r++) {
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
+        }
+        for (int64_t j0 = 0; j0 < n_keys; j0 += PREFILL_KEY_TILE) {
+            int64_t nk = n_keys - j0 < PREFILL_KEY_TILE ? n_keys - j0 : PREFILL_KEY_TILE;
+            // First token that can see key j0: rows before it have nothing in this tile.
+            int64_t t_first = j0 - pos0 > 0 ? j0 - pos0 : 0;
+            int64_t r_first = t_first * group;
+            int64_t rows = n_rows - r_first;
+#pragma omp parallel for num_threads(g_threads) schedule(static)
+            for (int64_t j = 0; j < nk; j++)
+                for (int64_t i = 0; i < head_dim; i++) {
+                    kt[j * head_dim + i] = kv_get(k, kvh * k->head_stride + (j0 + j) * head_dim + i);
+                    vt[j * head_dim + i] = kv_get(v, kvh * v->head_stride + (j0 + j) * head_dim + i);
+                }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)head_dim, scale,
+                        qg + r_first * head_dim, (int)head_dim, kt, (int)head_dim, 0.0f, s, (int)nk);
+#pragma omp parallel for num_threads(g_threads) schedule(static)
+            for (int64_t rr = 0; rr < rows; rr++) {
+                int64_t r = r_first + rr;
+                int64_t last_key = pos0 + r / group;  // causal: keys <= own position
+                int64_t nvis = last_key - j0 + 1 < nk ? last_key - j0 + 1 : nk;
+                float *sr = s + rr * nk;
+                float mt = m[r];
+                for (int64_t j = 0; j < nvis; j++) mt = sr[j] > mt ? sr[j] : mt;
+                float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mt);
+                float sum = 0.0f;
+                for (int64_t j = 0; j < nvis; j++) {
+                    sr[j] = expf(sr[j] - mt);
+                    sum += sr[j];
+                }
+                for (int64_t j = nvis; j < nk; j++) sr[j] = 0.0f;
+                l[r] = l[r] * alpha + sum;
+                m[r] = mt;
+                float *orow = og + r * head_dim;
+                for (int64_t i = 0; i < head_dim; i++) orow[i] *= alpha;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)head_dim, (int)nk, 1.0f, s, (int)nk,
+                        vt, (int)head_dim, 1.0f, og + r_first * head_dim, (int)head_dim);
+        }
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t g = 0; g < group; g++) {
+                int64_t r = t * group + g;
+                float inv = 1.0f / l[r];
+                float *dst = o + (t * n_q_heads + kvh * group + g) * head_dim;
+                for (int64_t i = 0; i < head_dim; i++) dst[i] = og[r * head_dim + i] * inv;
+                if (lse) lse[t * n_q_heads + kvh * group + g] = m[r] + logf(l[r]);
+            }
+    }
+    free(qg); free(og); free(s); free(kt); free(vt); free(m); free(l);
+}
+
+static int64_t cpu_argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+const backend_ops backend_cpu = {
+    .name = "cpu",
+    .supports = cpu_supports,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .swiglu = cpu_swiglu,
+    .attn_decode = cpu_attn_decode,
+    .attn_prefill = cpu_attn_prefill,
+    .merge = merge_states,
+    .argmax = cpu_argmax,
+};

@@ -1,0 +1,27 @@
+// Shared pieces of the `recall` command line: error exit, number parsing,
+// model + tokenizer loading, peak memory.
+#ifndef RECALL_CLI_CLI_H
+#define RECALL_CLI_CLI_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+// Prints "recall: <message>" as one line on stderr and exits with status 1.
+_Noreturn void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void cli_die_err(const rc_err *err);
+
+int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max);
+double cli_parse_double(const char *flag, const char *value, double min, double max);
+// Comma-separated integers ("512,4096"); returns the count written to out.
+int cli_parse_int_list(const char *flag, const char *value, int64_t *out, int max_n, int64_t min, int64_t max);
+int cli_default_threads(void);
+double cli_peak_rss_mib(void);
+double cli_now(void);
+char *cli_read_file(const char *path, size_t *n_bytes);  // dies on error
+
+int cmd_generate(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,96 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+_Noreturn void cli_die(const char *fmt, ...) {
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    // One line: newlines inside messages would break log parsing.
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fflush(stdout);
+    fprintf(stderr, "recall: %s\n", msg);
+    exit(1);
+}
+
+_Noreturn void cli_die_err(const rc_err *err) { cli_die("%s", err->msg); }
+
+int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end != '\0') cli_die("%s: '%s' is not an integer", flag, value);
+    if (v < min || v > max) cli_die("%s: %lld is out of range [%lld, %lld]", flag, v, (long long)min, (long long)max);
+    return v;
+}
+
+double cli_parse_double(const char *flag, const char *value, double min, double max) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end != '\0') cli_die("%s: '%s' is not a number", flag, value);
+    if (!(v >= min && v <= max)) cli_die("%s: %g is out of range [%g, %g]", flag, v, min, max);
+    return v;
+}
+
+int cli_parse_int_list(const char *flag, const char *value, int64_t *out, int max_n, int64_t min, int64_t max) {
+    int n = 0;
+    char *copy = strdup(value);
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max_n) cli_die("%s: more than %d values", flag, max_n);
+        out[n++] = cli_parse_int(flag, tok, min, max);
+    }
+    free(copy);
+    if (n == 0) cli_die("%s: expected a comma-separated list of integers", flag);
+    return n;
+}
+
+int cli_default_threads(void) {
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && atoi(env) > 0) return atoi(env);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+double cli_peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *cli_read_file(const char *path, size_t *n_bytes) {
+    FILE *f = fopen(path, "rb");
+    if (!f) cli_die("%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+        }
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) cli_die("%s: read error", path);
+    buf[n] = '\0';
+    *n_bytes = n;
+    return buf;
+}

@@ -1,0 +1,198 @@
+// recall generate: tokenize a prompt, prefill it, stream decoded tokens.
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+
+#define DEFAULT_N_PREDICT 128
+#define DEFAULT_TOP_P 0.95
+#define DEFAULT_SEED 42
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: recall generate -m MODEL (-p TEXT | -f FILE) [options]\n"
+            "\n"
+            "Decodes text with a GGUF model (architectures llama, qwen2; weights F32, F16, BF16,\n"
+            "Q8_0, Q4_0, Q4_1). Generated text streams to stdout; speed and memory go to stderr.\n"
+            "\n"
+            "  -m, --model FILE        GGUF model file (required)\n"
+            "  -p, --prompt TEXT       prompt text\n"
+            "  -f, --file FILE         read the prompt from FILE\n"
+            "  -n, --n-predict N       tokens to generate, stops earlier at end of generation (default %d)\n"
+            "      --chat              wrap the prompt in the model's chat template (off by default)\n"
+            "      --system TEXT       system message for --chat (default: the template's own)\n"
+            "      --temp T            sampling temperature; 0 = greedy (default 0)\n"
+            "      --top-p P           nucleus sampling mass, used when --temp > 0 (default %.2f)\n"
+            "      --seed S            sampling seed (default %d)\n"
+            "      --ctx N             context size in tokens: prompt + generated (default: the model's\n"
+            "                          trained length, capped at prompt + N)\n"
+            "      --threads N         CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
+            "      --kv-type f16|f32   KV cache element type (default f16)\n"
+            "      --prefill-block N   prompt tokens per prefill block (default 512)\n"
+            "      --special           print control tokens such as <|im_end|> as text\n"
+            "  -h, --help              this help\n",
+            DEFAULT_N_PREDICT, DEFAULT_TOP_P, DEFAULT_SEED);
+}
+
+typedef struct progress_state {
+    int tty;
+    double t0;
+    int64_t last_reported;
+} progress_state;
+
+static void on_progress(void *user, int64_t done, int64_t total) {
+    progress_state *p = user;
+    double el = cli_now() - p->t0;
+    double rate = el > 0 ? (double)done / el : 0.0;
+    double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
+    if (p->tty) {
+        fprintf(stderr, "\rprefill %lld/%lld tokens (%3.0f%%, %.0f tok/s, ETA %.0f s)   ", (long long)done,
+                (long long)total, 100.0 * (double)done / (double)total, rate, eta);
+        if (done == total) fprintf(stderr, "\r%*s\r", 70, "");
+    } else if (done - p->last_reported >= total / 10 && done < total) {
+        fprintf(stderr, "prefill %lld/%lld tokens (%.0f tok/s, ETA %.0f s)\n", (long long)done, (long long)total, rate,
+                eta);
+        p->last_reported = done;
+    }
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system_msg = NULL;
+    int64_t n_predict = DEFAULT_N_PREDICT, n_ctx = 0, prefill_block = 512, seed = DEFAULT_SEED;
+    double temp = 0.0, top_p = DEFAULT_TOP_P;
+    int chat = 0, show_special = 0, n_threads = cli_default_threads(), kv_elem = KV_F16;
+    enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},    {"prompt", required_argument, 0, 'p'},
+        {"file", required_argument, 0, 'f'},     {"n-predict", required_argument, 0, 'n'},
+        {"chat", no_argument, 0, OPT_CHAT},      {"system", required_argument, 0, OPT_SYSTEM},
+        {"temp", required_argument, 0, OPT_TEMP}, {"top-p", required_argument, 0, OPT_TOP_P},
+        {"seed", required_argument, 0, OPT_SEED}, {"ctx", required_argument, 0, OPT_CTX},
+        {"threads", required_argument, 0, OPT_THREADS}, {"kv-type", required_argument, 0, OPT_KV},
+        {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":m:p:f:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'f': prompt_file = optarg; break;
+        case 'n': n_predict = cli_parse_int("--n-predict", optarg, 0, INT32_MAX); break;
+        case OPT_CHAT: chat = 1; break;
+        case OPT_SYSTEM: system_msg = optarg; break;
+        case OPT_TEMP: temp = cli_parse_double("--temp", optarg, 0.0, 100.0); break;
+        case OPT_TOP_P: top_p = cli_parse_double("--top-p", optarg, 1e-6, 1.0); break;
+        case OPT_SEED: seed = cli_parse_int("--seed", optarg, 0, INT64_MAX); break;
+        case OPT_CTX: n_ctx = cli_parse_int("--ctx", optarg, 1, (int64_t)1 << 24); break;
+        case OPT_THREADS: n_threads = (int)cli_parse_int("--threads", optarg, 1, 1024); break;
+        case OPT_KV:
+            if (!strcmp(optarg, "f16")) kv_elem = KV_F16;
+            else if (!strcmp(optarg, "f32")) kv_elem = KV_F32;
+            else cli_die("--kv-type: '%s' is not f16 or f32", optarg);
+            break;
+        case OPT_BLOCK: prefill_block = cli_parse_int("--prefill-block", optarg, 1, 1 << 16); break;
+        case OPT_SPECIAL: show_special = 1; break;
+        case 'h': usage(stdout); return 0;
+        case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
+        default: cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) cli_die("unexpected argument '%s' (see 'recall generate --help')", argv[optind]);
+    if (!model_path) cli_die("missing --model (see 'recall generate --help')");
+    if (!prompt == !prompt_file) cli_die("give exactly one of --prompt and --file");
+    if (system_msg && !chat) cli_die("--system needs --chat");
+
+    size_t prompt_bytes = 0;
+    char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
+    if (prompt) prompt_bytes = strlen(prompt);
+    const char *text = prompt ? prompt : prompt_buf;
+
+    rc_err err = {{0}};
+    model m;
+    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    tokenizer *tok = NULL;
+    if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
+
+    char *chat_text = NULL;
+    if (chat) {
+        char *user = strndup(text, prompt_bytes);
+        if (chat_format(&m.file, system_msg, user, &chat_text, &err)) cli_die_err(&err);
+        free(user);
+        text = chat_text;
+        prompt_bytes = strlen(chat_text);
+    }
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (tokenizer_encode(tok, text, prompt_bytes, tokenizer_add_bos(tok), chat, &ids, &n_ids, &err)) cli_die_err(&err);
+    if (n_ids == 0) cli_die("the prompt is empty after tokenization");
+
+    if (n_ctx == 0) {
+        n_ctx = m.cfg.n_ctx_train;
+        if ((int64_t)n_ids + n_predict < n_ctx) n_ctx = (int64_t)n_ids + n_predict;
+    }
+    if ((int64_t)n_ids > n_ctx)
+        cli_die("the prompt has %zu tokens, more than the context size %lld (--ctx)", n_ids, (long long)n_ctx);
+    if ((int64_t)n_ids + n_predict > n_ctx) {
+        fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
+        n_predict = n_ctx - (int64_t)n_ids;
+    }
+
+    engine_opts eo = engine_default_opts();
+    eo.n_ctx = n_ctx;
+    eo.n_threads = n_threads;
+    eo.kv_elem = kv_elem;
+    eo.prefill_block = prefill_block;
+    engine e;
+    if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
+    sampler smp;
+    if (sampler_init(&smp, m.cfg.n_vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)) cli_die_err(&err);
+
+    progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
+    int long_prompt = (int64_t)n_ids > prefill_block;
+    if (engine_prefill(&e, ids, (int64_t)n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
+
+    tokenizer_stream st = {.show_special = show_special};
+    char piece[256];
+    int64_t n_gen = 0;
+    for (int64_t i = 0; i < n_predict; i++) {
+        int32_t next = sampler_pick(&smp, e.logits);
+        if (tokenizer_is_eog(tok, next)) break;
+        size_t len = tokenizer_decode_stream(tok, &st, next, piece, sizeof(piece));
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+        n_gen++;
+        if (i + 1 == n_predict) break;  // the last token needs no forward pass
+        if (engine_decode(&e, next, &err)) cli_die_err(&err);
+    }
+    size_t len = tokenizer_stream_flush(tok, &st, piece, sizeof(piece));
+    fwrite(piece, 1, len, stdout);
+    printf("\n");
+    fflush(stdout);
+
+    const engine_stats *s = &e.stats;
+    fprintf(stderr,
+            "recall: prefill %lld tokens in %.2f s (%.1f tok/s) | decode %lld tokens in %.2f s (%.1f tok/s) | "
+            "%d threads | KV cache %.1f MiB | peak RSS %.1f MiB\n",
+            (long long)s->n_prefill_tokens, s->prefill_seconds,
+            s->prefill_seconds > 0 ? (double)s->n_prefill_tokens / s->prefill_seconds : 0.0,
+            (long long)s->n_decode_tokens, s->decode_seconds,
+            s->decode_seconds > 0 ? (double)s->n_decode_tokens / s->decode_seconds : 0.0, n_threads,
+            (double)(kv_cache_bytes_per_pos(&e.kv) * (size_t)e.n_past) / (1024.0 * 1024.0), cli_peak_rss_mib());
+    (void)n_gen;
+    sampler_free(&smp);
+    engine_free(&e);
+    free(ids);
+    free(chat_text);
+    free(prompt_buf);
+    tokenizer_free(tok);
+    model_free(&m);
+    return 0;
+}

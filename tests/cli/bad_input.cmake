@@ -1,0 +1,58 @@
+# CLI tests on bad input: `recall` must fail with exit status 1 and exactly
+# one line "recall: <message>" on stderr, never a crash or sanitizer report
+# (checked by expect_failure.cmake). The bad files are written at test time by
+# make_bad_inputs, a FIXTURES_SETUP test, into ${RECALL_BAD_INPUTS}.
+
+add_executable(make_bad_inputs ${CMAKE_CURRENT_SOURCE_DIR}/make_bad_inputs.c)
+target_link_libraries(make_bad_inputs PRIVATE recall_test_support)
+
+set(RECALL_BAD_INPUTS ${CMAKE_CURRENT_BINARY_DIR}/bad_inputs)
+set(RECALL_EXPECT_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/expect_failure.cmake)
+
+add_test(NAME cli_bad_inputs_setup COMMAND make_bad_inputs ${RECALL_BAD_INPUTS})
+set_tests_properties(cli_bad_inputs_setup PROPERTIES FIXTURES_SETUP recall_bad_inputs)
+
+# recall_cli_expect_failure(NAME [MATCH regex] [SUCCESS] ARGS arg...)
+# Arguments must not contain '|' or ';'.
+function(recall_cli_expect_failure name)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "SUCCESS" "MATCH" "ARGS")
+  list(JOIN arg_ARGS "|" joined)
+  set(expect failure)
+  if(arg_SUCCESS)
+    set(expect success)
+  endif()
+  add_test(NAME cli_bad_${name}
+    COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> "-DARGS=${joined}" "-DMATCH=${arg_MATCH}"
+            -DEXPECT=${expect} -P ${RECALL_EXPECT_SCRIPT})
+  set_tests_properties(cli_bad_${name} PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 180)
+endfunction()
+
+set(bad ${RECALL_BAD_INPUTS})
+set(long_prompt "The quick brown fox jumps over the lazy dog and keeps running far beyond the edge of a tiny context window.")
+
+# The fixture model itself must load, or the cases that use it would pass for the wrong reason.
+recall_cli_expect_failure(tiny_model_is_valid SUCCESS ARGS info ${bad}/tiny.gguf)
+
+recall_cli_expect_failure(missing_file MATCH "nonexistent" ARGS generate -m /nonexistent.gguf -p hi)
+recall_cli_expect_failure(not_gguf MATCH "GGUF|magic" ARGS generate -m ${bad}/not_gguf.bin -p hi)
+recall_cli_expect_failure(truncated_header MATCH "truncat" ARGS generate -m ${bad}/truncated_header.gguf -p hi)
+recall_cli_expect_failure(truncated_data MATCH "truncat" ARGS generate -m ${bad}/truncated_data.gguf -p hi)
+recall_cli_expect_failure(offset_past_eof MATCH "truncat|past|offset|bounds|beyond"
+  ARGS generate -m ${bad}/offset_past_eof.gguf -p hi)
+recall_cli_expect_failure(unsupported_type MATCH "Q5_K" ARGS generate -m ${bad}/unsupported_type.gguf -p hi)
+recall_cli_expect_failure(unknown_type MATCH "99" ARGS generate -m ${bad}/unknown_type.gguf -p hi)
+recall_cli_expect_failure(unsupported_arch MATCH "mamba" ARGS generate -m ${bad}/unsupported_arch.gguf -p hi)
+recall_cli_expect_failure(prompt_longer_than_ctx MATCH "ctx|context|long|exceed"
+  ARGS generate -m ${bad}/tiny.gguf -p "${long_prompt}" --ctx 8)
+recall_cli_expect_failure(negative_n_predict ARGS generate -m ${bad}/tiny.gguf -p hi -n -1)
+recall_cli_expect_failure(n_not_a_number ARGS generate -m ${bad}/tiny.gguf -p hi -n abc)
+recall_cli_expect_failure(unknown_flag MATCH "no-such-flag" ARGS generate -m ${bad}/tiny.gguf -p hi --no-such-flag)
+recall_cli_expect_failure(missing_model_flag ARGS generate -p hi)
+recall_cli_expect_failure(missing_prompt ARGS generate -m ${bad}/tiny.gguf)
+recall_cli_expect_failure(missing_prompt_file MATCH "prompt\\.txt"
+  ARGS generate -m ${bad}/tiny.gguf -f /nonexistent/prompt.txt)
+recall_cli_expect_failure(unknown_command MATCH "frobnicate" ARGS frobnicate)
+recall_cli_expect_failure(info_missing_file MATCH "nonexistent" ARGS info /nonexistent.gguf)
+recall_cli_expect_failure(info_not_gguf MATCH "GGUF|magic" ARGS info ${bad}/not_gguf.bin)
+recall_cli_expect_failure(info_truncated_header MATCH "truncat" ARGS info ${bad}/truncated_header.gguf)
+recall_cli_expect_failure(info_truncated_data MATCH "truncat" ARGS info ${bad}/truncated_data.gguf)

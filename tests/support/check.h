@@ -1,0 +1,53 @@
+// Minimal test harness: every CHECK failure is printed with file:line and the
+// test exits non-zero at the end (TEST_MAIN_END). Exit 77 means "skipped".
+#ifndef RECALL_TESTS_CHECK_H
+#define RECALL_TESTS_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int g_checks_failed = 0;
+static int g_checks_run = 0;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        g_checks_run++;                                                               \
+        if (!(cond)) {                                                                \
+            g_checks_failed++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                             \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                \
+    do {                                                                    \
+        g_checks_run++;                                                     \
+        if (!(cond)) {                                                      \
+            g_checks_failed++;                                              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+        }                                                                   \
+    } while (0)
+
+// |a - b| <= atol + rtol * |b|, and neither is NaN.
+#define CHECK_CLOSE(a, b, atol, rtol)                                                         \
+    do {                                                                                      \
+        double a_ = (double)(a), b_ = (double)(b);                                            \
+        CHECK_MSG(!isnan(a_) && !isnan(b_) && fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_),    \
+                  "%s = %.9g, %s = %.9g", #a, a_, #b, b_);                                     \
+    } while (0)
+
+#define TEST_MAIN_END()                                                              \
+    do {                                                                             \
+        if (g_checks_failed) {                                                       \
+            fprintf(stderr, "%d of %d checks FAILED\n", g_checks_failed, g_checks_run); \
+            return 1;                                                                \
+        }                                                                            \
+        printf("all %d checks passed\n", g_checks_run);                              \
+        return 0;                                                                    \
+    } while (0)
+
+#define TEST_SKIP 77
+
+#endif
