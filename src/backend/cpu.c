@@ -328,17 +328,31 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
         for (int64_t g = 0; g < group; g++) lse[g] = -INFINITY;
         return;
     }
-    // Pass 1: scores. Each key row is loaded once for all query heads of the group.
-    for (int64_t j = 0; j < n; j++) {
-        int64_t off = base + (k0 + j) * head_dim;
-        for (int64_t g = 0; g < group; g++) {
-            const float *qg = q + g * head_dim;
-            __m256 acc = _mm256_setzero_ps();
-            int64_t i = 0;
-            for (; i + 8 <= head_dim; i += 8) acc = _mm256_fmadd_ps(kv_load8(k, off + i), _mm256_loadu_ps(qg + i), acc);
-            float s = hsum256(acc);
-            for (; i < head_dim; i++) s += kv_get(k, off + i) * qg[i];
-            scores[g * n + j] = s * scale;
+    // Pass 1: scores. Each key row is converted once and reused by every query
+    // head of the group (GQA): K bytes are read once per KV head, not per query head.
+    if (head_dim % 8 == 0 && head_dim <= 256) {
+        const int64_t nv = head_dim / 8;
+        __m256 kr[32];
+        for (int64_t j = 0; j < n; j++) {
+            int64_t off = base + (k0 + j) * head_dim;
+            _mm_prefetch((const char *)k->data + (off + 8 * head_dim) * (k->elem == KV_F16 ? 2 : 4), _MM_HINT_T0);
+            for (int64_t c = 0; c < nv; c++) kr[c] = kv_load8(k, off + c * 8);
+            for (int64_t g = 0; g < group; g++) {
+                const float *qg = q + g * head_dim;
+                __m256 acc = _mm256_mul_ps(kr[0], _mm256_loadu_ps(qg));
+                for (int64_t c = 1; c < nv; c++) acc = _mm256_fmadd_ps(kr[c], _mm256_loadu_ps(qg + c * 8), acc);
+                scores[g * n + j] = hsum256(acc) * scale;
+            }
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            int64_t off = base + (k0 + j) * head_dim;
+            for (int64_t g = 0; g < group; g++) {
+                const float *qg = q + g * head_dim;
+                float s = 0.0f;
+                for (int64_t i = 0; i < head_dim; i++) s += kv_get(k, off + i) * qg[i];
+                scores[g * n + j] = s * scale;
+            }
         }
     }
     // Pass 2: softmax numerators per head.
