@@ -1,117 +1,19 @@
-// make_tiny_models OUTDIR: writes the tiny synthetic models that
-// tests/test_engine.c runs and tests/golden/make_tiny_golden.py evaluates
-// with numpy (the committed copies live in tests/data/tiny/). Run it only to
-// regenerate them, then rerun make_tiny_golden.py: the .logits files record a
-// hash of the .gguf they were computed from, and test_engine refuses a pair
-// that does not match.
+// make_tiny_models OUTDIR: writes the tiny synthetic models of
+// tests/support/tiny_zoo.c as OUTDIR/<name>.gguf, for
+// tests/golden/make_tiny_golden.py to evaluate with numpy:
 //
-//   name                 arch   heads q/kv x dim  d_model ffn vocab layers  weights                        output  rope
-//   llama_f32_odd        llama  3/3 x 12 (MHA)    36      52  301   2       all F32                        tied    plain
-//   llama_q4_1           llama  4/2 x 16 (GQA)    64      96  300   2       Q4_1 attn/ffn, Q8_0 embd       tied    plain
-//   qwen2_f16_bf16       qwen2  6/2 x 12 (GQA)    40      70  311   3       F16 attn/out, BF16 ffn/embd    output  NeoX, base 1e6, biases
-//   llama_linear_q4_0    llama  4/2 x 16 (GQA)    64      128 304   2       Q4_0 everywhere                tied    linear x4
-//   llama3_q8_0_mqa      llama  4/1 x 16 (MQA)    64      96  320   2       Q8_0 everywhere                output  llama3 rope_freqs
-//   qwen2_q8_0_tied      qwen2  2/1 x 32 (MQA)    64      64  300   1       Q8_0 attn/embd, Q4_1 ffn       tied    NeoX, linear x2
+//   build/tests/make_tiny_models tests/data/tiny
+//   python3 tests/golden/make_tiny_golden.py
 //
-// Odd shapes on purpose: head_dim 12 (not a multiple of the 8-wide SIMD
-// kernels), d_model 36/40 and ffn 52/70 (row tails), head_dim given
-// explicitly where n_head * head_dim != d_model (qwen2_f16_bf16, qwen2_q8_0_tied).
-// The llama3 model's rope_orig_ctx is 256 so that, with head_dim 16 and base
-// 10000, its factors cover all three regimes (1, smoothed, factor) and change
-// the logits within the test sequences; its context is 2048 for the long
-// sequence that crosses the fast backend's attention tiles.
+// test_engine reads tests/data/tiny/<name>.gguf when present and otherwise
+// writes the same model itself; either way it checks the file's hash against
+// the one recorded in <name>.logits.
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "model/quant.h"
-#include "tiny_model.h"
-
-typedef struct tiny_spec {
-    const char *file;
-    void (*set)(tiny_model_params *p);
-} tiny_spec;
-
-static void llama_f32_odd(tiny_model_params *p) {
-    p->seed = 101;
-    p->d_model = 36;
-    p->n_head = 3;
-    p->n_head_kv = 3;
-    p->d_ff = 52;
-    p->n_vocab = 301;
-    p->tied_output = 1;
-}
-
-static void llama_q4_1(tiny_model_params *p) {
-    p->seed = 102;
-    p->type_attn = p->type_ffn = GGML_TYPE_Q4_1;
-    p->type_embd = GGML_TYPE_Q8_0;
-    p->tied_output = 1;
-}
-
-static void qwen2_f16_bf16(tiny_model_params *p) {
-    p->arch = "qwen2";
-    p->seed = 103;
-    p->n_layer = 3;
-    p->d_model = 40;
-    p->n_head = 6;
-    p->n_head_kv = 2;
-    p->head_dim = 12;
-    p->d_ff = 70;
-    p->n_vocab = 311;
-    p->rope_base = 1000000.0f;
-    p->rms_eps = 1e-6f;
-    p->type_attn = p->type_output = GGML_TYPE_F16;
-    p->type_ffn = p->type_embd = GGML_TYPE_BF16;
-}
-
-static void llama_linear_q4_0(tiny_model_params *p) {
-    p->seed = 104;
-    p->d_ff = 128;
-    p->n_vocab = 304;
-    p->rope_scaling = TINY_ROPE_LINEAR;
-    p->rope_factor = 4.0f;
-    p->type_embd = p->type_attn = p->type_ffn = GGML_TYPE_Q4_0;
-    p->tied_output = 1;
-}
-
-static void llama3_q8_0_mqa(tiny_model_params *p) {
-    p->seed = 105;
-    p->n_head_kv = 1;
-    p->n_vocab = 320;
-    p->n_ctx = 2048;
-    p->rope_scaling = TINY_ROPE_LLAMA3;
-    p->rope_factor = 8.0f;
-    p->rope_low_freq_factor = 1.0f;
-    p->rope_high_freq_factor = 4.0f;
-    p->rope_orig_ctx = 256;
-    p->type_embd = p->type_attn = p->type_ffn = p->type_output = GGML_TYPE_Q8_0;
-}
-
-static void qwen2_q8_0_tied(tiny_model_params *p) {
-    p->arch = "qwen2";
-    p->seed = 106;
-    p->n_layer = 1;
-    p->n_head = 2;
-    p->n_head_kv = 1;
-    p->head_dim = 32;
-    p->d_ff = 64;
-    p->rope_scaling = TINY_ROPE_LINEAR;
-    p->rope_factor = 2.0f;
-    p->type_attn = p->type_embd = GGML_TYPE_Q8_0;
-    p->type_ffn = GGML_TYPE_Q4_1;
-    p->tied_output = 1;
-}
-
-static const tiny_spec specs[] = {
-    {"llama_f32_odd.gguf", llama_f32_odd},
-    {"llama_q4_1.gguf", llama_q4_1},
-    {"qwen2_f16_bf16.gguf", qwen2_f16_bf16},
-    {"llama_linear_q4_0.gguf", llama_linear_q4_0},
-    {"llama3_q8_0_mqa.gguf", llama3_q8_0_mqa},
-    {"qwen2_q8_0_tied.gguf", qwen2_q8_0_tied},
-};
+#include "tiny_zoo.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -122,12 +24,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "make_tiny_models: %s: %s\n", argv[1], strerror(errno));
         return 1;
     }
-    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+    for (int i = 0; i < tiny_zoo_count(); i++) {
         tiny_model_params p;
-        tiny_model_default(&p);
-        specs[i].set(&p);
+        tiny_zoo_params(i, &p);
         char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", argv[1], specs[i].file);
+        snprintf(path, sizeof(path), "%s/%s.gguf", argv[1], tiny_zoo_name(i));
         rc_err err;
         if (tiny_model_write(path, &p, &err)) {
             fprintf(stderr, "make_tiny_models: %s: %s\n", path, err.msg);

@@ -281,6 +281,10 @@ static void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n
 
 static void merge_states(float *o, float *lse, const float *o_parts, const float *lse_parts, int64_t n_parts,
                          int64_t n_heads, int64_t head_dim) {
+    // Double accumulation: the merge is tiny (n_parts x n_heads x head_dim) and
+    // its rounding would otherwise be the main difference between sharded and
+    // single-process attention.
+    double acc[512];
     for (int64_t h = 0; h < n_heads; h++) {
         float m = -INFINITY;
         for (int64_t r = 0; r < n_parts; r++)
@@ -291,17 +295,22 @@ static void merge_states(float *o, float *lse, const float *o_parts, const float
             lse[h] = -INFINITY;
             continue;
         }
-        float wsum = 0.0f;
-        for (int64_t i = 0; i < head_dim; i++) oh[i] = 0.0f;
-        for (int64_t r = 0; r < n_parts; r++) {
-            float wr = expf(lse_parts[r * n_heads + h] - m);  // exp(-inf) = 0: empty parts drop out
-            if (wr == 0.0f) continue;
-            wsum += wr;
-            const float *op = o_parts + (r * n_heads + h) * head_dim;
-            for (int64_t i = 0; i < head_dim; i++) oh[i] += wr * op[i];
+        double wsum = 0.0;
+        for (int64_t i0 = 0; i0 < head_dim; i0 += 512) {
+            int64_t ni = head_dim - i0 < 512 ? head_dim - i0 : 512;
+            for (int64_t i = 0; i < ni; i++) acc[i] = 0.0;
+            double ws = 0.0;
+            for (int64_t r = 0; r < n_parts; r++) {
+                double wr = exp((double)lse_parts[r * n_heads + h] - (double)m);  // exp(-inf) = 0: empty parts drop out
+                if (wr == 0.0) continue;
+                ws += wr;
+                const float *op = o_parts + (r * n_heads + h) * head_dim + i0;
+                for (int64_t i = 0; i < ni; i++) acc[i] += wr * op[i];
+            }
+            for (int64_t i = 0; i < ni; i++) oh[i0 + i] = (float)(acc[i] / ws);
+            wsum = ws;
         }
-        for (int64_t i = 0; i < head_dim; i++) oh[i] /= wsum;
-        lse[h] = m + logf(wsum);
+        lse[h] = (float)((double)m + log(wsum));
     }
 }
 

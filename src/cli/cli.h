@@ -5,9 +5,13 @@
 
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "core/status.h"
 
-// Prints "recall: <message>" as one line on stderr and exits with status 1.
+// Under several ranks, errors name the rank and end the whole job (abort).
+void cli_set_comm(comm *c);
+// Prints "recall: <message>" as one line on stderr and exits with status 1
+// ("recall: [rank r @ host] <message>" and an abort of every rank under MPI).
 _Noreturn void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void cli_die_err(const rc_err *err);
 

@@ -9,6 +9,10 @@
 
 #include "cli/cli.h"
 
+static comm *g_comm;
+
+void cli_set_comm(comm *c) { g_comm = c; }
+
 _Noreturn void cli_die(const char *fmt, ...) {
     char msg[1200];
     va_list ap;
@@ -19,6 +23,12 @@ _Noreturn void cli_die(const char *fmt, ...) {
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
     fflush(stdout);
+    if (g_comm && g_comm->size > 1) {
+        fprintf(stderr, "recall: [rank %d @ %s] %s\n", g_comm->rank, g_comm->host, msg);
+        fflush(stderr);
+        g_comm->ops->abort(g_comm, 1);
+        exit(1);  // not reached: abort ends the job
+    }
     fprintf(stderr, "recall: %s\n", msg);
     exit(1);
 }

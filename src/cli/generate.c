@@ -37,7 +37,18 @@ static void usage(FILE *out) {
             "      --kv-type f16|f32   KV cache element type (default f16)\n"
             "      --prefill-block N   prompt tokens per prefill block (default 512)\n"
             "      --special           print control tokens such as <|im_end|> as text\n"
-            "  -h, --help              this help\n",
+            "      --zigzag            multi-rank: give each rank two prompt chunks (early + late)\n"
+            "                          instead of one contiguous range, balancing causal attention work\n"
+            "      --stats             per-rank statistics on stderr: collective calls and bytes per\n"
+            "                          phase, KV positions and bytes held, prefill scratch, peak RSS\n"
+            "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
+            "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "Under mpirun/srun (several ranks) the KV cache is sharded by position across ranks; every\n"
+            "rank loads the model, rank 0 reads and tokenizes the prompt and prints. A failing rank ends\n"
+            "the whole job and names itself. Test hook: RECALL_INJECT_FAILURE=R makes rank R fail after\n"
+            "loading the model.\n",
             DEFAULT_N_PREDICT, DEFAULT_TOP_P, DEFAULT_SEED);
 }
 
@@ -63,12 +74,58 @@ static void on_progress(void *user, int64_t done, int64_t total) {
     }
 }
 
+// One line per rank on stderr (rank 0 prints what it gathers).
+typedef struct rank_stats {
+    comm_counters counters[COMM_PHASE_COUNT];
+    int64_t n_local;
+    double kv_mib, prefill_scratch_mib, peak_rss_mib;
+} rank_stats;
+
+static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
+    rank_stats mine = {.n_local = e->n_local, .kv_mib = (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
+                       .prefill_scratch_mib = (double)e->stats.prefill_transient_bytes / (1024.0 * 1024.0),
+                       .peak_rss_mib = cli_peak_rss_mib()};
+    memcpy(mine.counters, cm->counters, sizeof(mine.counters));
+    rank_stats *all = malloc((size_t)cm->size * sizeof(rank_stats));
+    rc_err err = {{0}};
+    if (comm_allgather(cm, &mine, sizeof(mine), all, &err)) cli_die_err(&err);
+    if (cm->rank == 0) {
+        const double steps = e->stats.n_decode_tokens > 0 ? (double)e->stats.n_decode_tokens : 1.0;
+        fprintf(stderr, "recall: stats: %d rank%s, logits bitwise identical on all ranks (hash %016llx)\n", cm->size,
+                cm->size > 1 ? "s" : "", (unsigned long long)hash);
+        for (int r = 0; r < cm->size; r++) {
+            const rank_stats *rs = &all[r];
+            const comm_counters *p = &rs->counters[COMM_PHASE_PREFILL], *d = &rs->counters[COMM_PHASE_DECODE];
+            fprintf(stderr,
+                    "recall: stats: rank %d: KV %lld positions (%.1f MiB) | prefill %lld calls, %.2f MB sent, %.2f MB "
+                    "received, scratch %.1f MiB | decode %lld calls, %.0f bytes received per step | peak RSS %.1f MiB\n",
+                    r, (long long)rs->n_local, rs->kv_mib, (long long)p->n_calls, (double)p->bytes_sent / 1e6,
+                    (double)p->bytes_recv / 1e6, rs->prefill_scratch_mib, (long long)d->n_calls,
+                    (double)d->bytes_recv / steps, rs->peak_rss_mib);
+        }
+    }
+    free(all);
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *system_msg = NULL;
     int64_t n_predict = DEFAULT_N_PREDICT, n_ctx = 0, prefill_block = 512, seed = DEFAULT_SEED;
     double temp = 0.0, top_p = DEFAULT_TOP_P;
     int chat = 0, show_special = 0, n_threads = cli_default_threads(), kv_elem = KV_F16;
-    enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL };
+    int zigzag = 0, want_stats = 0;
+    const char *logits_out = NULL;
+    rc_err err = {{0}};
+    // The communicator comes first so that any error below ends every rank.
+    comm *cm = NULL;
+    if (comm_launched_by_mpi()) {
+        if (!(cm = comm_mpi_create(NULL, NULL, &err))) cli_die_err(&err);
+    } else {
+        cm = comm_null_create();
+    }
+    cli_set_comm(cm);
+    const int rank0 = cm->rank == 0;
+    enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL,
+           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},     {"n-predict", required_argument, 0, 'n'},
@@ -77,6 +134,8 @@ int cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED}, {"ctx", required_argument, 0, OPT_CTX},
         {"threads", required_argument, 0, OPT_THREADS}, {"kv-type", required_argument, 0, OPT_KV},
         {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
+        {"zigzag", no_argument, 0, OPT_ZIGZAG},  {"stats", no_argument, 0, OPT_STATS},
+        {"logits-out", required_argument, 0, OPT_LOGITS_OUT},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     opterr = 0;
     int c;
@@ -100,6 +159,9 @@ int cmd_generate(int argc, char **argv) {
             break;
         case OPT_BLOCK: prefill_block = cli_parse_int("--prefill-block", optarg, 1, 1 << 16); break;
         case OPT_SPECIAL: show_special = 1; break;
+        case OPT_ZIGZAG: zigzag = 1; break;
+        case OPT_STATS: want_stats = 1; break;
+        case OPT_LOGITS_OUT: logits_out = optarg; break;
         case 'h': usage(stdout); return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
         default: cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
@@ -110,39 +172,50 @@ int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompt_file) cli_die("give exactly one of --prompt and --file");
     if (system_msg && !chat) cli_die("--system needs --chat");
 
-    size_t prompt_bytes = 0;
-    char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
-    if (prompt) prompt_bytes = strlen(prompt);
-    const char *text = prompt ? prompt : prompt_buf;
-
-    rc_err err = {{0}};
     model m;
     if (model_load(&m, model_path, &err)) cli_die_err(&err);
-    tokenizer *tok = NULL;
-    if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
+    const char *inject = getenv("RECALL_INJECT_FAILURE");
+    if (inject && *inject && atoi(inject) == cm->rank) cli_die("injected failure (RECALL_INJECT_FAILURE=%s)", inject);
 
-    char *chat_text = NULL;
-    if (chat) {
-        char *user = strndup(text, prompt_bytes);
-        if (chat_format(&m.file, system_msg, user, &chat_text, &err)) cli_die_err(&err);
-        free(user);
-        text = chat_text;
-        prompt_bytes = strlen(chat_text);
-    }
+    // Rank 0 reads and tokenizes the prompt, then every rank gets the ids.
+    tokenizer *tok = NULL;
     int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (tokenizer_encode(tok, text, prompt_bytes, tokenizer_add_bos(tok), chat, &ids, &n_ids, &err)) cli_die_err(&err);
-    if (n_ids == 0) cli_die("the prompt is empty after tokenization");
+    int64_t n_ids = 0;
+    if (rank0) {
+        size_t prompt_bytes = 0;
+        char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
+        if (prompt) prompt_bytes = strlen(prompt);
+        const char *text = prompt ? prompt : prompt_buf;
+        if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
+        char *chat_text = NULL;
+        if (chat) {
+            char *user = strndup(text, prompt_bytes);
+            if (chat_format(&m.file, system_msg, user, &chat_text, &err)) cli_die_err(&err);
+            free(user);
+            text = chat_text;
+            prompt_bytes = strlen(chat_text);
+        }
+        size_t n = 0;
+        if (tokenizer_encode(tok, text, prompt_bytes, tokenizer_add_bos(tok), chat, &ids, &n, &err)) cli_die_err(&err);
+        n_ids = (int64_t)n;
+        if (n_ids == 0) cli_die("the prompt is empty after tokenization");
+        free(chat_text);
+        free(prompt_buf);
+    }
+    if (comm_bcast(cm, &n_ids, sizeof(n_ids), 0, &err)) cli_die_err(&err);
+    if (!rank0) ids = malloc((size_t)n_ids * sizeof(int32_t));
+    if (comm_bcast(cm, ids, (size_t)n_ids * sizeof(int32_t), 0, &err)) cli_die_err(&err);
 
     if (n_ctx == 0) {
         n_ctx = m.cfg.n_ctx_train;
-        if ((int64_t)n_ids + n_predict < n_ctx) n_ctx = (int64_t)n_ids + n_predict;
+        if (n_ids + n_predict < n_ctx) n_ctx = n_ids + n_predict;
     }
-    if ((int64_t)n_ids > n_ctx)
-        cli_die("the prompt has %zu tokens, more than the context size %lld (--ctx)", n_ids, (long long)n_ctx);
-    if ((int64_t)n_ids + n_predict > n_ctx) {
-        fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
-        n_predict = n_ctx - (int64_t)n_ids;
+    if (n_ids > n_ctx)
+        cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
+                (long long)n_ctx);
+    if (n_ids + n_predict > n_ctx) {
+        if (rank0) fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
+        n_predict = n_ctx - n_ids;
     }
 
     engine_opts eo = engine_default_opts();
@@ -150,49 +223,80 @@ int cmd_generate(int argc, char **argv) {
     eo.n_threads = n_threads;
     eo.kv_elem = kv_elem;
     eo.prefill_block = prefill_block;
+    eo.comm = cm;
+    eo.zigzag = zigzag;
     engine e;
     if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
     sampler smp;
     if (sampler_init(&smp, m.cfg.n_vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)) cli_die_err(&err);
 
     progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
-    int long_prompt = (int64_t)n_ids > prefill_block;
-    if (engine_prefill(&e, ids, (int64_t)n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
+    int long_prompt = n_ids > prefill_block && rank0;
+    if (engine_prefill(&e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
 
+    FILE *lf = NULL;
+    if (logits_out && rank0 && !(lf = fopen(logits_out, "wb"))) cli_die("%s: cannot open for writing", logits_out);
+    uint64_t logits_hash = 1469598103934665603ull;  // FNV-1a over every step's logits
     tokenizer_stream st = {.show_special = show_special};
-    char piece[256];
-    int64_t n_gen = 0;
+    size_t piece_cap = rank0 ? tokenizer_decode_cap(tok) : 1;
+    char *piece = malloc(piece_cap + 1);
     for (int64_t i = 0; i < n_predict; i++) {
-        int32_t next = sampler_pick(&smp, e.logits);
-        if (tokenizer_is_eog(tok, next)) break;
-        size_t len = tokenizer_decode_stream(tok, &st, next, piece, sizeof(piece));
-        fwrite(piece, 1, len, stdout);
-        fflush(stdout);
-        n_gen++;
+        const unsigned char *lb = (const unsigned char *)e.logits;
+        for (size_t b = 0; b < (size_t)m.cfg.n_vocab * sizeof(float); b++) logits_hash = (logits_hash ^ lb[b]) * 1099511628211ull;
+        // Rank 0 chooses (it holds the tokenizer for the stop test); -1 means stop.
+        int32_t next = -1;
+        if (rank0) {
+            next = sampler_pick(&smp, e.logits);
+            if (lf) {
+                fwrite(&next, sizeof(next), 1, lf);
+                fwrite(e.logits, sizeof(float), (size_t)m.cfg.n_vocab, lf);
+            }
+            if (tokenizer_is_eog(tok, next)) next = -1;
+        }
+        if (comm_bcast(cm, &next, sizeof(next), 0, &err)) cli_die_err(&err);
+        if (next < 0) break;
+        if (rank0) {
+            size_t len = tokenizer_decode_stream(tok, &st, next, piece, piece_cap);
+            fwrite(piece, 1, len, stdout);
+            fflush(stdout);
+        }
         if (i + 1 == n_predict) break;  // the last token needs no forward pass
         if (engine_decode(&e, next, &err)) cli_die_err(&err);
     }
-    size_t len = tokenizer_stream_flush(tok, &st, piece, sizeof(piece));
-    fwrite(piece, 1, len, stdout);
-    printf("\n");
-    fflush(stdout);
+    if (lf) fclose(lf);
+    if (rank0) {
+        size_t len = tokenizer_stream_flush(tok, &st, piece, piece_cap);
+        fwrite(piece, 1, len, stdout);
+        printf("\n");
+        fflush(stdout);
+    }
+    free(piece);
+
+    // Every rank's logits must be the same bits at every step.
+    uint64_t *hashes = malloc((size_t)cm->size * sizeof(uint64_t));
+    if (comm_allgather(cm, &logits_hash, sizeof(logits_hash), hashes, &err)) cli_die_err(&err);
+    for (int r = 1; r < cm->size; r++)
+        if (hashes[r] != hashes[0]) cli_die("rank %d's logits differ from rank 0's (hash %016llx vs %016llx)", r,
+                                            (unsigned long long)hashes[r], (unsigned long long)hashes[0]);
 
     const engine_stats *s = &e.stats;
-    fprintf(stderr,
-            "recall: prefill %lld tokens in %.2f s (%.1f tok/s) | decode %lld tokens in %.2f s (%.1f tok/s) | "
-            "%d threads | KV cache %.1f MiB | peak RSS %.1f MiB\n",
-            (long long)s->n_prefill_tokens, s->prefill_seconds,
-            s->prefill_seconds > 0 ? (double)s->n_prefill_tokens / s->prefill_seconds : 0.0,
-            (long long)s->n_decode_tokens, s->decode_seconds,
-            s->decode_seconds > 0 ? (double)s->n_decode_tokens / s->decode_seconds : 0.0, n_threads,
-            (double)(kv_cache_bytes_per_pos(&e.kv) * (size_t)e.n_past) / (1024.0 * 1024.0), cli_peak_rss_mib());
-    (void)n_gen;
+    if (rank0)
+        fprintf(stderr,
+                "recall: prefill %lld tokens in %.2f s (%.1f tok/s) | decode %lld tokens in %.2f s (%.1f tok/s) | "
+                "%d rank%s x %d threads | KV cache %.1f MiB%s | peak RSS %.1f MiB\n",
+                (long long)s->n_prefill_tokens, s->prefill_seconds,
+                s->prefill_seconds > 0 ? (double)s->n_prefill_tokens / s->prefill_seconds : 0.0,
+                (long long)s->n_decode_tokens, s->decode_seconds,
+                s->decode_seconds > 0 ? (double)s->n_decode_tokens / s->decode_seconds : 0.0, cm->size,
+                cm->size > 1 ? "s" : "", n_threads, (double)engine_kv_bytes_used(&e) / (1024.0 * 1024.0),
+                cm->size > 1 ? " on rank 0" : "", cli_peak_rss_mib());
+    if (want_stats) print_rank_stats(cm, &e, hashes[0]);
+    free(hashes);
     sampler_free(&smp);
     engine_free(&e);
     free(ids);
-    free(chat_text);
-    free(prompt_buf);
     tokenizer_free(tok);
     model_free(&m);
+    comm_destroy(cm);
     return 0;
 }

@@ -14,10 +14,11 @@ static double now_seconds(void) {
 }
 
 engine_opts engine_default_opts(void) {
-    return (engine_opts){.n_ctx = 0, .n_threads = 1, .kv_elem = KV_F16, .prefill_block = 512, .backend = NULL};
+    return (engine_opts){.n_ctx = 0, .n_threads = 1, .kv_elem = KV_F16, .prefill_block = 512};
 }
 
 static float *alloc_f32(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+static size_t kv_elem_bytes(int elem) { return elem == KV_F16 ? 2 : 4; }
 
 int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err) {
     memset(e, 0, sizeof(*e));
@@ -25,12 +26,13 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
     e->m = m;
     e->opts = *opts;
     e->be = opts->backend ? opts->backend : &backend_cpu;
+    e->comm = opts->comm ? opts->comm : (e->own_comm = comm_null_create());
+    if (!e->comm) return rc_fail(err, "out of memory");
     if (e->opts.n_ctx <= 0) e->opts.n_ctx = c->n_ctx_train;
     if (e->opts.prefill_block <= 0) e->opts.prefill_block = 512;
     if (e->opts.n_threads <= 0) e->opts.n_threads = 1;
     backend_cpu_set_threads(e->opts.n_threads);
-    if (kv_cache_init(&e->kv, c->n_layer, c->n_head_kv, c->head_dim, e->opts.n_ctx, e->opts.kv_elem, err)) return -1;
-    const int64_t B = e->opts.prefill_block;
+    const int64_t B = e->opts.prefill_block, R = e->comm->size;
     const int64_t q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
     e->logits = alloc_f32(c->n_vocab);
     e->x = alloc_f32(B * c->d_model);
@@ -44,8 +46,11 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
     e->up = alloc_f32(B * c->ffn_dim);
     e->lse = alloc_f32(B * c->n_head);
     e->pos = malloc((size_t)B * sizeof(int64_t));
+    e->o_parts = alloc_f32(R * q_dim);
+    e->lse_parts = alloc_f32(R * c->n_head);
+    e->state_send = alloc_f32(q_dim + c->n_head);
     if (!e->logits || !e->x || !e->xn || !e->proj || !e->q || !e->att || !e->k || !e->v || !e->gate || !e->up ||
-        !e->lse || !e->pos) {
+        !e->lse || !e->pos || !e->o_parts || !e->lse_parts || !e->state_send) {
         engine_free(e);
         return rc_fail(err, "out of memory allocating engine buffers");
     }
@@ -54,12 +59,41 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
 
 void engine_free(engine *e) {
     kv_cache_free(&e->kv);
+    free(e->slot_pos);
     free(e->logits); free(e->x); free(e->xn); free(e->proj); free(e->q); free(e->att);
     free(e->k); free(e->v); free(e->gate); free(e->up); free(e->lse); free(e->pos);
+    free(e->o_parts); free(e->lse_parts); free(e->state_send);
+    if (e->own_comm) comm_destroy(e->own_comm);
     memset(e, 0, sizeof(*e));
 }
 
-void engine_reset(engine *e) { e->n_past = 0; }
+void engine_reset(engine *e) {
+    e->n_past = 0;
+    e->n_local = 0;
+}
+
+size_t engine_kv_bytes_used(const engine *e) {
+    return e->kv.capacity ? kv_cache_bytes_per_pos(&e->kv) * (size_t)e->n_local : 0;
+}
+
+// Fixes ownership for a new sequence whose prompt has n_prompt tokens and
+// sizes this rank's shard for the most positions it can come to own.
+static int begin_sequence(engine *e, int64_t n_prompt, rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    e->plan = (shard_plan){.n_ranks = e->comm->size, .zigzag = e->opts.zigzag, .n_prompt = n_prompt};
+    int64_t cap = shard_max_local(&e->plan, e->opts.n_ctx);
+    if (cap < 1) cap = 1;
+    if (e->kv.capacity != cap || e->kv.elem != e->opts.kv_elem || !e->kv.k) {
+        kv_cache_free(&e->kv);
+        free(e->slot_pos);
+        e->slot_pos = NULL;
+        if (kv_cache_init(&e->kv, c->n_layer, c->n_head_kv, c->head_dim, cap, e->opts.kv_elem, err)) return -1;
+        e->slot_pos = malloc((size_t)cap * sizeof(int64_t));
+        if (!e->slot_pos) return rc_fail(err, "out of memory");
+    }
+    e->n_local = 0;
+    return 0;
+}
 
 static void add_bias(float *x, const float *b, int64_t n_tok, int64_t n) {
     if (!b) return;
@@ -71,51 +105,11 @@ static void add_into(float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// Runs all layers for n tokens (n <= prefill_block) at positions n_past.. and
-// leaves the final-normed hidden states in e->xn.
-static void forward_block(engine *e, const int32_t *tokens, int64_t n) {
-    const model *m = e->m;
-    const model_config *c = &m->cfg;
-    const backend_ops *be = e->be;
-    const int64_t d = c->d_model, hd = c->head_dim;
-    const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int64_t pos0 = e->n_past;
-
-    for (int64_t t = 0; t < n; t++) {
+static void embed_rows(const model *m, const int32_t *tokens, int64_t n, float *x) {
+    const int64_t d = m->cfg.d_model;
+    for (int64_t t = 0; t < n; t++)
         dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
-                       e->x + t * d, d);
-        e->pos[t] = pos0 + t;
-    }
-    for (int64_t l = 0; l < c->n_layer; l++) {
-        const layer_weights *L = &m->layers[l];
-        be->rmsnorm(e->xn, e->x, L->attn_norm, n, d, c->rms_eps);
-        be->matmul(e->q, e->xn, &L->wq, n);
-        be->matmul(e->k, e->xn, &L->wk, n);
-        be->matmul(e->v, e->xn, &L->wv, n);
-        add_bias(e->q, L->bq, n, q_dim);
-        add_bias(e->k, L->bk, n, kv_dim);
-        add_bias(e->v, L->bv, n, kv_dim);
-        be->rope(e->q, n, c->n_head, hd, e->pos, &m->rope);
-        be->rope(e->k, n, c->n_head_kv, hd, e->pos, &m->rope);
-        kv_cache_store(&e->kv, l, pos0, n, e->k, e->v);
-        kv_view kv_k = kv_cache_k(&e->kv, l), kv_v = kv_cache_v(&e->kv, l);
-        if (n == 1)
-            be->attn_decode(e->att, e->lse, e->q, &kv_k, &kv_v, pos0 + 1, c->n_head, c->n_head_kv, hd, scale);
-        else
-            be->attn_prefill(e->att, NULL, e->q, n, pos0, &kv_k, &kv_v, c->n_head, c->n_head_kv, hd, scale);
-        be->matmul(e->proj, e->att, &L->wo, n);
-        add_into(e->x, e->proj, n * d);
-
-        be->rmsnorm(e->xn, e->x, L->ffn_norm, n, d, c->rms_eps);
-        be->matmul(e->gate, e->xn, &L->w_gate, n);
-        be->matmul(e->up, e->xn, &L->w_up, n);
-        be->swiglu(e->gate, e->gate, e->up, n * c->ffn_dim);
-        be->matmul(e->proj, e->gate, &L->w_down, n);
-        add_into(e->x, e->proj, n * d);
-    }
-    be->rmsnorm(e->xn, e->x, m->output_norm, n, d, c->rms_eps);
-    e->n_past += n;
+                       x + t * d, d);
 }
 
 static int check_tokens(const engine *e, const int32_t *tokens, int64_t n, rc_err *err) {
@@ -129,35 +123,302 @@ static int check_tokens(const engine *e, const int32_t *tokens, int64_t n, rc_er
     return 0;
 }
 
+// ---- prefill -----------------------------------------------------------------
+
+// Per-prefill buffers: every local row's activations for one layer at a time,
+// plus (on several ranks) the whole prompt's K/V of the current layer.
+typedef struct prefill_bufs {
+    int64_t n_loc;
+    int64_t *pos;         // (n_loc) absolute positions of the local rows, ascending
+    int32_t *tok;         // (n_loc)
+    float *x, *q, *k, *v, *att;
+    void *kv_full;        // (2, n_kv_heads, n_total, head_dim) cache elements, ranks > 1
+    void *send, *recv;    // packed K/V rows for the all-gather
+    size_t *counts;       // (n_ranks) bytes per rank
+    size_t n_bytes;
+} prefill_bufs;
+
+static void free_prefill_bufs(prefill_bufs *b) {
+    free(b->pos); free(b->tok); free(b->x); free(b->q); free(b->k); free(b->v); free(b->att);
+    free(b->kv_full); free(b->send); free(b->recv); free(b->counts);
+    memset(b, 0, sizeof(*b));
+}
+
+// Packs this rank's K/V rows of one layer (from its cache shard) into
+// b->send: row i = [K (n_kv_heads*head_dim)] [V (n_kv_heads*head_dim)].
+static void pack_local_kv(const engine *e, int64_t layer, int64_t slot0, const prefill_bufs *b) {
+    const int64_t H = e->m->cfg.n_head_kv, hd = e->m->cfg.head_dim;
+    const size_t eb = kv_elem_bytes(e->kv.elem), row = (size_t)(H * hd) * eb;
+    kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
+    for (int64_t i = 0; i < b->n_loc; i++)
+        for (int64_t h = 0; h < H; h++) {
+            size_t src = ((size_t)(h * kk.head_stride) + (size_t)((slot0 + i) * hd)) * eb;
+            uint8_t *dst = (uint8_t *)b->send + (size_t)i * 2 * row + (size_t)(h * hd) * eb;
+            memcpy(dst, (const uint8_t *)kk.data + src, (size_t)hd * eb);
+            memcpy(dst + row, (const uint8_t *)vv.data + src, (size_t)hd * eb);
+        }
+}
+
+// Scatters the gathered rows of every rank into b->kv_full by position.
+static void unpack_full_kv(const engine *e, int64_t n_total, const prefill_bufs *b) {
+    const int64_t H = e->m->cfg.n_head_kv, hd = e->m->cfg.head_dim;
+    const size_t eb = kv_elem_bytes(e->kv.elem), row = (size_t)(H * hd) * eb;
+    uint8_t *kf = b->kv_full, *vf = kf + (size_t)(H * n_total * hd) * eb;
+    const uint8_t *src = b->recv;
+    for (int r = 0; r < e->comm->size; r++) {
+        shard_ranges rr = shard_prompt_ranges(&e->plan, r);
+        for (int s = 0; s < rr.n; s++)
+            for (int64_t p = rr.start[s]; p < rr.end[s]; p++) {
+                for (int64_t h = 0; h < H; h++) {
+                    size_t dst = ((size_t)(h * n_total + p) * (size_t)hd) * eb;
+                    memcpy(kf + dst, src + (size_t)(h * hd) * eb, (size_t)hd * eb);
+                    memcpy(vf + dst, src + row + (size_t)(h * hd) * eb, (size_t)hd * eb);
+                }
+                src += 2 * row;
+            }
+    }
+}
+
 int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
                    void *user, rc_err *err) {
+    const model *m = e->m;
+    const model_config *c = &m->cfg;
+    const backend_ops *be = e->be;
+    comm *cm = e->comm;
+    const int R = cm->size;
     if (n <= 0) return rc_fail(err, "empty prompt: nothing to process");
     if (check_tokens(e, tokens, n, err)) return -1;
-    const int64_t V = e->m->cfg.n_vocab, d = e->m->cfg.d_model;
+    if (R > 1 && e->n_past > 0)
+        return rc_fail(err, "on several ranks a sequence has a single prefill (at position 0)");
+    if (R > 1 && logits_all) return rc_fail(err, "logits for every position are only available on one rank");
+    if (e->n_past == 0 && begin_sequence(e, n, err)) return -1;
+
+    const int64_t V = c->n_vocab, d = c->d_model, hd = c->head_dim, B = e->opts.prefill_block;
+    const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t n_total = e->n_past + n;
+    const int prev_phase = cm->phase;
+    cm->phase = COMM_PHASE_PREFILL;
     double t0 = now_seconds();
-    for (int64_t b0 = 0; b0 < n; b0 += e->opts.prefill_block) {
-        int64_t nb = n - b0 < e->opts.prefill_block ? n - b0 : e->opts.prefill_block;
-        forward_block(e, tokens + b0, nb);
-        if (logits_all)
-            e->be->matmul(logits_all + b0 * V, e->xn, &e->m->output, nb);
-        if (b0 + nb == n) {
-            if (logits_all)
-                memcpy(e->logits, logits_all + (n - 1) * V, (size_t)V * sizeof(float));
-            else
-                e->be->matmul(e->logits, e->xn + (nb - 1) * d, &e->m->output, 1);
-        }
-        if (progress) progress(user, b0 + nb, n);
+
+    // This rank's rows: all new positions on one rank, its prompt ranges otherwise.
+    prefill_bufs b = {0};
+    shard_ranges mine = {.n = 1, .start = {e->n_past}, .end = {n_total}};
+    if (R > 1) mine = shard_prompt_ranges(&e->plan, cm->rank);
+    for (int s = 0; s < mine.n; s++) b.n_loc += mine.end[s] - mine.start[s];
+    if (e->n_local + b.n_loc > e->kv.capacity) {
+        cm->phase = prev_phase;
+        return rc_fail(err, "KV shard full: %lld + %lld positions exceed its capacity %lld", (long long)e->n_local,
+                       (long long)b.n_loc, (long long)e->kv.capacity);
     }
+    const int64_t L = b.n_loc;
+    b.pos = malloc((size_t)(L ? L : 1) * sizeof(int64_t));
+    b.tok = malloc((size_t)(L ? L : 1) * sizeof(int32_t));
+    b.x = alloc_f32(L * d);
+    b.q = alloc_f32(L * q_dim);
+    b.k = alloc_f32(L * kv_dim);
+    b.v = alloc_f32(L * kv_dim);
+    b.att = alloc_f32(L * q_dim);
+    b.n_bytes = (size_t)L * (size_t)(d + 2 * q_dim + 2 * kv_dim) * sizeof(float);
+    const size_t eb = kv_elem_bytes(e->opts.kv_elem), row_bytes = 2 * (size_t)kv_dim * eb;
+    if (R > 1) {
+        b.kv_full = malloc((size_t)n_total * row_bytes);
+        b.send = malloc((size_t)(L ? L : 1) * row_bytes);
+        b.recv = malloc((size_t)n_total * row_bytes);
+        b.counts = malloc((size_t)R * sizeof(size_t));
+        for (int r = 0; r < R; r++) b.counts[r] = (size_t)shard_prompt_count(&e->plan, r) * row_bytes;
+        b.n_bytes += (size_t)(2 * n_total + L) * row_bytes;
+    }
+    if (!b.pos || !b.tok || !b.x || !b.q || !b.k || !b.v || !b.att ||
+        (R > 1 && (!b.kv_full || !b.send || !b.recv || !b.counts))) {
+        free_prefill_bufs(&b);
+        cm->phase = prev_phase;
+        return rc_fail(err, "out of memory for prefill buffers (%zu MiB)", b.n_bytes >> 20);
+    }
+    e->stats.prefill_transient_bytes = b.n_bytes;
+    {
+        int64_t i = 0;
+        for (int s = 0; s < mine.n; s++)
+            for (int64_t p = mine.start[s]; p < mine.end[s]; p++, i++) {
+                b.pos[i] = p;
+                b.tok[i] = tokens[p - e->n_past];
+            }
+    }
+    embed_rows(m, b.tok, L, b.x);
+    const int64_t slot0 = e->n_local;
+    for (int64_t i = 0; i < L; i++) e->slot_pos[slot0 + i] = b.pos[i];
+
+    int rc = 0;
+    for (int64_t l = 0; l < c->n_layer && rc == 0; l++) {
+        const layer_weights *W = &m->layers[l];
+        for (int64_t r0 = 0; r0 < L; r0 += B) {
+            int64_t nb = L - r0 < B ? L - r0 : B;
+            be->rmsnorm(e->xn, b.x + r0 * d, W->attn_norm, nb, d, c->rms_eps);
+            be->matmul(b.q + r0 * q_dim, e->xn, &W->wq, nb);
+            be->matmul(b.k + r0 * kv_dim, e->xn, &W->wk, nb);
+            be->matmul(b.v + r0 * kv_dim, e->xn, &W->wv, nb);
+            add_bias(b.q + r0 * q_dim, W->bq, nb, q_dim);
+            add_bias(b.k + r0 * kv_dim, W->bk, nb, kv_dim);
+            add_bias(b.v + r0 * kv_dim, W->bv, nb, kv_dim);
+            be->rope(b.q + r0 * q_dim, nb, c->n_head, hd, b.pos + r0, &m->rope);
+            be->rope(b.k + r0 * kv_dim, nb, c->n_head_kv, hd, b.pos + r0, &m->rope);
+        }
+        kv_cache_store(&e->kv, l, slot0, L, b.k, b.v);
+
+        // Keys for causal attention: one rank reads its own cache (slot == position);
+        // several ranks all-gather every rank's rows of this layer, in cache precision,
+        // so each rank attends over exactly the values a single process would.
+        kv_view kk, vv;
+        if (R == 1) {
+            kk = kv_cache_k(&e->kv, l);
+            vv = kv_cache_v(&e->kv, l);
+        } else {
+            pack_local_kv(e, l, slot0, &b);
+            if (comm_allgatherv(cm, b.send, b.counts, b.recv, err)) {
+                rc = -1;
+                break;
+            }
+            unpack_full_kv(e, n_total, &b);
+            kk = (kv_view){.data = b.kv_full, .elem = e->kv.elem, .head_stride = n_total * hd};
+            vv = (kv_view){.data = (uint8_t *)b.kv_full + (size_t)(c->n_head_kv * n_total * hd) * eb,
+                           .elem = e->kv.elem, .head_stride = n_total * hd};
+        }
+        for (int s = 0, row = 0; s < mine.n; s++) {
+            for (int64_t p0 = mine.start[s]; p0 < mine.end[s]; p0 += B) {
+                int64_t nb = mine.end[s] - p0 < B ? mine.end[s] - p0 : B;
+                be->attn_prefill(b.att + (int64_t)row * q_dim, NULL, b.q + (int64_t)row * q_dim, nb, p0, &kk, &vv,
+                                 c->n_head, c->n_head_kv, hd, scale);
+                row += (int)nb;
+            }
+        }
+        for (int64_t r0 = 0; r0 < L; r0 += B) {
+            int64_t nb = L - r0 < B ? L - r0 : B;
+            float *xr = b.x + r0 * d;
+            be->matmul(e->proj, b.att + r0 * q_dim, &W->wo, nb);
+            add_into(xr, e->proj, nb * d);
+            be->rmsnorm(e->xn, xr, W->ffn_norm, nb, d, c->rms_eps);
+            be->matmul(e->gate, e->xn, &W->w_gate, nb);
+            be->matmul(e->up, e->xn, &W->w_up, nb);
+            be->swiglu(e->gate, e->gate, e->up, nb * c->ffn_dim);
+            be->matmul(e->proj, e->gate, &W->w_down, nb);
+            add_into(xr, e->proj, nb * d);
+        }
+        if (progress) progress(user, (l + 1) * n / c->n_layer, n);
+    }
+
+    if (rc == 0) {
+        if (logits_all) {  // one rank: every row is local, in position order
+            for (int64_t r0 = 0; r0 < L; r0 += B) {
+                int64_t nb = L - r0 < B ? L - r0 : B;
+                be->rmsnorm(e->xn, b.x + r0 * d, m->output_norm, nb, d, c->rms_eps);
+                be->matmul(logits_all + r0 * V, e->xn, &m->output, nb);
+            }
+            memcpy(e->logits, logits_all + (n - 1) * V, (size_t)V * sizeof(float));
+        } else {
+            // The owner of the last position sends its final hidden state; every
+            // rank then computes the same logits from the same bits.
+            const int64_t last = n_total - 1;
+            const int owner = R == 1 ? 0 : shard_owner(&e->plan, last);
+            if (owner == cm->rank) {
+                int64_t i = 0;
+                while (b.pos[i] != last) i++;
+                be->rmsnorm(e->xn, b.x + i * d, m->output_norm, 1, d, c->rms_eps);
+            }
+            if (R > 1 && comm_bcast(cm, e->xn, (size_t)d * sizeof(float), owner, err)) rc = -1;
+            if (rc == 0) be->matmul(e->logits, e->xn, &m->output, 1);
+        }
+    }
+    free_prefill_bufs(&b);
+    cm->phase = prev_phase;
+    if (rc) return rc;
+    e->n_local += L;
+    e->n_past = n_total;
     e->stats.prefill_seconds += now_seconds() - t0;
     e->stats.n_prefill_tokens += n;
     return 0;
 }
 
+// ---- decode ------------------------------------------------------------------
+
 int engine_decode(engine *e, int32_t token, rc_err *err) {
+    const model *m = e->m;
+    const model_config *c = &m->cfg;
+    const backend_ops *be = e->be;
+    comm *cm = e->comm;
+    const int R = cm->size;
     if (check_tokens(e, &token, 1, err)) return -1;
+    if (!e->kv.k && begin_sequence(e, 0, err)) return -1;  // decoding from an empty sequence
+    const int64_t d = c->d_model, hd = c->head_dim;
+    const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t pos = e->n_past;
+    const int owner = shard_owner(&e->plan, pos);
+    const int mine = owner == cm->rank;
+    if (mine && e->n_local >= e->kv.capacity)
+        return rc_fail(err, "KV shard full at position %lld (capacity %lld)", (long long)pos,
+                       (long long)e->kv.capacity);
+    const int prev_phase = cm->phase;
+    cm->phase = COMM_PHASE_DECODE;
     double t0 = now_seconds();
-    forward_block(e, &token, 1);
-    e->be->matmul(e->logits, e->xn, &e->m->output, 1);
+
+    embed_rows(m, &token, 1, e->x);
+    e->pos[0] = pos;
+    if (mine) e->slot_pos[e->n_local] = pos;
+    const int64_t n_keys = e->n_local + mine;
+    const size_t state_bytes = (size_t)(q_dim + c->n_head) * sizeof(float);
+    int rc = 0;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const layer_weights *W = &m->layers[l];
+        be->rmsnorm(e->xn, e->x, W->attn_norm, 1, d, c->rms_eps);
+        be->matmul(e->q, e->xn, &W->wq, 1);
+        be->matmul(e->k, e->xn, &W->wk, 1);
+        be->matmul(e->v, e->xn, &W->wv, 1);
+        add_bias(e->q, W->bq, 1, q_dim);
+        add_bias(e->k, W->bk, 1, kv_dim);
+        add_bias(e->v, W->bv, 1, kv_dim);
+        be->rope(e->q, 1, c->n_head, hd, e->pos, &m->rope);
+        be->rope(e->k, 1, c->n_head_kv, hd, e->pos, &m->rope);
+        if (mine) kv_cache_store(&e->kv, l, e->n_local, 1, e->k, e->v);
+        kv_view kk = kv_cache_k(&e->kv, l), vv = kv_cache_v(&e->kv, l);
+        if (R == 1) {
+            be->attn_decode(e->att, e->lse, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+        } else {
+            // Partial state over this rank's shard, all-gathered, merged in rank order:
+            // every rank merges the same bytes the same way, so all end bitwise equal.
+            float *o_mine = e->state_send, *lse_mine = e->state_send + q_dim;
+            be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+            float *gathered = e->gate;  // scratch: R * (q_dim + n_head) floats fit (R <= ffn rows)
+            float *big = NULL;
+            if ((int64_t)R * (q_dim + c->n_head) > e->opts.prefill_block * c->ffn_dim)
+                gathered = big = alloc_f32((int64_t)R * (q_dim + c->n_head));
+            if (comm_allgather(cm, e->state_send, state_bytes, gathered, err)) {
+                free(big);
+                rc = -1;
+                break;
+            }
+            for (int r = 0; r < R; r++) {
+                const float *st = gathered + (int64_t)r * (q_dim + c->n_head);
+                memcpy(e->o_parts + (int64_t)r * q_dim, st, (size_t)q_dim * sizeof(float));
+                memcpy(e->lse_parts + (int64_t)r * c->n_head, st + q_dim, (size_t)c->n_head * sizeof(float));
+            }
+            free(big);
+            be->merge(e->att, e->lse, e->o_parts, e->lse_parts, R, c->n_head, hd);
+        }
+        be->matmul(e->proj, e->att, &W->wo, 1);
+        add_into(e->x, e->proj, d);
+        be->rmsnorm(e->xn, e->x, W->ffn_norm, 1, d, c->rms_eps);
+        be->matmul(e->gate, e->xn, &W->w_gate, 1);
+        be->matmul(e->up, e->xn, &W->w_up, 1);
+        be->swiglu(e->gate, e->gate, e->up, c->ffn_dim);
+        be->matmul(e->proj, e->gate, &W->w_down, 1);
+        add_into(e->x, e->proj, d);
+    }
+    cm->phase = prev_phase;
+    if (rc) return rc;
+    be->rmsnorm(e->xn, e->x, m->output_norm, 1, d, c->rms_eps);
+    be->matmul(e->logits, e->xn, &m->output, 1);
+    if (mine) e->n_local++;
+    e->n_past++;
     e->stats.decode_seconds += now_seconds() - t0;
     e->stats.n_decode_tokens += 1;
     return 0;

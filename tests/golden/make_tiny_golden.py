@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
-"""Golden logits for the tiny synthetic models in tests/data/tiny/.
+"""Golden logits for the tiny synthetic models of tests/test_engine.c.
 
-For every tests/data/tiny/<name>.gguf (written by tests/make_tiny_models.c)
-this script runs an independent numpy forward pass and writes
-tests/data/tiny/<name>.logits, which tests/test_engine.c compares with the C
-engine.  Nothing here reads or calls the C code: the GGUF is parsed by the
-`gguf` package and every tensor is dequantized by `gguf.quants.dequantize`
-(Python reimplementation of ggml's block formats).
+For every <name>.gguf in --dir (the models of tests/support/tiny_zoo.c,
+written by the make_tiny_models tool) this script runs an independent numpy
+forward pass and writes <name>.logits, which tests/test_engine.c compares
+with the C engine.  Only the .logits files are committed (tests/data/tiny/):
+*.gguf is git-ignored, and test_engine writes the same models itself, checking
+their hash against the one recorded here.  Nothing in this script reads or
+calls the C code: the GGUF is parsed by the `gguf` package and every tensor is
+dequantized by `gguf.quants.dequantize` (the Python reimplementation of
+ggml's block formats).
+
+Regenerating (from the repository root, about 5 s once built):
+
+    cmake -S . -B build && cmake --build build --target make_tiny_models
+    build/tests/make_tiny_models tests/data/tiny
+    python3 tests/golden/make_tiny_golden.py
 
 The forward pass follows the published model definitions, not the C code:
 
@@ -77,9 +86,12 @@ test_engine catches the mistake; never commit one):
     no-freq-factors   ignore rope_freqs.weight
     kv-interleave     query head h uses KV head h % n_head_kv
     no-final-norm     skip the output RMSNorm's weight (x / rms only)
+    eps-x10           RMSNorm epsilon 10x too large (a small error: ~1e-5
+                      relative on the llama models, ~1e-6 on qwen2's eps 1e-6)
+    f16-k-only        the f16kv logits round K but not V
 
-Dependencies: numpy, gguf (both installed for the system python3).
-Runtime: about 5 s.
+Dependencies: numpy, gguf (both installed for the system python3; tested
+with numpy 2.4.6, gguf 0.19.0).
 """
 
 import argparse
@@ -100,12 +112,13 @@ MAGIC = b"RCTINY1\0"
 MAIN_LEN = 64
 LONG_LEN = 1100
 LONG_MODELS = ("llama3_q8_0_mqa",)
-# Llama 3.1 scaling settings of tests/make_tiny_models.c, per model, for the
+# Llama 3.1 scaling settings of tests/support/tiny_zoo.c, per model, for the
 # check of rope_freqs.weight: (factor, low_freq_factor, high_freq_factor,
 # original_max_position_embeddings).
 LLAMA3_PARAMS = {"llama3_q8_0_mqa": (8.0, 1.0, 4.0, 256)}
 VARIANTS = ("neox-llama", "adjacent-qwen2", "no-bias", "no-linear",
-            "no-freq-factors", "kv-interleave", "no-final-norm")
+            "no-freq-factors", "kv-interleave", "no-final-norm", "eps-x10",
+            "f16-k-only")
 
 
 def fnv1a64(data):
@@ -164,6 +177,8 @@ class TinyModel(RefModel):
         self.n_kv = int(val(a + "attention.head_count_kv"))
         self.n_ff = int(val(a + "feed_forward_length"))
         self.eps = float(val(a + "attention.layer_norm_rms_epsilon"))
+        if variant == "eps-x10":
+            self.eps *= 10
         self.base = float(val(a + "rope.freq_base", 10000.0))
         self.hd = int(val(a + "attention.key_length", self.d // self.n_head))
         assert int(val(a + "attention.value_length", self.hd)) == self.hd
@@ -265,7 +280,8 @@ class TinyModel(RefModel):
             k = self.rope(k.reshape(T, KV, hd), pos)
             v = v.reshape(T, KV, hd)
             if f16kv:
-                k, v = self.f16(k), self.f16(v)
+                k = self.f16(k)
+                v = v if self.variant == "f16-k-only" else self.f16(v)
             att = np.empty((T, H, hd))
             for h in range(H):
                 g = h % KV if self.variant == "kv-interleave" else h // rep

@@ -1,0 +1,122 @@
+// The counting wrappers shared by every communicator, and the null
+// communicator (one process, rank 0 of 1).
+//
+// Counting rule, in c->counters[c->phase]: a call counts once it reaches the
+// implementation (arguments valid), whatever its outcome; its bytes count
+// only when it succeeds. bytes_sent is what this rank contributed (a bcast
+// root contributes n_bytes, the other ranks 0); bytes_recv is what arrived
+// from other ranks (never this rank's own contribution), so one process
+// always reports 0 received.
+#include "comm/comm.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int check_phase(const comm *c, rc_err *err) {
+    if (!c) return rc_fail(err, "comm: NULL communicator");
+    if (c->phase < 0 || c->phase >= COMM_PHASE_COUNT)
+        return rc_fail(err, "comm: phase %d out of range [0, %d)", c->phase, COMM_PHASE_COUNT);
+    return 0;
+}
+
+int comm_allgather(comm *c, const void *send, size_t n_bytes, void *recv, rc_err *err) {
+    if (check_phase(c, err)) return -1;
+    if (n_bytes > 0 && (!send || !recv)) return rc_fail(err, "comm allgather: NULL buffer for %zu bytes", n_bytes);
+    if (n_bytes > SIZE_MAX / (size_t)c->size)
+        return rc_fail(err, "comm allgather: %d ranks x %zu bytes overflows size_t", c->size, n_bytes);
+    comm_counters *k = &c->counters[c->phase];
+    k->n_calls++;
+    if (c->ops->allgather(c, send, n_bytes, recv, err)) return -1;
+    k->bytes_sent += (int64_t)n_bytes;
+    k->bytes_recv += (int64_t)(n_bytes * (size_t)(c->size - 1));
+    return 0;
+}
+
+int comm_allgatherv(comm *c, const void *send, const size_t *counts, void *recv, rc_err *err) {
+    if (check_phase(c, err)) return -1;
+    if (!counts) return rc_fail(err, "comm allgatherv: NULL counts");
+    size_t total = 0;
+    for (int r = 0; r < c->size; r++) {
+        if (counts[r] > SIZE_MAX - total) return rc_fail(err, "comm allgatherv: total byte count overflows size_t");
+        total += counts[r];
+    }
+    const size_t mine = counts[c->rank];
+    if ((mine > 0 && !send) || (total > 0 && !recv))
+        return rc_fail(err, "comm allgatherv: NULL buffer (this rank %zu bytes, total %zu)", mine, total);
+    comm_counters *k = &c->counters[c->phase];
+    k->n_calls++;
+    if (c->ops->allgatherv(c, send, counts, recv, err)) return -1;
+    k->bytes_sent += (int64_t)mine;
+    k->bytes_recv += (int64_t)(total - mine);
+    return 0;
+}
+
+int comm_bcast(comm *c, void *buf, size_t n_bytes, int root, rc_err *err) {
+    if (check_phase(c, err)) return -1;
+    if (root < 0 || root >= c->size) return rc_fail(err, "comm bcast: root %d out of range [0, %d)", root, c->size);
+    if (n_bytes > 0 && !buf) return rc_fail(err, "comm bcast: NULL buffer for %zu bytes", n_bytes);
+    comm_counters *k = &c->counters[c->phase];
+    k->n_calls++;
+    if (c->ops->bcast(c, buf, n_bytes, root, err)) return -1;
+    if (c->rank == root) k->bytes_sent += (int64_t)n_bytes;
+    else k->bytes_recv += (int64_t)n_bytes;
+    return 0;
+}
+
+int comm_barrier(comm *c, rc_err *err) {
+    if (check_phase(c, err)) return -1;
+    c->counters[c->phase].n_calls++;
+    return c->ops->barrier(c, err);
+}
+
+void comm_destroy(comm *c) {
+    if (c) c->ops->destroy(c);
+}
+
+// ---- the null communicator: rank 0 of 1 ----
+
+static int null_allgather(comm *c, const void *send, size_t n_bytes, void *recv, rc_err *err) {
+    if (n_bytes > 0) memmove(recv, send, n_bytes);
+    return 0;
+}
+
+static int null_allgatherv(comm *c, const void *send, const size_t *counts, void *recv, rc_err *err) {
+    if (counts[0] > 0) memmove(recv, send, counts[0]);
+    return 0;
+}
+
+static int null_bcast(comm *c, void *buf, size_t n_bytes, int root, rc_err *err) {
+    if (root != 0) return rc_fail(err, "comm bcast: root %d out of range [0, 1)", root);
+    return 0;
+}
+
+static int null_barrier(comm *c, rc_err *err) { return 0; }
+
+static _Noreturn void null_abort(comm *c, int code) { exit(code); }
+
+static void null_destroy(comm *c) { free(c); }
+
+static const comm_ops null_ops = {
+    .allgather = null_allgather,
+    .allgatherv = null_allgatherv,
+    .bcast = null_bcast,
+    .barrier = null_barrier,
+    .abort = null_abort,
+    .destroy = null_destroy,
+};
+
+comm *comm_null_create(void) {
+    comm *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->ops = &null_ops;
+    c->kind = "null";
+    c->rank = 0;
+    c->size = 1;
+    c->local_rank = 0;
+    c->local_size = 1;
+    if (gethostname(c->host, sizeof(c->host)) != 0) strcpy(c->host, "localhost");
+    c->host[sizeof(c->host) - 1] = '\0';
+    c->phase = COMM_PHASE_SETUP;
+    return c;
+}

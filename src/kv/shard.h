@@ -1,0 +1,31 @@
+// Which rank owns which position of the sequence (design.md §2). The prompt
+// is split into contiguous ranges, one per rank (or "zigzag": 2N chunks, rank
+// r takes chunks r and 2N-1-r, which balances causal attention work);
+// generated positions go round-robin in blocks of SHARD_GEN_BLOCK.
+#ifndef RECALL_KV_SHARD_H
+#define RECALL_KV_SHARD_H
+
+#include <stdint.h>
+
+#define SHARD_GEN_BLOCK 32
+
+typedef struct shard_plan {
+    int n_ranks;
+    int zigzag;
+    int64_t n_prompt;
+} shard_plan;
+
+// A rank's prompt positions as up to two half-open ranges [start, end).
+typedef struct shard_ranges {
+    int n;
+    int64_t start[2];
+    int64_t end[2];
+} shard_ranges;
+
+shard_ranges shard_prompt_ranges(const shard_plan *p, int rank);
+int64_t shard_prompt_count(const shard_plan *p, int rank);
+int shard_owner(const shard_plan *p, int64_t pos);
+// Most positions any rank can own in a sequence of n_ctx positions.
+int64_t shard_max_local(const shard_plan *p, int64_t n_ctx);
+
+#endif

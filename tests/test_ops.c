@@ -1,0 +1,1370 @@
+// Op-level tests of the CPU backends (src/backend/cpu_ref.c, src/backend/cpu.c).
+//  1. The specification: cpu_ref against naive math written here in double
+//     (explicit softmax and closed forms for attention, rmsnorm, swiglu, the
+//     rope rotation matrix column by column, matmul over a dequantizer written
+//     here from the block layouts).
+//  2. The fast backend against cpu_ref, op by op, for every weight type and
+//     odd shapes that cross its code-path boundaries: matvec below 4 tokens and
+//     GEMM from 4, the GEMM's weight chunking, 1024-key decode chunks, 256-key
+//     prefill tiles, 8-wide SIMD tails, GQA groups beyond the 4-head tile.
+//  3. The attention state (o, lse), lse = natural log of the softmax
+//     denominator: merging shards in order equals attention over their union,
+//     merging with empty states is exact and NaN-free.
+//  4. Argmax ties go to the lowest index.
+// Every output buffer is pre-filled with NaN (an element a kernel forgets to
+// write fails the finite check) and followed by guard words (an out-of-bounds
+// write fails). KV caches are filled with NaN outside the rows an op may read,
+// with a head stride larger than the rows in use, so stride and range bugs
+// surface as NaN. Inputs are allocated at their exact size so ASan sees overreads.
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "check.h"
+#include "model/quant.h"
+#include "quantize_ref.h"
+
+// ---- tolerances ----
+//
+// A comparison passes when no element is NaN, infinities agree exactly, the
+// normalized error NMSE = sum (a-b)^2 / sum b^2 is at most `nmse`, and every
+// element has |a - b| <= atol + rtol * |b|.
+typedef struct tol {
+    double nmse, atol, rtol;
+} tol;
+
+// cpu_ref against the naive double math here: both compute in double and
+// round once to float, so they agree to a few float ulps.
+static const tol TOL_SPEC = {1e-12, 1e-6, 1e-6};
+// Fast fp32 kernels (rmsnorm, rope, swiglu, merge) against the double
+// reference: the style guide's NMSE <= 1e-7, elementwise a few hundred ulps.
+static const tol TOL_FP32 = {1e-7, 1e-6, 2e-5};
+// Matmul: NMSE <= 1e-7; elementwise the bound scales with the condition of
+// each dot product, |d_i| <= MATMUL_ABS_REL * sum_k |w_ik x_k| (set per element).
+#define MATMUL_ABS_REL 2e-6
+// Attention (o and lse). Both backends read the same stored (fp16 or fp32)
+// keys and values, so the difference is only fp32 accumulation and the fast
+// exp polynomial (rel. error ~2e-7). The style guide's ceiling NMSE <= 5e-4
+// is met by a wide margin; the elementwise bound is what catches a dropped or
+// duplicated key (one key of n typically moves lse by ~1/n: 3e-4 at 3000).
+static const tol TOL_ATTN = {5e-4, 2e-5, 1e-4};
+static const tol TOL_LSE = {5e-4, 2e-5, 2e-6};
+
+// ---- random numbers (fixed seed) ----
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rand_u32(void) {  // xorshift64*
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (uint32_t)((g_rng * 0x2545f4914f6cdd1dull) >> 32);
+}
+static double rand_unit(void) { return (rand_u32() + 0.5) / 4294967296.0; }  // (0, 1)
+static float rand_uniform(float lo, float hi) { return lo + (hi - lo) * (float)rand_unit(); }
+static float rand_normal(void) {
+    return (float)(sqrt(-2.0 * log(rand_unit())) * cos(6.283185307179586 * rand_unit()));
+}
+static int64_t rand_below(int64_t n) { return (int64_t)(rand_unit() * (double)n); }
+
+static float *floats_new(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
+static float *normal_new(int64_t n, float sigma) {
+    float *p = floats_new(n);
+    for (int64_t i = 0; i < n; i++) p[i] = sigma * rand_normal();
+    return p;
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static int same_bits(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
+
+// ---- guarded output buffers ----
+
+#define GUARD_ELEMS 16
+static const uint32_t GUARD_BITS = 0x7fbadbadu;  // a NaN payload no kernel computes
+
+// n floats pre-filled with NaN, then GUARD_ELEMS guard words.
+static float *out_new(int64_t n) {
+    float *p = malloc((size_t)(n + GUARD_ELEMS) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) p[i] = NAN;
+    for (int i = 0; i < GUARD_ELEMS; i++) memcpy(p + n + i, &GUARD_BITS, 4);
+    return p;
+}
+static int guard_intact(const float *p, int64_t n) {
+    for (int i = 0; i < GUARD_ELEMS; i++) {
+        uint32_t u;
+        memcpy(&u, p + n + i, 4);  // bytes, not a float load: the guard is a signaling NaN
+        if (u != GUARD_BITS) return 0;
+    }
+    return 1;
+}
+static int all_finite(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(p[i])) return 0;
+    return 1;
+}
+
+// ---- comparison ----
+
+// Worst errors seen per op, printed at the end so tolerance margins are visible.
+typedef struct op_stats {
+    const char *name;
+    int cases;
+    double worst_nmse;   // largest NMSE seen
+    double worst_ratio;  // largest |a-b| / (atol + rtol |b|): below 1 passes
+} op_stats;
+
+enum { ST_SPEC, ST_RMSNORM, ST_MATMUL, ST_ROPE, ST_SWIGLU, ST_DECODE, ST_PREFILL, ST_MERGE, ST_SHARDS, ST_COUNT };
+static op_stats g_stats[ST_COUNT] = {
+    {"spec (cpu_ref vs naive)", 0, 0, 0}, {"rmsnorm", 0, 0, 0}, {"matmul", 0, 0, 0},
+    {"rope", 0, 0, 0}, {"swiglu", 0, 0, 0}, {"attn_decode", 0, 0, 0},
+    {"attn_prefill", 0, 0, 0}, {"merge", 0, 0, 0}, {"shard merge", 0, 0, 0},
+};
+
+typedef struct cmp_result {
+    int ok;
+    double nmse, ratio;
+    int64_t worst_i;  // element with the largest ratio (or the first mismatch of NaN/inf)
+} cmp_result;
+
+// got vs ref under t; atol_vec (optional) replaces t.atol per element.
+static cmp_result compare_quiet(const float *got, const float *ref, int64_t n, tol t, const double *atol_vec) {
+    cmp_result r = {1, 0.0, 0.0, -1};
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double a = got[i], b = ref[i];
+        if (isnan(a) || isnan(b) || ((isinf(a) || isinf(b)) && a != b)) {
+            if (r.ok) r.worst_i = i;
+            r.ok = 0;
+            r.ratio = INFINITY;
+            continue;
+        }
+        if (isinf(b)) continue;  // equal infinities (the lse of an empty state)
+        double d = a - b;
+        num += d * d;
+        den += b * b;
+        double ratio = fabs(d) / ((atol_vec ? atol_vec[i] : t.atol) + t.rtol * fabs(b));
+        if (ratio > r.ratio) {
+            r.ratio = ratio;
+            r.worst_i = i;
+        }
+    }
+    r.nmse = den > 0 ? num / den : num;  // all-zero reference: absolute squared error
+    if (r.nmse > t.nmse || r.ratio > 1.0) r.ok = 0;
+    return r;
+}
+
+static int compare(int stat, const char *what, const float *got, const float *ref, int64_t n, tol t,
+                   const double *atol_vec) {
+    cmp_result r = compare_quiet(got, ref, n, t, atol_vec);
+    op_stats *s = &g_stats[stat];
+    s->cases++;
+    if (r.nmse > s->worst_nmse) s->worst_nmse = r.nmse;
+    if (r.ratio > s->worst_ratio) s->worst_ratio = r.ratio;
+    CHECK_MSG(r.ok, "%s: nmse %.3g (max %.3g), worst elem %lld: got %.9g want %.9g (ratio %.3g)", what, r.nmse,
+              t.nmse, (long long)r.worst_i, r.worst_i >= 0 ? got[r.worst_i] : 0.0,
+              r.worst_i >= 0 ? ref[r.worst_i] : 0.0, r.ratio);
+    return r.ok;
+}
+
+// Copies n doubles into a float array (for comparing naive results).
+static float *to_floats(const double *x, int64_t n) {
+    float *p = floats_new(n);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)x[i];
+    return p;
+}
+
+// ---- KV caches ----
+
+// A layer's K or V for n_kv_heads heads: rows [0, n_valid) hold values, every
+// other element (rows beyond, and the gap up to the head stride) holds NaN.
+typedef struct test_kv {
+    void *data;
+    int elem;
+    int64_t n_kv_heads, n_valid, head_dim, head_stride;
+    double *vals;  // (n_kv_heads, n_valid, head_dim): the stored values, exactly
+} test_kv;
+
+static int g_kv_serial = 0;
+
+static test_kv kv_new(int elem, int64_t n_kv_heads, int64_t n_valid, int64_t head_dim, float lo, float hi) {
+    test_kv kv = {NULL, elem, n_kv_heads, n_valid, head_dim, 0, NULL};
+    // Odd extra so heads do not start at a multiple of 8 elements either, and
+    // different for consecutive caches so a kernel that steps V with K's
+    // stride (or the reverse) reads NaN.
+    kv.head_stride = (n_valid + 3) * head_dim + 5 + 2 * (g_kv_serial++ % 3);
+    int64_t n = n_kv_heads * kv.head_stride;
+    size_t esz = elem == KV_F16 ? 2 : 4;
+    kv.data = malloc((size_t)n * esz);
+    kv.vals = malloc((size_t)(n_kv_heads * n_valid * head_dim + 1) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        if (elem == KV_F16) ((uint16_t *)kv.data)[i] = 0x7e00;  // fp16 NaN
+        else ((float *)kv.data)[i] = NAN;
+    }
+    for (int64_t h = 0; h < n_kv_heads; h++)
+        for (int64_t p = 0; p < n_valid; p++)
+            for (int64_t i = 0; i < head_dim; i++) {
+                int64_t idx = h * kv.head_stride + p * head_dim + i;
+                float x = rand_uniform(lo, hi);
+                double stored;
+                if (elem == KV_F16) {
+                    uint16_t b = qref_fp32_to_fp16(x);
+                    ((uint16_t *)kv.data)[idx] = b;
+                    stored = qref_fp16_to_fp32(b);
+                } else {
+                    ((float *)kv.data)[idx] = x;
+                    stored = x;
+                }
+                kv.vals[(h * n_valid + p) * head_dim + i] = stored;
+            }
+    return kv;
+}
+
+// Overwrites one stored element (keeps vals in step).
+static void kv_set(test_kv *kv, int64_t h, int64_t p, int64_t i, float x) {
+    int64_t idx = h * kv->head_stride + p * kv->head_dim + i;
+    double stored;
+    if (kv->elem == KV_F16) {
+        uint16_t b = qref_fp32_to_fp16(x);
+        ((uint16_t *)kv->data)[idx] = b;
+        stored = qref_fp16_to_fp32(b);
+    } else {
+        ((float *)kv->data)[idx] = x;
+        stored = x;
+    }
+    kv->vals[(h * kv->n_valid + p) * kv->head_dim + i] = stored;
+}
+
+static double kv_val(const test_kv *kv, int64_t h, int64_t p, int64_t i) {
+    return kv->vals[(h * kv->n_valid + p) * kv->head_dim + i];
+}
+
+// View of rows [first, ...) of the cache: position p of the view is row first + p.
+static kv_view kv_view_at(const test_kv *kv, int64_t first) {
+    size_t esz = kv->elem == KV_F16 ? 2 : 4;
+    kv_view v = {(const uint8_t *)kv->data + (size_t)(first * kv->head_dim) * esz, kv->elem, kv->head_stride};
+    return v;
+}
+
+static void kv_free(test_kv *kv) {
+    free(kv->data);
+    free(kv->vals);
+    kv->data = NULL;
+    kv->vals = NULL;
+}
+
+static const char *kv_name(int elem) { return elem == KV_F16 ? "f16" : "f32"; }
+
+// ---- naive math (double) ----
+
+// Explicit softmax of one query over keys [0, n) of KV head h:
+// lse = ln sum_j exp(s_j), o = sum_j exp(s_j - lse) v_j.
+static void naive_attention(double *o, double *lse, const float *q, const test_kv *k, const test_kv *v, int64_t h,
+                            int64_t n, double scale) {
+    int64_t hd = k->head_dim;
+    for (int64_t i = 0; i < hd; i++) o[i] = 0.0;
+    if (n == 0) {
+        *lse = -INFINITY;
+        return;
+    }
+    double *s = malloc((size_t)n * sizeof(double));
+    double smax = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        double dot = 0.0;
+        for (int64_t i = 0; i < hd; i++) dot += (double)q[i] * kv_val(k, h, j, i);
+        s[j] = scale * dot;
+        smax = s[j] > smax ? s[j] : smax;
+    }
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; j++) sum += exp(s[j] - smax);  // shifted only so exp cannot overflow
+    *lse = smax + log(sum);
+    for (int64_t j = 0; j < n; j++) {
+        double p = exp(s[j] - *lse);
+        for (int64_t i = 0; i < hd; i++) o[i] += p * kv_val(v, h, j, i);
+    }
+    free(s);
+}
+
+static void rope_freqs(float *inv_freq, int64_t rot_dim, double theta) {
+    for (int64_t i = 0; i < rot_dim / 2; i++) inv_freq[i] = (float)pow(theta, -2.0 * (double)i / (double)rot_dim);
+}
+
+// ---- test weights ----
+
+typedef struct test_weight {
+    weight w;
+    void *buf;
+} test_weight;
+
+// n_out rows of n_in values ~ N(0, s_row^2) with a per-row scale, stored as
+// `type` by the reference quantizers; row o = 1 is all zeros and row 2 constant
+// (Q4_1 then has d = 0). row_pad extra bytes per row (filled with 0xff, NaN
+// for float types) test that kernels step rows by row_bytes.
+static test_weight weight_new(uint32_t type, int64_t n_in, int64_t n_out, size_t row_pad) {
+    test_weight tw;
+    size_t packed = ggml_row_bytes(type, n_in);
+    tw.w.type = type;
+    tw.w.n_in = n_in;
+    tw.w.n_out = n_out;
+    tw.w.row_bytes = packed + row_pad;
+    tw.buf = malloc((size_t)n_out * tw.w.row_bytes);
+    memset(tw.buf, 0xff, (size_t)n_out * tw.w.row_bytes);
+    tw.w.data = tw.buf;
+    float *row = floats_new(n_in);
+    for (int64_t o = 0; o < n_out; o++) {
+        float s_row = rand_uniform(0.25f, 2.0f);
+        for (int64_t i = 0; i < n_in; i++) row[i] = o == 1 ? 0.0f : o == 2 ? 0.75f : s_row * rand_normal();
+        size_t n = qref_quantize(type, row, (uint8_t *)tw.buf + (size_t)o * tw.w.row_bytes, n_in);
+        CHECK(n == packed);
+    }
+    free(row);
+    return tw;
+}
+
+static void weight_free(test_weight *tw) {
+    free(tw->buf);
+    tw->buf = NULL;
+}
+
+static uint16_t load_u16(const uint8_t *p) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    return u;
+}
+
+// Element i of a stored row, decoded from the GGUF block layouts directly.
+static double naive_weight(uint32_t type, const uint8_t *row, int64_t i) {
+    int64_t b = i / 32, j = i % 32;
+    switch (type) {
+    case GGML_TYPE_F32: {
+        float f;
+        memcpy(&f, row + 4 * i, 4);
+        return f;
+    }
+    case GGML_TYPE_F16: return qref_fp16_to_fp32(load_u16(row + 2 * i));
+    case GGML_TYPE_BF16: return qref_bf16_to_fp32(load_u16(row + 2 * i));
+    case GGML_TYPE_Q8_0: {  // {fp16 d, int8 q[32]}: x = d q
+        const uint8_t *blk = row + b * 34;
+        return (double)qref_fp16_to_fp32(load_u16(blk)) * (int8_t)blk[2 + j];
+    }
+    case GGML_TYPE_Q4_0: {  // {fp16 d, u8 qs[16]}: element j < 16 in the low nibble of qs[j], j >= 16 in the high of qs[j-16]
+        const uint8_t *blk = row + b * 18;
+        int q = j < 16 ? blk[2 + j] & 0x0f : blk[2 + j - 16] >> 4;
+        return (double)qref_fp16_to_fp32(load_u16(blk)) * (q - 8);
+    }
+    case GGML_TYPE_Q4_1: {  // {fp16 d, fp16 m, u8 qs[16]}: x = d q + m
+        const uint8_t *blk = row + b * 20;
+        int q = j < 16 ? blk[4 + j] & 0x0f : blk[4 + j - 16] >> 4;
+        return (double)qref_fp16_to_fp32(load_u16(blk)) * q + qref_fp16_to_fp32(load_u16(blk + 2));
+    }
+    default: return NAN;
+    }
+}
+
+// out: (n_tok, n_out) in double; abs: sum_k |w_ok x_tk| for error bounds.
+static void naive_matmul(double *out, double *abs_sum, const float *x, const weight *w, int64_t n_tok) {
+    for (int64_t o = 0; o < w->n_out; o++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)o * w->row_bytes;
+        for (int64_t t = 0; t < n_tok; t++) {
+            double acc = 0.0, a = 0.0;
+            for (int64_t i = 0; i < w->n_in; i++) {
+                double p = naive_weight(w->type, row, i) * x[t * w->n_in + i];
+                acc += p;
+                a += fabs(p);
+            }
+            out[t * w->n_out + o] = acc;
+            abs_sum[t * w->n_out + o] = a;
+        }
+    }
+}
+
+static const uint32_t WEIGHT_TYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16,
+                                        GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
+#define N_WEIGHT_TYPES ((int)(sizeof(WEIGHT_TYPES) / sizeof(WEIGHT_TYPES[0])))
+
+static int is_float_type(uint32_t t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
+
+// ======================================================================
+// 0. The harness itself can fail
+// ======================================================================
+
+static void test_harness_detects(void) {
+    float ref[4] = {1.0f, 2.0f, -3.0f, -INFINITY};
+    float got[4] = {1.0f, 2.0f, -3.0f, -INFINITY};
+    CHECK(compare_quiet(got, ref, 4, TOL_FP32, NULL).ok);
+    got[1] = 2.001f;  // 5e-4 relative
+    CHECK(!compare_quiet(got, ref, 4, TOL_FP32, NULL).ok);
+    got[1] = 2.0f;
+    got[2] = NAN;
+    CHECK(!compare_quiet(got, ref, 4, TOL_FP32, NULL).ok);
+    got[2] = -3.0f;
+    got[3] = -FLT_MAX;  // an empty state's lse must stay -inf
+    CHECK(!compare_quiet(got, ref, 4, TOL_FP32, NULL).ok);
+    float *o = out_new(8);
+    CHECK(guard_intact(o, 8));
+    CHECK(!all_finite(o, 8));  // pre-filled with NaN: unwritten outputs fail
+    o[8] = 0.0f;               // one element past the end
+    CHECK(!guard_intact(o, 8));
+    free(o);
+}
+
+// ======================================================================
+// 1. cpu_ref against naive math: the specification itself
+// ======================================================================
+
+static void test_spec_attention(void) {
+    const backend_ops *ref = &backend_cpu_ref;
+    static const int64_t ns[] = {1, 2, 7, 33, 300};
+    static const int64_t hds[] = {8, 6};
+    char what[200];
+    for (int elem = 0; elem < 2; elem++)
+        for (size_t a = 0; a < sizeof(hds) / sizeof(hds[0]); a++)
+            for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++) {
+                int64_t hd = hds[a], n = ns[b], n_kv = 2, group = 2, n_q = n_kv * group;
+                double scale = 1.0 / sqrt((double)hd);
+                test_kv k = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f);
+                float *q = normal_new(n_q * hd, 1.5f);
+                double *on = malloc((size_t)(n_q * hd) * sizeof(double)), *ln = malloc((size_t)n_q * sizeof(double));
+                for (int64_t h = 0; h < n_q; h++) naive_attention(on + h * hd, &ln[h], q + h * hd, &k, &v, h / group, n, scale);
+                float *o = out_new(n_q * hd), *lse = out_new(n_q);
+                kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+                ref->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, (float)scale);
+                float *onf = to_floats(on, n_q * hd), *lnf = to_floats(ln, n_q);
+                snprintf(what, sizeof what, "spec decode %s hd=%lld n=%lld o", kv_name(elem), (long long)hd, (long long)n);
+                compare(ST_SPEC, what, o, onf, n_q * hd, TOL_SPEC, NULL);
+                snprintf(what, sizeof what, "spec decode %s hd=%lld n=%lld lse", kv_name(elem), (long long)hd, (long long)n);
+                compare(ST_SPEC, what, lse, lnf, n_q, TOL_SPEC, NULL);
+                CHECK(guard_intact(o, n_q * hd) && guard_intact(lse, n_q));
+                free(o); free(lse); free(onf); free(lnf); free(on); free(ln); free(q);
+                kv_free(&k); kv_free(&v);
+            }
+
+    // Causal prefill: query t at position pos0 + t sees keys 0..pos0+t.
+    for (int elem = 0; elem < 2; elem++) {
+        int64_t hd = 8, n_kv = 2, group = 3, n_q = n_kv * group, n_tok = 5, pos0 = 3, n_keys = pos0 + n_tok;
+        double scale = 0.3;
+        test_kv k = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f);
+        float *q = normal_new(n_tok * n_q * hd, 1.0f);
+        double *on = malloc((size_t)(n_tok * n_q * hd) * sizeof(double)), *ln = malloc((size_t)(n_tok * n_q) * sizeof(double));
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t h = 0; h < n_q; h++)
+                naive_attention(on + (t * n_q + h) * hd, &ln[t * n_q + h], q + (t * n_q + h) * hd, &k, &v, h / group,
+                                pos0 + t + 1, scale);
+        float *o = out_new(n_tok * n_q * hd), *lse = out_new(n_tok * n_q);
+        kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+        ref->attn_prefill(o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, (float)scale);
+        float *onf = to_floats(on, n_tok * n_q * hd), *lnf = to_floats(ln, n_tok * n_q);
+        snprintf(what, sizeof what, "spec prefill %s o", kv_name(elem));
+        compare(ST_SPEC, what, o, onf, n_tok * n_q * hd, TOL_SPEC, NULL);
+        snprintf(what, sizeof what, "spec prefill %s lse", kv_name(elem));
+        compare(ST_SPEC, what, lse, lnf, n_tok * n_q, TOL_SPEC, NULL);
+        CHECK(guard_intact(o, n_tok * n_q * hd) && guard_intact(lse, n_tok * n_q));
+        free(o); free(lse); free(onf); free(lnf); free(on); free(ln); free(q);
+        kv_free(&k); kv_free(&v);
+    }
+}
+
+// Closed forms, on both backends (the fast one must meet them too).
+static void test_attention_closed_forms(const backend_ops *be) {
+    char what[200];
+    static const int64_t ns[] = {1, 7, 33, 1025, 3000};
+    for (int elem = 0; elem < 2; elem++)
+        for (size_t c = 0; c < sizeof(ns) / sizeof(ns[0]); c++) {
+            int64_t n = ns[c], hd = 16, n_kv = 1, n_q = 3;
+            test_kv k = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f);
+            kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+            float *mean = floats_new(n_q * hd), *lse_want = floats_new(n_q);
+            for (int64_t i = 0; i < hd; i++) {
+                double s = 0.0;
+                for (int64_t j = 0; j < n; j++) s += kv_val(&v, 0, j, i);
+                for (int64_t h = 0; h < n_q; h++) mean[h * hd + i] = (float)(s / (double)n);
+            }
+            // (a) q = 0: every score is 0, so o = mean of V and lse = ln n.
+            float *q = floats_new(n_q * hd);
+            for (int64_t i = 0; i < n_q * hd; i++) q[i] = 0.0f;
+            float *o = out_new(n_q * hd), *lse = out_new(n_q);
+            be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.25f);
+            for (int64_t h = 0; h < n_q; h++) lse_want[h] = (float)log((double)n);
+            snprintf(what, sizeof what, "%s q=0 %s n=%lld: o = mean V", be->name, kv_name(elem), (long long)n);
+            compare(ST_SPEC, what, o, mean, n_q * hd, TOL_ATTN, NULL);
+            snprintf(what, sizeof what, "%s q=0 %s n=%lld: lse = ln n", be->name, kv_name(elem), (long long)n);
+            compare(ST_SPEC, what, lse, lse_want, n_q, TOL_LSE, NULL);
+            CHECK(guard_intact(o, n_q * hd) && guard_intact(lse, n_q));
+            free(o); free(lse);
+
+            // (b) every key row the same vector kr: s = scale q.kr for all keys, lse = s + ln n, o = mean V.
+            // Scores near +-200 also check that the max is subtracted before exp.
+            for (int sign = -1; sign <= 1; sign += 2) {
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t i = 0; i < hd; i++) kv_set(&k, 0, j, i, i == 0 ? 2.0f : 0.0f);
+                for (int64_t i = 0; i < n_q * hd; i++) q[i] = rand_normal();
+                // s = scale * q[0] * 2 = +-(200 + 4h)
+                for (int64_t h = 0; h < n_q; h++) q[h * hd] = (float)sign * (50.0f + (float)h);
+                float scale = 2.0f;
+                o = out_new(n_q * hd);
+                lse = out_new(n_q);
+                be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, scale);
+                for (int64_t h = 0; h < n_q; h++) lse_want[h] = (float)((double)scale * 2.0 * q[h * hd] + log((double)n));
+                snprintf(what, sizeof what, "%s equal keys s=%+d %s n=%lld: o = mean V", be->name, 200 * sign, kv_name(elem),
+                         (long long)n);
+                compare(ST_SPEC, what, o, mean, n_q * hd, TOL_ATTN, NULL);
+                snprintf(what, sizeof what, "%s equal keys %s n=%lld: lse = s + ln n", be->name, kv_name(elem), (long long)n);
+                compare(ST_SPEC, what, lse, lse_want, n_q, TOL_LSE, NULL);
+                free(o); free(lse);
+            }
+
+            // (c) one key far above the rest (scores 0 and 300): o = that key's value row, lse = 300.
+            int64_t star = n / 2;
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < hd; i++) kv_set(&k, 0, j, i, j == star && i == 1 ? 1.0f : 0.0f);
+            for (int64_t i = 0; i < n_q * hd; i++) q[i] = (i % hd == 1) ? 300.0f : rand_normal();
+            o = out_new(n_q * hd);
+            lse = out_new(n_q);
+            be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 1.0f);
+            float *vstar = floats_new(n_q * hd);
+            for (int64_t h = 0; h < n_q; h++) {
+                lse_want[h] = (float)(300.0 + log1p((double)(n - 1) * exp(-300.0)));
+                for (int64_t i = 0; i < hd; i++) vstar[h * hd + i] = (float)kv_val(&v, 0, star, i);
+            }
+            snprintf(what, sizeof what, "%s one dominant key %s n=%lld: o = v*", be->name, kv_name(elem), (long long)n);
+            compare(ST_SPEC, what, o, vstar, n_q * hd, TOL_ATTN, NULL);
+            snprintf(what, sizeof what, "%s one dominant key %s n=%lld: lse = 300", be->name, kv_name(elem), (long long)n);
+            compare(ST_SPEC, what, lse, lse_want, n_q, TOL_LSE, NULL);
+            // A single key: o is its value row exactly (its weight is exp(0) / exp(0) = 1).
+            if (n == 1) CHECK_MSG(same_bits(o, vstar, n_q * hd), "%s n=1 o == v exactly", be->name);
+            free(o); free(lse); free(vstar); free(q); free(mean); free(lse_want);
+            kv_free(&k); kv_free(&v);
+        }
+
+    // n_keys == 0: the empty state, o = 0 and lse = -inf.
+    for (int elem = 0; elem < 2; elem++) {
+        int64_t hd = 24, n_kv = 2, n_q = 6;
+        test_kv k = kv_new(elem, n_kv, 0, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, 0, hd, -1.0f, 1.0f);
+        kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+        float *q = normal_new(n_q * hd, 1.0f), *o = out_new(n_q * hd), *lse = out_new(n_q);
+        be->attn_decode(o, lse, q, &kvk, &kvv, 0, n_q, n_kv, hd, 0.2f);
+        int ok = 1;
+        for (int64_t i = 0; i < n_q * hd; i++) ok &= f32_bits(o[i]) == 0;  // +0.0
+        for (int64_t h = 0; h < n_q; h++) ok &= lse[h] == -INFINITY;
+        CHECK_MSG(ok, "%s n_keys=0 %s: o = +0, lse = -inf", be->name, kv_name(elem));
+        CHECK(guard_intact(o, n_q * hd) && guard_intact(lse, n_q));
+        free(q); free(o); free(lse);
+        kv_free(&k); kv_free(&v);
+    }
+
+    // Prefill with q = 0: token t has o = mean of V rows 0..pos0+t and lse = ln(pos0+t+1),
+    // across the 256-key tile boundary.
+    for (int elem = 0; elem < 2; elem++) {
+        int64_t hd = 8, n_kv = 1, n_q = 2, n_tok = 12, pos0 = 250, n_keys = pos0 + n_tok;
+        test_kv k = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f);
+        kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+        float *q = floats_new(n_tok * n_q * hd);
+        for (int64_t i = 0; i < n_tok * n_q * hd; i++) q[i] = 0.0f;
+        float *want = floats_new(n_tok * n_q * hd), *lwant = floats_new(n_tok * n_q);
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t h = 0; h < n_q; h++) {
+                lwant[t * n_q + h] = (float)log((double)(pos0 + t + 1));
+                for (int64_t i = 0; i < hd; i++) {
+                    double s = 0.0;
+                    for (int64_t j = 0; j <= pos0 + t; j++) s += kv_val(&v, 0, j, i);
+                    want[(t * n_q + h) * hd + i] = (float)(s / (double)(pos0 + t + 1));
+                }
+            }
+        float *o = out_new(n_tok * n_q * hd), *lse = out_new(n_tok * n_q);
+        be->attn_prefill(o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, 0.125f);
+        snprintf(what, sizeof what, "%s prefill q=0 %s: o = causal mean V", be->name, kv_name(elem));
+        compare(ST_SPEC, what, o, want, n_tok * n_q * hd, TOL_ATTN, NULL);
+        snprintf(what, sizeof what, "%s prefill q=0 %s: lse = ln(pos+1)", be->name, kv_name(elem));
+        compare(ST_SPEC, what, lse, lwant, n_tok * n_q, TOL_LSE, NULL);
+        CHECK(guard_intact(o, n_tok * n_q * hd) && guard_intact(lse, n_tok * n_q));
+        free(q); free(o); free(lse); free(want); free(lwant);
+        kv_free(&k); kv_free(&v);
+    }
+}
+
+static void test_spec_rmsnorm_swiglu(void) {
+    const backend_ops *ref = &backend_cpu_ref;
+    char what[160];
+    static const int64_t ns[] = {1, 7, 33, 576};
+    for (size_t c = 0; c < sizeof(ns) / sizeof(ns[0]); c++) {
+        int64_t n = ns[c], n_rows = 3;
+        float eps = 1e-5f;
+        float *x = normal_new(n_rows * n, 2.0f), *w = normal_new(n, 1.0f), *out = out_new(n_rows * n);
+        double *want = malloc((size_t)(n_rows * n) * sizeof(double));
+        for (int64_t r = 0; r < n_rows; r++) {
+            double ss = 0.0;
+            for (int64_t i = 0; i < n; i++) ss += (double)x[r * n + i] * x[r * n + i];
+            double rms = sqrt(ss / (double)n + (double)eps);
+            for (int64_t i = 0; i < n; i++) want[r * n + i] = (double)x[r * n + i] / rms * w[i];
+        }
+        ref->rmsnorm(out, x, w, n_rows, n, eps);
+        float *wf = to_floats(want, n_rows * n);
+        snprintf(what, sizeof what, "spec rmsnorm n=%lld", (long long)n);
+        compare(ST_SPEC, what, out, wf, n_rows * n, TOL_SPEC, NULL);
+        CHECK(guard_intact(out, n_rows * n));
+        free(x); free(w); free(out); free(want); free(wf);
+    }
+    // A constant row c with eps = 0 and w = 1 normalizes to sign(c).
+    for (int b = 0; b < 2; b++) {
+        const backend_ops *be = b ? &backend_cpu : &backend_cpu_ref;
+        int64_t n = 37;
+        float x[37], w[37], *out = out_new(n), want[37];
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = -3.7f;
+            w[i] = 1.0f;
+            want[i] = -1.0f;
+        }
+        be->rmsnorm(out, x, w, 1, n, 0.0f);
+        snprintf(what, sizeof what, "%s rmsnorm constant row", be->name);
+        compare(ST_SPEC, what, out, want, n, TOL_SPEC, NULL);
+        free(out);
+    }
+
+    // swiglu = silu(g) * u, silu(g) = g / (1 + e^-g); silu(0) = 0.
+    {
+        static const float specials[] = {0.0f, 1e-3f, -1e-3f, 1.0f, -1.0f, 10.0f, -10.0f, 30.0f, -30.0f, 87.0f, -87.0f, 100.0f, -100.0f};
+        int64_t n = 200;
+        float *g = normal_new(n, 3.0f), *u = normal_new(n, 1.0f), *out = out_new(n);
+        for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) g[i] = specials[i];
+        double *want = malloc((size_t)n * sizeof(double));
+        for (int64_t i = 0; i < n; i++) want[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        ref->swiglu(out, g, u, n);
+        float *wf = to_floats(want, n);
+        compare(ST_SPEC, "spec swiglu", out, wf, n, TOL_SPEC, NULL);
+        CHECK(out[0] == 0.0f);
+        CHECK(guard_intact(out, n));
+        free(g); free(u); free(out); free(want); free(wf);
+    }
+}
+
+// The rope map is linear per position, so its matrix, read column by column
+// from basis vectors, specifies it completely: pair (a, b) rotates by
+// theta_i = pos * inv_freq[i] as [c -s; s c], with (a, b) = (i, i + rot/2)
+// for neox and (2i, 2i+1) for adjacent pairs; dims >= rot_dim pass through.
+static void test_rope_matrix(const backend_ops *be) {
+    char what[160];
+    const int64_t hd = 16, rot = 12, half = rot / 2;
+    float inv_freq[6];
+    rope_freqs(inv_freq, rot, 10000.0);
+    static const int64_t positions[] = {0, 1, 7, 1000, 123457};
+    for (int neox = 0; neox <= 1; neox++) {
+        rope_table rt = {inv_freq, rot, neox};
+        for (size_t pi = 0; pi < sizeof(positions) / sizeof(positions[0]); pi++) {
+            // hd basis vectors as hd tokens (each one head), all at the same position.
+            int64_t n_tok = hd, pos[16];
+            float *x = out_new(n_tok * hd);
+            for (int64_t t = 0; t < n_tok; t++) {
+                pos[t] = positions[pi];
+                for (int64_t i = 0; i < hd; i++) x[t * hd + i] = i == t ? 1.0f : 0.0f;
+            }
+            float want[16 * 16];
+            for (int64_t t = 0; t < n_tok; t++)
+                for (int64_t i = 0; i < hd; i++) want[t * hd + i] = i == t ? 1.0f : 0.0f;  // identity outside rot
+            for (int64_t i = 0; i < half; i++) {
+                int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                double th = (double)positions[pi] * inv_freq[i];
+                // column a (input e_a) -> (c, s) at (a, b); column b (input e_b) -> (-s, c)
+                want[a * hd + a] = (float)cos(th);
+                want[a * hd + b] = (float)sin(th);
+                want[b * hd + a] = (float)-sin(th);
+                want[b * hd + b] = (float)cos(th);
+            }
+            be->rope(x, n_tok, 1, hd, pos, &rt);
+            snprintf(what, sizeof what, "%s rope matrix neox=%d pos=%lld", be->name, neox, (long long)positions[pi]);
+            compare(ST_SPEC, what, x, want, n_tok * hd, (tol){1e-12, 1e-7, 1e-6}, NULL);
+            CHECK(guard_intact(x, n_tok * hd));
+            free(x);
+        }
+    }
+}
+
+static void test_rope_properties(const backend_ops *be) {
+    char what[160];
+    const int64_t n_tok = 9, n_heads = 3, hd = 64;
+    float inv_freq[32];
+    static const int64_t rots[] = {64, 32};
+    for (size_t ri = 0; ri < 2; ri++)
+        for (int neox = 0; neox <= 1; neox++) {
+            int64_t rot = rots[ri], half = rot / 2;
+            rope_freqs(inv_freq, rot, neox ? 1000000.0 : 10000.0);
+            rope_table rt = {inv_freq, rot, neox};
+            int64_t pos[9] = {0, 1, 2, 3, 100, 255, 256, 4095, 131071}, neg[9];
+            for (int t = 0; t < 9; t++) neg[t] = -pos[t];
+            int64_t n = n_tok * n_heads * hd;
+            float *x0 = normal_new(n, 1.0f), *x = out_new(n);
+            memcpy(x, x0, (size_t)n * sizeof(float));
+            be->rope(x, n_tok, n_heads, hd, pos, &rt);
+            CHECK(guard_intact(x, n) && all_finite(x, n));
+            // pos 0 (token 0) is the identity, bitwise; dims >= rot_dim are untouched everywhere.
+            CHECK_MSG(same_bits(x, x0, n_heads * hd), "%s rope pos 0 is identity (neox=%d rot=%lld)", be->name, neox,
+                      (long long)rot);
+            int untouched = 1, norms = 1;
+            for (int64_t t = 0; t < n_tok; t++)
+                for (int64_t h = 0; h < n_heads; h++) {
+                    const float *a0 = x0 + (t * n_heads + h) * hd, *a1 = x + (t * n_heads + h) * hd;
+                    for (int64_t i = rot; i < hd; i++) untouched &= f32_bits(a0[i]) == f32_bits(a1[i]);
+                    // each rotated pair keeps its length
+                    for (int64_t i = 0; i < half; i++) {
+                        int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                        double r0 = hypot(a0[a], a0[b]), r1 = hypot(a1[a], a1[b]);
+                        norms &= fabs(r1 - r0) <= 1e-6 + 1e-6 * r0;
+                    }
+                }
+            CHECK_MSG(untouched, "%s rope leaves dims >= rot_dim alone (neox=%d)", be->name, neox);
+            CHECK_MSG(norms, "%s rope keeps each pair's norm (neox=%d rot=%lld)", be->name, neox, (long long)rot);
+            // Rotating back by -pos returns the input.
+            be->rope(x, n_tok, n_heads, hd, neg, &rt);
+            snprintf(what, sizeof what, "%s rope pos then -pos (neox=%d rot=%lld)", be->name, neox, (long long)rot);
+            compare(ST_SPEC, what, x, x0, n, (tol){1e-12, 2e-6, 2e-6}, NULL);
+            free(x0); free(x);
+        }
+    // The two pairings are different maps (a test that mixed them up would otherwise pass).
+    {
+        int64_t rot = 8;
+        rope_freqs(inv_freq, rot, 10000.0);
+        rope_table ra = {inv_freq, rot, 0}, rn = {inv_freq, rot, 1};
+        float a[8] = {1, 2, 3, 4, 5, 6, 7, 8}, b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        int64_t pos = 3;
+        be->rope(a, 1, 1, 8, &pos, &ra);
+        be->rope(b, 1, 1, 8, &pos, &rn);
+        CHECK(!same_bits(a, b, 8));
+    }
+}
+
+static void test_spec_matmul(void) {
+    char what[160];
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t type = WEIGHT_TYPES[ti];
+        static const int64_t n_ins[] = {96, 576};
+        for (size_t a = 0; a < 2; a++) {
+            int64_t n_in = n_ins[a], n_out = 7, n_tok = 3;
+            test_weight tw = weight_new(type, n_in, n_out, 0);
+            float *x = normal_new(n_tok * n_in, 1.0f), *out = out_new(n_tok * n_out);
+            double *want = malloc((size_t)(n_tok * n_out) * sizeof(double)), *abs_sum = malloc((size_t)(n_tok * n_out) * sizeof(double));
+            naive_matmul(want, abs_sum, x, &tw.w, n_tok);
+            backend_cpu_ref.matmul(out, x, &tw.w, n_tok);
+            // ref rounds each dequantized weight to float (Q4_1's d q + m) and the sum once:
+            // at most ~1 ulp of each term plus 1 ulp of the result.
+            double *atol = malloc((size_t)(n_tok * n_out) * sizeof(double));
+            for (int64_t i = 0; i < n_tok * n_out; i++) atol[i] = 2.0 * FLT_EPSILON * abs_sum[i] + 1e-30;
+            float *wf = to_floats(want, n_tok * n_out);
+            snprintf(what, sizeof what, "spec matmul %s n_in=%lld", ggml_type_name(type), (long long)n_in);
+            compare(ST_SPEC, what, out, wf, n_tok * n_out, (tol){1e-12, 0.0, 2.0 * FLT_EPSILON}, atol);
+            CHECK(guard_intact(out, n_tok * n_out));
+            free(x); free(out); free(want); free(abs_sum); free(atol); free(wf);
+            weight_free(&tw);
+        }
+    }
+}
+
+// ======================================================================
+// 2. The fast backend against cpu_ref, op by op
+// ======================================================================
+
+static void test_supports(void) {
+    const backend_ops *bes[2] = {&backend_cpu_ref, &backend_cpu};
+    for (int b = 0; b < 2; b++) {
+        for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
+            CHECK_MSG(bes[b]->supports(OP_MATMUL, WEIGHT_TYPES[ti]), "%s supports matmul %s", bes[b]->name,
+                      ggml_type_name(WEIGHT_TYPES[ti]));
+        CHECK(!bes[b]->supports(OP_MATMUL, GGML_TYPE_Q4_K));
+        CHECK(!bes[b]->supports(OP_MATMUL, 4));  // an id ggml never defined
+        for (int op = 0; op < OP_COUNT; op++)
+            if (op != OP_MATMUL) CHECK(bes[b]->supports(op, GGML_TYPE_F32));
+    }
+}
+
+static void matmul_case(const test_weight *tw, int64_t n_tok, const char *label) {
+    const weight *w = &tw->w;
+    int64_t n_out = w->n_out, n_in = w->n_in;
+    char what[200];
+    float *x = normal_new(n_tok * n_in, 1.0f);
+    float *x_copy = floats_new(n_tok * n_in);
+    memcpy(x_copy, x, (size_t)(n_tok * n_in) * sizeof(float));
+    float *ref = out_new(n_tok * n_out), *got = out_new(n_tok * n_out);
+    backend_cpu_ref.matmul(ref, x, w, n_tok);
+    backend_cpu.matmul(got, x, w, n_tok);
+    // Per-element bound from sum_k |w_ok x_k| (the dot product's condition).
+    double *atol = malloc((size_t)(n_tok * n_out) * sizeof(double));
+    float *row = floats_new(n_in);
+    for (int64_t o = 0; o < n_out; o++) {
+        dequantize_row(w->type, (const uint8_t *)w->data + (size_t)o * w->row_bytes, row, n_in);
+        for (int64_t t = 0; t < n_tok; t++) {
+            double a = 0.0;
+            for (int64_t i = 0; i < n_in; i++) a += fabs((double)row[i] * x[t * n_in + i]);
+            atol[t * n_out + o] = MATMUL_ABS_REL * a + 1e-30;
+        }
+    }
+    snprintf(what, sizeof what, "matmul %s n_in=%lld n_out=%lld n_tok=%lld%s", ggml_type_name(w->type), (long long)n_in,
+             (long long)n_out, (long long)n_tok, label);
+    compare(ST_MATMUL, what, got, ref, n_tok * n_out, (tol){1e-7, 0.0, 1e-5}, atol);
+    CHECK_MSG(guard_intact(got, n_tok * n_out) && guard_intact(ref, n_tok * n_out), "%s: guard", what);
+    CHECK_MSG(same_bits(x, x_copy, n_tok * n_in), "%s: input unchanged", what);
+    free(x); free(x_copy); free(ref); free(got); free(atol); free(row);
+}
+
+static void test_matmul_vs_ref(void) {
+    static const int64_t n_ins[] = {32, 64, 96, 576};
+    static const int64_t n_ins_float[] = {1, 7, 33, 100};  // plain float rows need not be whole blocks
+    static const int64_t n_outs[] = {1, 7, 33, 100};
+    static const int64_t n_toks[] = {1, 2, 3, 4, 7, 33};  // < 4: matvec per token; >= 4: dequantize + SGEMM
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t type = WEIGHT_TYPES[ti];
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1 && !is_float_type(type)) break;
+            const int64_t *ins = pass ? n_ins_float : n_ins;
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    test_weight tw = weight_new(type, ins[a], n_outs[b], 0);
+                    for (int c = 0; c < 6; c++) matmul_case(&tw, n_toks[c], "");
+                    weight_free(&tw);
+                }
+        }
+    }
+    // Rows spaced by row_bytes larger than the packed row (the padding is NaN for float types).
+    {
+        test_weight tw = weight_new(GGML_TYPE_F32, 33, 9, 12);
+        matmul_case(&tw, 1, " padded rows");
+        matmul_case(&tw, 5, " padded rows");
+        weight_free(&tw);
+        tw = weight_new(GGML_TYPE_Q8_0, 64, 9, 4);
+        matmul_case(&tw, 2, " padded rows");
+        matmul_case(&tw, 5, " padded rows");
+        weight_free(&tw);
+    }
+    // The GEMM path dequantizes 8 Mi weights per chunk: 262144 inputs give
+    // 32-row chunks, so 33 rows end with a one-row chunk.
+    {
+        test_weight tw = weight_new(GGML_TYPE_Q4_0, 262144, 33, 0);
+        matmul_case(&tw, 1, " (long rows)");
+        matmul_case(&tw, 5, " (two GEMM chunks)");
+        weight_free(&tw);
+    }
+}
+
+static void test_rmsnorm_vs_ref(void) {
+    char what[160];
+    static const int64_t ns[] = {1, 7, 33, 576, 4096};
+    static const float scales[] = {1.0f, 1e3f, 1e-3f};
+    static const float epss[] = {1e-5f, 1e-6f};
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 3; b++)
+            for (size_t e = 0; e < 2; e++) {
+                int64_t n = ns[a], n_rows = 3;
+                float *x = normal_new(n_rows * n, scales[b]), *w = normal_new(n, 1.0f);
+                float *ref = out_new(n_rows * n), *got = out_new(n_rows * n);
+                backend_cpu_ref.rmsnorm(ref, x, w, n_rows, n, epss[e]);
+                backend_cpu.rmsnorm(got, x, w, n_rows, n, epss[e]);
+                snprintf(what, sizeof what, "rmsnorm n=%lld scale=%g eps=%g", (long long)n, (double)scales[b], (double)epss[e]);
+                compare(ST_RMSNORM, what, got, ref, n_rows * n, TOL_FP32, NULL);
+                CHECK(guard_intact(got, n_rows * n));
+                free(x); free(w); free(ref); free(got);
+            }
+}
+
+static void test_swiglu_vs_ref(void) {
+    char what[160];
+    static const int64_t ns[] = {1, 7, 8, 9, 33, 1000};
+    static const float specials[] = {0.0f, -0.0f, 1e-3f, -1e-3f, 10.0f, -10.0f, 20.0f, -20.0f, 50.0f, -50.0f,
+                                     87.0f, -87.0f, 88.0f, -88.0f, 89.0f, -89.0f, 100.0f, -100.0f, 1000.0f, -1000.0f};
+    for (size_t a = 0; a < 6; a++) {
+        int64_t n = ns[a];
+        float *g = normal_new(n, 3.0f), *u = normal_new(n, 1.0f);
+        if (n == 1000)
+            for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) {
+                g[3 * i] = specials[i];  // spread over SIMD lanes
+                if (i % 4 == 0) u[3 * i] = 0.0f;
+            }
+        float *ref = out_new(n), *got = out_new(n);
+        backend_cpu_ref.swiglu(ref, g, u, n);
+        backend_cpu.swiglu(got, g, u, n);
+        snprintf(what, sizeof what, "swiglu n=%lld", (long long)n);
+        // atol 1e-30: for g < -88 the fast exp clamps e^-g, giving ~1e-36 where the
+        // true value underflows to ~0; harmless and far below any signal.
+        compare(ST_SWIGLU, what, got, ref, n, (tol){1e-7, 1e-30, 2e-6}, NULL);
+        CHECK(guard_intact(got, n));
+        free(g); free(u); free(ref); free(got);
+    }
+}
+
+static void test_rope_vs_ref(void) {
+    char what[160];
+    float inv_freq[64];
+    static const int64_t hds[] = {64, 128, 24};
+    for (int neox = 0; neox <= 1; neox++)
+        for (size_t a = 0; a < 3; a++) {
+            int64_t hd = hds[a], rot = a == 1 ? 64 : hd, n_tok = 7, n_heads = 5, n = n_tok * n_heads * hd;
+            rope_freqs(inv_freq, rot, neox ? 1000000.0 : 500000.0);
+            rope_table rt = {inv_freq, rot, neox};
+            int64_t pos[7] = {0, 1, 33, 255, 1024, 40000, 131071};
+            float *x = normal_new(n, 1.0f), *ref = out_new(n), *got = out_new(n);
+            memcpy(ref, x, (size_t)n * sizeof(float));
+            memcpy(got, x, (size_t)n * sizeof(float));
+            backend_cpu_ref.rope(ref, n_tok, n_heads, hd, pos, &rt);
+            backend_cpu.rope(got, n_tok, n_heads, hd, pos, &rt);
+            snprintf(what, sizeof what, "rope neox=%d hd=%lld rot=%lld", neox, (long long)hd, (long long)rot);
+            compare(ST_ROPE, what, got, ref, n, TOL_FP32, NULL);
+            CHECK(guard_intact(got, n));
+            free(x); free(ref); free(got);
+        }
+}
+
+// One decode case on both backends; n_kv_heads KV heads, `group` q heads each.
+// q_sigma 2 gives scores of a few units; 16 a peaked softmax (scores to ~+-35)
+// whose smallest weights underflow in float.
+static void decode_case(int elem, int64_t n_keys, int64_t n_kv, int64_t group, int64_t hd, float q_sigma) {
+    char what[200];
+    int64_t n_q = n_kv * group;
+    float scale = 1.0f / sqrtf((float)hd);
+    test_kv k = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f);
+    kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+    float *q = normal_new(n_q * hd, q_sigma), *q_copy = floats_new(n_q * hd);
+    memcpy(q_copy, q, (size_t)(n_q * hd) * sizeof(float));
+    float *o_ref = out_new(n_q * hd), *l_ref = out_new(n_q), *o = out_new(n_q * hd), *l = out_new(n_q);
+    backend_cpu_ref.attn_decode(o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    backend_cpu.attn_decode(o, l, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    snprintf(what, sizeof what, "decode %s n_keys=%lld kv=%lld group=%lld hd=%lld q_sigma=%g", kv_name(elem),
+             (long long)n_keys, (long long)n_kv, (long long)group, (long long)hd, (double)q_sigma);
+    compare(ST_DECODE, what, o, o_ref, n_q * hd, TOL_ATTN, NULL);
+    compare(ST_DECODE, what, l, l_ref, n_q, TOL_LSE, NULL);
+    CHECK_MSG(guard_intact(o, n_q * hd) && guard_intact(l, n_q), "%s: guard", what);
+    CHECK_MSG(guard_intact(o_ref, n_q * hd) && guard_intact(l_ref, n_q), "%s: ref guard", what);
+    CHECK_MSG(same_bits(q, q_copy, n_q * hd), "%s: q unchanged", what);
+    free(q); free(q_copy); free(o_ref); free(l_ref); free(o); free(l);
+    kv_free(&k); kv_free(&v);
+}
+
+static void test_decode_vs_ref(void) {
+    static const int64_t n_keys[] = {0, 1, 7, 33, 1023, 1024, 1025, 3000};
+    static const int64_t groups[] = {1, 3, 4};
+    static const int64_t hds[] = {64, 32, 24};
+    for (int elem = 0; elem < 2; elem++)
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 8; c++) decode_case(elem, n_keys[c], 2, groups[b], hds[a], 2.0f);
+    // Groups beyond the 4-head register tile, head_dim off the 8-wide path
+    // (6, 2) or beyond its 256 limit (272), the widest tiled head (256).
+    static const struct { int64_t n_kv, group, hd; } extra[] = {
+        {1, 5, 16}, {2, 8, 64}, {1, 7, 256}, {1, 2, 272}, {3, 1, 6}, {1, 2, 2},
+    };
+    static const int64_t extra_keys[] = {1, 9, 1025, 2049};
+    for (int elem = 0; elem < 2; elem++)
+        for (size_t e = 0; e < sizeof(extra) / sizeof(extra[0]); e++)
+            for (int c = 0; c < 4; c++) decode_case(elem, extra_keys[c], extra[e].n_kv, extra[e].group, extra[e].hd, 2.0f);
+    // Peaked softmax across chunks.
+    for (int elem = 0; elem < 2; elem++) {
+        decode_case(elem, 3000, 2, 3, 64, 16.0f);
+        decode_case(elem, 1025, 1, 4, 24, 16.0f);
+    }
+}
+
+// Fast decode splits keys into fixed chunks merged in chunk order, and
+// matvec gives each row to one thread: neither depends on the thread count.
+static void test_thread_count_invariance(void) {
+    int64_t n_kv = 2, group = 3, hd = 64, n_q = n_kv * group, n_keys = 3000;
+    test_kv k = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f);
+    kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+    float *q = normal_new(n_q * hd, 2.0f);
+    float *o[3], *l[3];
+    test_weight tw = weight_new(GGML_TYPE_Q4_1, 576, 100, 0);
+    float *x = normal_new(576, 1.0f), *mv[3];
+    for (int t = 0; t < 3; t++) {
+        backend_cpu_set_threads(t + 1);
+        o[t] = out_new(n_q * hd);
+        l[t] = out_new(n_q);
+        mv[t] = out_new(100);
+        backend_cpu.attn_decode(o[t], l[t], q, &kvk, &kvv, n_keys, n_q, n_kv, hd, 0.125f);
+        backend_cpu.matmul(mv[t], x, &tw.w, 1);
+    }
+    backend_cpu_set_threads(2);
+    for (int t = 1; t < 3; t++) {
+        CHECK_MSG(same_bits(o[t], o[0], n_q * hd) && same_bits(l[t], l[0], n_q), "decode with %d threads == 1 thread", t + 1);
+        CHECK_MSG(same_bits(mv[t], mv[0], 100), "matvec with %d threads == 1 thread", t + 1);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(o[t]); free(l[t]); free(mv[t]);
+    }
+    free(q); free(x);
+    weight_free(&tw);
+    kv_free(&k); kv_free(&v);
+}
+
+static void prefill_case(int elem, int64_t n_tok, int64_t pos0, int64_t n_kv, int64_t group, int64_t hd, float q_sigma) {
+    char what[200];
+    int64_t n_q = n_kv * group, n_keys = pos0 + n_tok, n_o = n_tok * n_q * hd, n_l = n_tok * n_q;
+    float scale = 1.0f / sqrtf((float)hd);
+    test_kv k = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f);
+    kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+    float *q = normal_new(n_o, q_sigma), *q_copy = floats_new(n_o);
+    memcpy(q_copy, q, (size_t)n_o * sizeof(float));
+    float *o_ref = out_new(n_o), *l_ref = out_new(n_l), *o = out_new(n_o), *l = out_new(n_l), *o2 = out_new(n_o);
+    backend_cpu_ref.attn_prefill(o_ref, l_ref, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    backend_cpu.attn_prefill(o, l, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    backend_cpu.attn_prefill(o2, NULL, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    snprintf(what, sizeof what, "prefill %s n_tok=%lld pos0=%lld kv=%lld group=%lld hd=%lld q_sigma=%g", kv_name(elem),
+             (long long)n_tok, (long long)pos0, (long long)n_kv, (long long)group, (long long)hd, (double)q_sigma);
+    compare(ST_PREFILL, what, o, o_ref, n_o, TOL_ATTN, NULL);
+    compare(ST_PREFILL, what, l, l_ref, n_l, TOL_LSE, NULL);
+    CHECK_MSG(same_bits(o2, o, n_o), "%s: lse = NULL gives the same o", what);
+    CHECK_MSG(guard_intact(o, n_o) && guard_intact(l, n_l) && guard_intact(o2, n_o), "%s: guard", what);
+    CHECK_MSG(guard_intact(o_ref, n_o) && guard_intact(l_ref, n_l), "%s: ref guard", what);
+    CHECK_MSG(same_bits(q, q_copy, n_o), "%s: q unchanged", what);
+    free(q); free(q_copy); free(o_ref); free(l_ref); free(o); free(l); free(o2);
+    kv_free(&k); kv_free(&v);
+}
+
+static void test_prefill_vs_ref(void) {
+    static const int64_t n_toks[] = {1, 5, 33, 300};
+    static const int64_t pos0s[] = {0, 1, 255, 256, 700};
+    // Rotated through the cases; the big ones (300 tokens) use the small configs.
+    static const struct { int elem; int64_t n_kv, group, hd; } cfg[] = {
+        {KV_F16, 2, 1, 64}, {KV_F32, 1, 3, 24}, {KV_F16, 2, 4, 32}, {KV_F32, 1, 2, 64}, {KV_F16, 1, 5, 16},
+    };
+    int i = 0;
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 5; b++, i++) {
+            int c = n_toks[a] >= 300 ? (i % 2 ? 1 : 3) : i % 5;
+            prefill_case(cfg[c].elem, n_toks[a], pos0s[b], cfg[c].n_kv, cfg[c].group, cfg[c].hd, 2.0f);
+        }
+    // One token deep into the cache (the decode shape), and a head_dim off the 8-wide path.
+    prefill_case(KV_F32, 1, 1024, 1, 3, 24, 2.0f);
+    prefill_case(KV_F16, 3, 510, 2, 2, 6, 2.0f);
+    // Peaked softmax: the running max jumps between tiles and old sums are rescaled by tiny factors.
+    prefill_case(KV_F16, 33, 700, 1, 2, 64, 16.0f);
+    prefill_case(KV_F32, 40, 230, 2, 3, 24, 16.0f);
+}
+
+// Random states (o, lse) with some empty parts (lse = -inf, o = NaN garbage
+// that the merge must ignore) and lse spread wide enough that some weights
+// underflow in float.
+static void merge_parts_new(float **o_parts, float **lse_parts, int64_t n_parts, int64_t n_heads, int64_t hd,
+                            double lse_spread, int empty_every) {
+    *o_parts = floats_new(n_parts * n_heads * hd);
+    *lse_parts = floats_new(n_parts * n_heads);
+    for (int64_t r = 0; r < n_parts; r++)
+        for (int64_t h = 0; h < n_heads; h++) {
+            int empty = empty_every && (r * n_heads + h) % empty_every == 1;
+            (*lse_parts)[r * n_heads + h] = empty ? -INFINITY : (float)(lse_spread * rand_normal());
+            for (int64_t i = 0; i < hd; i++) (*o_parts)[(r * n_heads + h) * hd + i] = empty ? NAN : rand_normal();
+        }
+}
+
+static void test_merge(void) {
+    char what[200];
+    static const int64_t n_partss[] = {1, 2, 3, 7, 33};
+    static const double spreads[] = {0.5, 5.0, 60.0};
+    for (int a = 0; a < 5; a++)
+        for (int b = 0; b < 3; b++) {
+            int64_t n_parts = n_partss[a], n_heads = 3, hd = 24;
+            float *op, *lp;
+            merge_parts_new(&op, &lp, n_parts, n_heads, hd, spreads[b], 3);
+            float *o_ref = out_new(n_heads * hd), *l_ref = out_new(n_heads), *o = out_new(n_heads * hd), *l = out_new(n_heads);
+            backend_cpu_ref.merge(o_ref, l_ref, op, lp, n_parts, n_heads, hd);
+            backend_cpu.merge(o, l, op, lp, n_parts, n_heads, hd);
+            snprintf(what, sizeof what, "merge n_parts=%lld spread=%g", (long long)n_parts, spreads[b]);
+            compare(ST_MERGE, what, o, o_ref, n_heads * hd, TOL_FP32, NULL);
+            compare(ST_MERGE, what, l, l_ref, n_heads, TOL_FP32, NULL);
+            CHECK_MSG(all_finite(o, n_heads * hd) && all_finite(o_ref, n_heads * hd), "%s: empty parts' NaN o ignored", what);
+            CHECK(guard_intact(o, n_heads * hd) && guard_intact(l, n_heads));
+            CHECK(guard_intact(o_ref, n_heads * hd) && guard_intact(l_ref, n_heads));
+            // Against the formula: L = ln sum_r e^{lse_r}, o = sum_r e^{lse_r - L} o_r.
+            if (b == 0) {
+                float *ow = floats_new(n_heads * hd), *lw = floats_new(n_heads);
+                for (int64_t h = 0; h < n_heads; h++) {
+                    double sum = 0.0;
+                    for (int64_t r = 0; r < n_parts; r++) sum += exp((double)lp[r * n_heads + h]);
+                    double L = log(sum);
+                    lw[h] = (float)L;
+                    for (int64_t i = 0; i < hd; i++) {
+                        double acc = 0.0;
+                        for (int64_t r = 0; r < n_parts; r++)
+                            if (lp[r * n_heads + h] != -INFINITY)
+                                acc += exp((double)lp[r * n_heads + h] - L) * op[(r * n_heads + h) * hd + i];
+                        ow[h * hd + i] = (float)acc;
+                    }
+                }
+                snprintf(what, sizeof what, "spec merge n_parts=%lld", (long long)n_parts);
+                compare(ST_SPEC, what, o_ref, ow, n_heads * hd, TOL_SPEC, NULL);
+                compare(ST_SPEC, what, l_ref, lw, n_heads, TOL_SPEC, NULL);
+                free(ow); free(lw);
+            }
+            free(op); free(lp); free(o_ref); free(l_ref); free(o); free(l);
+        }
+
+    const backend_ops *bes[2] = {&backend_cpu_ref, &backend_cpu};
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = bes[bi];
+        int64_t n_heads = 2, hd = 12;
+        // Natural log: two states with lse 0 merge to lse ln 2, o their mean.
+        {
+            float op[2 * 2 * 12], lp[4] = {0.0f, 3.0f, 0.0f, 3.0f}, want[2 * 12], *o = out_new(n_heads * hd), *l = out_new(n_heads);
+            for (int i = 0; i < 2 * 2 * 12; i++) op[i] = rand_normal();
+            for (int i = 0; i < 2 * 12; i++) want[i] = 0.5f * (op[i] + op[2 * 12 + i]);
+            be->merge(o, l, op, lp, 2, n_heads, hd);
+            snprintf(what, sizeof what, "%s merge of equal lse: o = mean", be->name);
+            compare(ST_SPEC, what, o, want, n_heads * hd, TOL_SPEC, NULL);
+            CHECK_CLOSE(l[0], log(2.0), 1e-7, 1e-7);
+            CHECK_CLOSE(l[1], 3.0 + log(2.0), 1e-7, 1e-7);
+            free(o); free(l);
+        }
+        // All parts empty (also zero parts): o = 0, lse = -inf, no NaN.
+        for (int64_t n_parts = 0; n_parts <= 3; n_parts++) {
+            float op[3 * 2 * 12], lp[6];
+            for (int i = 0; i < 3 * 2 * 12; i++) op[i] = n_parts == 3 ? NAN : 0.0f;  // garbage must not leak
+            for (int i = 0; i < 6; i++) lp[i] = -INFINITY;
+            float *o = out_new(n_heads * hd), *l = out_new(n_heads);
+            be->merge(o, l, op, lp, n_parts, n_heads, hd);
+            int ok = 1;
+            for (int64_t i = 0; i < n_heads * hd; i++) ok &= f32_bits(o[i]) == 0;  // +0.0, not NaN
+            for (int64_t h = 0; h < n_heads; h++) ok &= l[h] == -INFINITY;
+            CHECK_MSG(ok, "%s merge of %lld empty parts: o = +0, lse = -inf", be->name, (long long)n_parts);
+            CHECK(guard_intact(o, n_heads * hd) && guard_intact(l, n_heads));
+            free(o); free(l);
+        }
+        // A state merged with empty states (before, after, several) comes back bitwise,
+        // and so does a single state on its own: its weight is exactly e^0 = 1.
+        {
+            static const int layouts[][4] = {{0, -1, -1, -1}, {0, 1, -1, -1}, {1, 0, -1, -1}, {1, 0, 1, 1}, {1, 1, 1, 0}};
+            static const int lens[] = {1, 2, 2, 4, 4};
+            float so[2 * 12], sl[2] = {7.25f, -1234.5f};
+            for (int i = 0; i < 2 * 12; i++) so[i] = rand_normal();
+            for (int li = 0; li < 5; li++) {
+                int n_parts = lens[li];
+                float op[4 * 2 * 12], lp[4 * 2];
+                for (int r = 0; r < n_parts; r++) {
+                    int empty = layouts[li][r];
+                    for (int h = 0; h < 2; h++) {
+                        lp[r * 2 + h] = empty ? -INFINITY : sl[h];
+                        for (int i = 0; i < 12; i++) op[(r * 2 + h) * 12 + i] = empty ? (r % 2 ? NAN : 0.0f) : so[h * 12 + i];
+                    }
+                }
+                float *o = out_new(n_heads * hd), *l = out_new(n_heads);
+                be->merge(o, l, op, lp, n_parts, n_heads, hd);
+                CHECK_MSG(same_bits(o, so, n_heads * hd) && same_bits(l, sl, n_heads),
+                          "%s merge with empty states is exact (layout %d)", be->name, li);
+                free(o); free(l);
+            }
+        }
+    }
+}
+
+// ======================================================================
+// 3. Merging shards equals attention over their union
+// ======================================================================
+
+// cuts: n_shards + 1 boundaries, cuts[0] = 0, cuts[n_shards] = n_keys, non-decreasing.
+static void shard_case(const backend_ops *be, int elem, int64_t n_keys, const int64_t *cuts, int n_shards, int64_t n_kv,
+                       int64_t group, int64_t hd, const char *label) {
+    char what[240];
+    int64_t n_q = n_kv * group;
+    float scale = 1.0f / sqrtf((float)hd);
+    test_kv k = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n_keys, hd, -1.0f, 1.0f);
+    float *q = normal_new(n_q * hd, 2.0f);
+    float *op = floats_new(n_shards * n_q * hd), *lp = floats_new(n_shards * n_q);
+    for (int s = 0; s < n_shards; s++) {
+        // A view whose position 0 is the shard's first key.
+        kv_view kvk = kv_view_at(&k, cuts[s]), kvv = kv_view_at(&v, cuts[s]);
+        float *o = out_new(n_q * hd), *l = out_new(n_q);
+        be->attn_decode(o, l, q, &kvk, &kvv, cuts[s + 1] - cuts[s], n_q, n_kv, hd, scale);
+        CHECK(guard_intact(o, n_q * hd) && guard_intact(l, n_q));
+        memcpy(op + s * n_q * hd, o, (size_t)(n_q * hd) * sizeof(float));
+        memcpy(lp + s * n_q, l, (size_t)n_q * sizeof(float));
+        free(o); free(l);
+    }
+    float *om = out_new(n_q * hd), *lm = out_new(n_q);
+    be->merge(om, lm, op, lp, n_shards, n_q, hd);
+    kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+    float *o_all = out_new(n_q * hd), *l_all = out_new(n_q), *o_ref = out_new(n_q * hd), *l_ref = out_new(n_q);
+    be->attn_decode(o_all, l_all, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    backend_cpu_ref.attn_decode(o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    int len = snprintf(what, sizeof what, "%s shards %s n_keys=%lld%s cuts", be->name, kv_name(elem), (long long)n_keys, label);
+    for (int s = 0; s <= n_shards && len < (int)sizeof what - 12; s++)
+        len += snprintf(what + len, sizeof what - (size_t)len, " %lld", (long long)cuts[s]);
+    compare(ST_SHARDS, what, om, o_all, n_q * hd, TOL_ATTN, NULL);
+    compare(ST_SHARDS, what, lm, l_all, n_q, TOL_LSE, NULL);
+    compare(ST_SHARDS, what, om, o_ref, n_q * hd, TOL_ATTN, NULL);
+    compare(ST_SHARDS, what, lm, l_ref, n_q, TOL_LSE, NULL);
+    CHECK(guard_intact(om, n_q * hd) && guard_intact(lm, n_q));
+
+    // Merging is associative: merge(merge(first shards), merge(rest)) = merge(all).
+    if (n_shards >= 2) {
+        int split = n_shards / 2;
+        float *o2 = floats_new(2 * n_q * hd), *l2 = floats_new(2 * n_q);
+        be->merge(o2, l2, op, lp, split, n_q, hd);
+        be->merge(o2 + n_q * hd, l2 + n_q, op + split * n_q * hd, lp + split * n_q, n_shards - split, n_q, hd);
+        float *oh = out_new(n_q * hd), *lh = out_new(n_q);
+        be->merge(oh, lh, o2, l2, 2, n_q, hd);
+        snprintf(what, sizeof what, "%s hierarchical merge %s n_keys=%lld%s", be->name, kv_name(elem), (long long)n_keys, label);
+        compare(ST_SHARDS, what, oh, om, n_q * hd, TOL_FP32, NULL);
+        compare(ST_SHARDS, what, lh, lm, n_q, TOL_FP32, NULL);
+        free(o2); free(l2); free(oh); free(lh);
+    }
+    free(q); free(op); free(lp); free(om); free(lm); free(o_all); free(l_all); free(o_ref); free(l_ref);
+    kv_free(&k); kv_free(&v);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_shard_merge(void) {
+    const backend_ops *bes[2] = {&backend_cpu_ref, &backend_cpu};
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = bes[bi];
+        // Hand-picked cuts: empty shards (first, middle, last), length-1 shards, a
+        // cut on the 1024-key chunk boundary and one next to it.
+        static const int64_t c1[] = {0, 0, 1, 1024, 1025, 2100};
+        static const int64_t c2[] = {0, 1, 1, 2, 2100, 2100};
+        static const int64_t c3[] = {0, 2100};
+        static const int64_t c4[] = {0, 1023, 2047, 2048, 2100};
+        shard_case(be, KV_F16, 2100, c1, 5, 2, 3, 24, "");
+        shard_case(be, KV_F32, 2100, c2, 5, 1, 4, 64, "");
+        shard_case(be, KV_F16, 2100, c3, 1, 2, 1, 32, "");
+        shard_case(be, KV_F32, 2100, c4, 4, 1, 2, 16, "");
+        static const int64_t c5[] = {0, 0, 0};
+        shard_case(be, KV_F16, 0, c5, 2, 1, 2, 8, " (all empty)");
+        static const int64_t c6[] = {0, 0, 1, 1};
+        shard_case(be, KV_F32, 1, c6, 3, 2, 2, 8, "");
+        // Random cut points (sorted, so repeats give empty shards), N = 1..6.
+        static const int64_t lens[] = {7, 300, 1500, 3000};
+        for (int rep = 0; rep < 12; rep++) {
+            int n_shards = 1 + rep % 6;
+            int64_t n_keys = lens[rep % 4], cuts[7];
+            cuts[0] = 0;
+            cuts[n_shards] = n_keys;
+            for (int s = 1; s < n_shards; s++) cuts[s] = rand_below(n_keys + 1);
+            qsort(cuts + 1, (size_t)(n_shards > 1 ? n_shards - 1 : 0), sizeof(int64_t), cmp_i64);
+            shard_case(be, rep % 2 ? KV_F32 : KV_F16, n_keys, cuts, n_shards, 1 + rep % 2, 1 + rep % 4, rep % 3 ? 64 : 24,
+                       " (random)");
+        }
+    }
+}
+
+// ======================================================================
+// 4. Argmax
+// ======================================================================
+
+static void test_argmax(void) {
+    const backend_ops *bes[2] = {&backend_cpu_ref, &backend_cpu};
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = bes[bi];
+        float one[1] = {-5.0f};
+        CHECK(be->argmax(one, 1) == 0);
+        float same[9] = {2, 2, 2, 2, 2, 2, 2, 2, 2};
+        CHECK(be->argmax(same, 9) == 0);
+        float tie[10] = {0, 1, 3, 7, -1, 7, 2, 7, 0, 6};
+        CHECK(be->argmax(tie, 10) == 3);
+        float last[5] = {-INFINITY, -3, -2, -1, 0};
+        CHECK(be->argmax(last, 5) == 4);
+        float neg[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        CHECK(be->argmax(neg, 4) == 0);
+        float zeros[3] = {-0.0f, 0.0f, 0.0f};  // -0 == +0: a tie
+        CHECK(be->argmax(zeros, 3) == 0);
+        // A vocabulary-sized vector with the maximum repeated at later positions.
+        int64_t n = 49152;
+        float *x = normal_new(n, 1.0f);
+        x[31337] = 10.0f;
+        x[40000] = 10.0f;
+        x[n - 1] = 10.0f;
+        int64_t want = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (x[i] > x[want]) want = i;
+        CHECK(want == 31337);
+        CHECK_MSG(be->argmax(x, n) == 31337, "%s argmax = %lld", be->name, (long long)be->argmax(x, n));
+        free(x);
+    }
+}
+
+// ======================================================================
+// The comparisons can fail: a realistic bug is caught at these tolerances.
+// ======================================================================
+
+static void test_sensitivity(void) {
+    // Dropping the last key of 1025 (an off-by-one at the chunk boundary).
+    {
+        int64_t n_kv = 1, hd = 64, n_q = 2, n = 1025;  // two q heads share the KV head
+        test_kv k = kv_new(KV_F16, n_kv, n, hd, -1.0f, 1.0f), v = kv_new(KV_F16, n_kv, n, hd, -1.0f, 1.0f);
+        kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+        float *q = normal_new(n_q * hd, 2.0f), o0[128], l0[2], o1[128], l1[2];
+        backend_cpu_ref.attn_decode(o0, l0, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.125f);
+        backend_cpu_ref.attn_decode(o1, l1, q, &kvk, &kvv, n - 1, n_q, n_kv, hd, 0.125f);
+        CHECK_MSG(!compare_quiet(o1, o0, n_q * hd, TOL_ATTN, NULL).ok || !compare_quiet(l1, l0, n_q, TOL_LSE, NULL).ok,
+                  "a dropped key is detected");
+        CHECK_MSG(!compare_quiet(l1, l0, n_q, TOL_LSE, NULL).ok, "a dropped key moves lse beyond TOL_LSE");
+        free(q);
+        kv_free(&k); kv_free(&v);
+    }
+    // One Q4_0 nibble off by one step.
+    {
+        test_weight tw = weight_new(GGML_TYPE_Q4_0, 576, 7, 0);
+        float *x = normal_new(576, 1.0f), r0[7], r1[7];
+        backend_cpu_ref.matmul(r0, x, &tw.w, 1);
+        block_q4_0 *b = (block_q4_0 *)((uint8_t *)tw.buf + 3 * tw.w.row_bytes);
+        b[5].qs[7] ^= 0x01;
+        backend_cpu_ref.matmul(r1, x, &tw.w, 1);
+        double atol[7];
+        for (int i = 0; i < 7; i++) atol[i] = MATMUL_ABS_REL * 576.0;  // generous: sum |w x| < 576 here
+        CHECK_MSG(!compare_quiet(r1, r0, 7, (tol){1e-7, 0.0, 1e-5}, atol).ok, "one flipped nibble is detected");
+        free(x);
+        weight_free(&tw);
+    }
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// Runs one test function and reports its wall time.
+#define RUN(call)                                                     \
+    do {                                                              \
+        double t_ = now_s();                                          \
+        call;                                                         \
+        printf("  %-48s %7.3f s\n", #call, now_s() - t_);            \
+    } while (0)
+
+int main(void) {
+    double t0 = now_s();
+    backend_cpu_set_threads(2);
+
+    RUN(test_harness_detects());
+    RUN(test_sensitivity());
+
+    RUN(test_spec_attention());
+    RUN(test_spec_rmsnorm_swiglu());
+    RUN(test_spec_matmul());
+    RUN(test_rope_matrix(&backend_cpu_ref));
+    RUN(test_rope_matrix(&backend_cpu));
+    RUN(test_rope_properties(&backend_cpu_ref));
+    RUN(test_rope_properties(&backend_cpu));
+    RUN(test_attention_closed_forms(&backend_cpu_ref));
+    RUN(test_attention_closed_forms(&backend_cpu));
+
+    RUN(test_supports());
+    RUN(test_rmsnorm_vs_ref());
+    RUN(test_swiglu_vs_ref());
+    RUN(test_rope_vs_ref());
+    RUN(test_matmul_vs_ref());
+    RUN(test_decode_vs_ref());
+    RUN(test_thread_count_invariance());
+    RUN(test_prefill_vs_ref());
+    RUN(test_merge());
+
+    RUN(test_shard_merge());
+    RUN(test_argmax());
+
+    printf("%-24s %6s %12s %14s\n", "op", "cases", "worst nmse", "worst |d|/tol");
+    for (int i = 0; i < ST_COUNT; i++)
+        printf("%-24s %6d %12.3g %14.3g\n", g_stats[i].name, g_stats[i].cases, g_stats[i].worst_nmse, g_stats[i].worst_ratio);
+    printf("test_ops: %.2f s\n", now_s() - t0);
+    TEST_MAIN_END();
+}
