@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The main job: set up (packages, model, build), then decode on the real model
-# and print the answer and the speed.
-#   RECALL_THREADS  threads (default: all cores)
+# The main job: set up (packages, model, build), then answer a question about
+# a long document on the real model with the KV cache sharded over 2 MPI
+# ranks, and print the answer and the speed.
+#   RECALL_RANKS  ranks (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 model="${RECALL_CACHE:-$HOME/.cache/recall}/SmolLM2-135M-Instruct.Q4_1.gguf"
-threads="${RECALL_THREADS:-$(nproc)}"
-question="In two sentences, why do long-context language models need a KV cache, and what limits its size?"
-echo "# recall generate --chat, $threads threads, greedy" >&2
-echo "Q: $question"
-printf 'A: '
-./build/recall generate -m "$model" --chat -p "$question" -n 96 --threads "$threads"
+ranks="${RECALL_RANKS:-2}"
+prompt=$(mktemp)
+trap 'rm -f "$prompt"' EXIT
+{
+  cat tests/data/prose/persuasion_ch1.txt
+  printf '\n\nQuestion: What is the name of the baronet of Kellynch Hall, and which book does he like to read?'
+} > "$prompt"
+echo "# Q: $(tail -n 1 "$prompt" | sed 's/^Question: //')" >&2
+echo "# recall generate --chat over a $(wc -c < "$prompt")-byte document, KV cache sharded over $ranks ranks" >&2
+launch/mpirun.sh -np "$ranks" -- ./build/recall generate -m "$model" --chat -f "$prompt" -n 64 --stats

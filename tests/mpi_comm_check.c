@@ -42,6 +42,7 @@ static int g_failed = 0;
 static _Noreturn void die(comm *c, const rc_err *err, const char *what) {
     fprintf(stderr, "recall: %s: %s\n", what, err->msg);
     c->ops->abort(c, 2);
+    exit(2);  // not reached: abort does not return (the function pointer cannot say so)
 }
 
 static uint8_t pattern(int step, int src, size_t i) {

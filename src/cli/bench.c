@@ -57,6 +57,15 @@ int cmd_bench(int argc, char **argv) {
         {"reps", required_argument, 0, OPT_REPS},      {"threads", required_argument, 0, OPT_THREADS},
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    rc_err err = {{0}};
+    comm *cm = NULL;
+    if (comm_launched_by_mpi()) {
+        if (!(cm = comm_mpi_create(NULL, NULL, &err))) cli_die_err(&err);
+    } else {
+        cm = comm_null_create();
+    }
+    cli_set_comm(cm);
+    const int rank0 = cm->rank == 0;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
@@ -74,7 +83,10 @@ int cmd_bench(int argc, char **argv) {
             break;
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
-        case 'h': usage(stdout); return 0;
+        case 'h':
+            if (rank0) usage(stdout);
+            comm_destroy(cm);
+            return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall bench --help')", argv[optind - 1]);
         default: cli_die("unknown option '%s' (see 'recall bench --help')", argv[optind - 1]);
         }
@@ -82,7 +94,6 @@ int cmd_bench(int argc, char **argv) {
     if (optind < argc) cli_die("unexpected argument '%s'", argv[optind]);
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
 
-    rc_err err = {{0}};
     model m;
     if (model_load(&m, model_path, &err)) cli_die_err(&err);
     const int64_t V = m.cfg.n_vocab;
@@ -93,18 +104,24 @@ int cmd_bench(int argc, char **argv) {
     eo.n_ctx = n_ctx;
     eo.n_threads = n_threads;
     eo.kv_elem = kv_elem;
+    eo.comm = cm;
     engine e;
     if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
     int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
     random_tokens(ids, n_ctx, V, BENCH_SEED);
     const double weight_bytes = (double)model_weight_bytes_per_token(&m);
-    const double kv_bytes_per_pos = (double)kv_cache_bytes_per_pos(&e.kv);
+    const double kv_bytes_per_pos =
+        2.0 * (double)(m.cfg.n_layer * m.cfg.n_head_kv * m.cfg.head_dim) * (kv_elem == KV_F16 ? 2.0 : 4.0);
 
-    printf("# recall bench: %s, %s, %d threads, KV %s, %lld-token context buffer\n", model_path, m.cfg.arch_name,
-           n_threads, kv_elem == KV_F16 ? "f16" : "f32", (long long)n_ctx);
-    printf("# weights read per decode token: %.1f MB; K/V bytes per context token: %.0f; bandwidth %.1f GB/s\n",
-           weight_bytes / 1e6, kv_bytes_per_pos, bandwidth_gbs);
-    printf("#\n# %-8s %8s %10s %12s\n", "test", "tokens", "seconds", "tok/s");
+    // Only rank 0 prints; under several ranks each holds ~1/N of the K/V, so
+    // the bandwidth columns count the whole machine's traffic (all ranks).
+    FILE *out = rank0 ? stdout : fopen("/dev/null", "w");
+    fprintf(out, "# recall bench: %s, %s, %d rank%s x %d threads, KV %s, %lld-token context buffer\n", model_path,
+            m.cfg.arch_name, cm->size, cm->size > 1 ? "s" : "", n_threads, kv_elem == KV_F16 ? "f16" : "f32",
+            (long long)n_ctx);
+    fprintf(out, "# weights read per decode token: %.1f MB per rank; K/V bytes per context token: %.0f; bandwidth %.1f GB/s\n",
+            weight_bytes / 1e6, kv_bytes_per_pos, bandwidth_gbs);
+    fprintf(out, "#\n# %-8s %8s %10s %12s\n", "test", "tokens", "seconds", "tok/s");
     for (int i = 0; i < n_prefill; i++) {
         double best = 1e30;
         for (int64_t r = 0; r < reps + 1; r++) {  // one untimed warm-up
@@ -114,14 +131,14 @@ int cmd_bench(int argc, char **argv) {
             double dt = cli_now() - t0;
             if (r > 0 && dt < best) best = dt;
         }
-        printf("  %-8s %8lld %10.3f %12.1f\n", "prefill", (long long)prefill_lens[i], best,
-               (double)prefill_lens[i] / best);
-        fflush(stdout);
+        fprintf(out, "  %-8s %8lld %10.3f %12.1f\n", "prefill", (long long)prefill_lens[i], best,
+                (double)prefill_lens[i] / best);
+        fflush(out);
     }
 
     float *first_logits = malloc((size_t)V * sizeof(float));
-    printf("#\n# %-8s %8s %8s %10s %12s %12s %10s %8s %7s\n", "test", "depth", "tokens", "seconds", "tok/s",
-           "MB/token", "GB/s", "%peak", "#wrong");
+    fprintf(out, "#\n# %-8s %8s %8s %10s %12s %12s %10s %8s %12s %7s\n", "test", "depth", "tokens", "seconds", "tok/s",
+            "MB/token", "GB/s", "%peak", "comm B/step", "#wrong");
     int64_t total_wrong = 0;
     for (int i = 0; i < n_depths; i++) {
         const int64_t D = depths[i];
@@ -130,10 +147,17 @@ int cmd_bench(int argc, char **argv) {
         // Step 1 (untimed) doubles as the correctness probe.
         if (engine_decode(&e, ids[D], &err)) cli_die_err(&err);
         memcpy(first_logits, e.logits, (size_t)V * sizeof(float));
+        comm_counters before = cm->counters[COMM_PHASE_DECODE];
         double t0 = cli_now();
         for (int64_t t = 0; t < decode_tokens; t++)
             if (engine_decode(&e, ids[D + 1 + t], &err)) cli_die_err(&err);
         double dt = cli_now() - t0;
+        // Every rank's clock ends when its last step ends; report the slowest.
+        double dts[64];
+        if (cm->size <= 64 && comm_allgather(cm, &dt, sizeof(dt), dts, &err) == 0)
+            for (int r = 0; r < cm->size; r++) dt = dts[r] > dt ? dts[r] : dt;
+        double comm_per_step =
+            (double)(cm->counters[COMM_PHASE_DECODE].bytes_recv - before.bytes_recv) / (double)decode_tokens;
         int64_t wrong = -1;  // -1: not verified
         if (D <= verify_max) {
             // Independent path: prefill D+1 tokens at once (tiled GEMM attention).
@@ -146,21 +170,28 @@ int cmd_bench(int argc, char **argv) {
         }
         total_wrong += wrong > 0 ? wrong : 0;
         double tps = (double)decode_tokens / dt;
-        double bytes = weight_bytes + kv_bytes_per_pos * ((double)D + 1.0 + (double)decode_tokens / 2.0);
+        double bytes = weight_bytes * cm->size + kv_bytes_per_pos * ((double)D + 1.0 + (double)decode_tokens / 2.0);
         double gbs = bytes * tps / 1e9;
         char wrong_s[24];
         if (wrong < 0) snprintf(wrong_s, sizeof(wrong_s), "n/a");
         else snprintf(wrong_s, sizeof(wrong_s), "%lld", (long long)wrong);
-        printf("  %-8s %8lld %8lld %10.3f %12.1f %12.1f %10.2f %7.1f%% %7s\n", "decode", (long long)D,
-               (long long)decode_tokens, dt, tps, bytes / 1e6, gbs, 100.0 * gbs / bandwidth_gbs, wrong_s);
-        fflush(stdout);
+        fprintf(out, "  %-8s %8lld %8lld %10.3f %12.1f %12.1f %10.2f %7.1f%% %12.0f %7s\n", "decode", (long long)D,
+                (long long)decode_tokens, dt, tps, bytes / 1e6, gbs, 100.0 * gbs / bandwidth_gbs, comm_per_step, wrong_s);
+        fflush(out);
     }
-    printf("#\n# peak RSS %.1f MiB; #wrong counts logits of the first decode step that differ from a one-shot\n"
-           "# prefill by more than 1e-2 + 1e-3*|x| (n/a: depth above --verify-max)\n", cli_peak_rss_mib());
-    printf("# reproduce: recall bench -m %s --threads %d\n", model_path, n_threads);
+    const model_config *mc = &m.cfg;
+    fprintf(out, "#\n# comm B/step: bytes each rank receives per decode step; expected n_layer x (n_ranks - 1) x n_head x\n"
+            "# (head_dim + 1) x 4 = %lld (the (o, lse) states of the other ranks)\n",
+            (long long)(mc->n_layer * (cm->size - 1) * mc->n_head * (mc->head_dim + 1) * 4));
+    fprintf(out, "# peak RSS %.1f MiB (rank 0); #wrong counts logits of the first decode step that differ from a\n"
+            "# one-shot prefill by more than 1e-2 + 1e-3*|x| (n/a: depth above --verify-max)\n", cli_peak_rss_mib());
+    fprintf(out, "# reproduce: %srecall bench -m %s --threads %d\n", cm->size > 1 ? "launch/mpirun.sh -np N -- " : "",
+            model_path, n_threads);
+    if (!rank0) fclose(out);
     free(first_logits);
     free(ids);
     engine_free(&e);
     model_free(&m);
+    comm_destroy(cm);
     return total_wrong ? 1 : 0;
 }

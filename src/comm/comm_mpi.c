@@ -223,9 +223,13 @@ static int mpi_setup(comm *c, mpi_impl *m, rc_err *err) {
     char name[MPI_MAX_PROCESSOR_NAME + 1];
     int len = 0;
     MPI_TRY(c, err, MPI_Get_processor_name(name, &len));
-    if (len < 0 || len > MPI_MAX_PROCESSOR_NAME) len = 0;
-    name[len] = '\0';
-    snprintf(c->host, sizeof(c->host), "%s", len > 0 ? name : "?");
+    if (len <= 0 || len > MPI_MAX_PROCESSOR_NAME) {
+        name[0] = '?';
+        len = 1;
+    }
+    const size_t n_host = min_size((size_t)len, sizeof(c->host) - 1);  // a long FQDN is cut, not rejected
+    memcpy(c->host, name, n_host);
+    c->host[n_host] = '\0';
 
     MPI_TRY(c, err, MPI_Comm_dup(MPI_COMM_WORLD, &m->world));
     MPI_TRY(c, err, MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN));

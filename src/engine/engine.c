@@ -347,7 +347,7 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
     comm *cm = e->comm;
     const int R = cm->size;
     if (check_tokens(e, &token, 1, err)) return -1;
-    if (!e->kv.k && begin_sequence(e, 0, err)) return -1;  // decoding from an empty sequence
+    if (e->n_past == 0 && begin_sequence(e, 0, err)) return -1;  // a sequence that starts without a prompt
     const int64_t d = c->d_model, hd = c->head_dim;
     const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
     const float scale = 1.0f / sqrtf((float)hd);

@@ -175,6 +175,10 @@ int model_load(model *m, const char *path, rc_err *err) {
     // RoPE: inv_freq[i] = scale * base^(-2i/rope_dim) / freq_factor[i].
     const int64_t half = c->rope_dim / 2;
     m->rope_inv_freq = malloc((size_t)half * sizeof(float));
+    if (!m->rope_inv_freq) {
+        rc_fail(err, "out of memory");
+        goto fail;
+    }
     float *factors = NULL;
     if (vector_copy(f, "rope_freqs.weight", half, 1, &factors, err)) goto fail;
     c->rope_has_freq_factors = factors != NULL;
@@ -182,8 +186,8 @@ int model_load(model *m, const char *path, rc_err *err) {
         double inv = pow((double)c->rope_base, -2.0 * (double)i / (double)c->rope_dim) * c->rope_linear_scale;
         if (factors) {
             if (!(factors[i] > 0.0f)) {
-                free(factors);
                 rc_fail(err, "%s: rope_freqs.weight[%lld] = %g is not positive", path, (long long)i, factors[i]);
+                free(factors);
                 goto fail;
             }
             inv /= factors[i];

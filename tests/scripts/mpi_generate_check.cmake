@@ -1,0 +1,51 @@
+# cmake -P driver for one mpi_generate test (see mpi_generate.cmake).
+set(n_predict 128)
+# fp32 KV: with the fp16 cache, a 1e-7 difference in summation order (the rank
+# merge) can flip the rounding of a new K/V element by one fp16 ulp, and over
+# 128 steps logits drift by ~1e-3 relative while tokens stay identical.
+set(common generate -m ${MODEL} -f ${PROMPT} -n ${n_predict} --ctx 4400 --kv-type f32 --stats)
+set(ENV{GOMP_SPINCOUNT} 2000)
+set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+file(MAKE_DIRECTORY ${WORK})
+if(NP EQUAL 1)
+  execute_process(COMMAND ${RECALL} ${common} --threads 2 --logits-out ${WORK}/np1.bin
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 800)
+else()
+  # Oversubscribed ranks on 2 cores must yield while they wait, or they spin each other down.
+  execute_process(COMMAND ${MPIEXEC} --oversubscribe -np ${NP} --mca btl self,vader --mca mpi_yield_when_idle 1
+                          -x OMP_NUM_THREADS=1 ${RECALL} ${common} --threads 1 --logits-out ${WORK}/np${NP}.bin
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 800)
+endif()
+message("${out}")
+message("${err}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "recall with ${NP} rank(s) failed (exit ${rc})")
+endif()
+if(NOT err MATCHES "logits bitwise identical on all ranks")
+  message(FATAL_ERROR "no cross-rank logits check in the output")
+endif()
+# KV positions per rank: at most ceil(total / NP) + one 32-position block.
+string(REGEX MATCHALL "rank [0-9]+: KV [0-9]+ positions" kv_lines "${err}")
+list(LENGTH kv_lines n_lines)
+if(NOT n_lines EQUAL NP)
+  message(FATAL_ERROR "expected ${NP} per-rank stats lines, got ${n_lines}")
+endif()
+set(total 0)
+foreach(line ${kv_lines})
+  string(REGEX REPLACE ".*KV ([0-9]+) positions" "\\1" n "${line}")
+  list(APPEND counts ${n})
+  math(EXPR total "${total} + ${n}")
+endforeach()
+math(EXPR bound "(${total} + ${NP} - 1) / ${NP} + 32")
+foreach(n ${counts})
+  if(n GREATER bound)
+    message(FATAL_ERROR "a rank holds ${n} KV positions, more than ${bound} (1/${NP} of ${total} + one block)")
+  endif()
+endforeach()
+if(NOT NP EQUAL 1)
+  execute_process(COMMAND ${COMPARE} ${WORK}/np1.bin ${WORK}/np${NP}.bin 49152 1e-4 RESULT_VARIABLE crc)
+  if(NOT crc EQUAL 0)
+    message(FATAL_ERROR "${NP} ranks do not reproduce the single-process run")
+  endif()
+endif()
