@@ -61,42 +61,39 @@ static void block_sums(const float *x, int64_t n_in, float *xsum) {
     }
 }
 
-SIMD_TARGET static float dot_q4_1_avx2(const block_q4_1 *b, const float *x, const float *xsum, int64_t nb) {
+// sum_j q_j * x_j over one block of 32 4-bit values (low nibbles are
+// elements 0..15, high nibbles 16..31), as 8 partial sums.
+SIMD_TARGET static inline __m256 nibble_dot_avx2(const uint8_t *qs, const float *xb) {
     const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m128i lo = _mm_and_si128(raw, mask);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xb));
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xb + 8), s);
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xb + 16), s);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xb + 24), s);
+}
+
+// Q4_1: x = d*q + m, so a row dot is sum_b d_b * (q . x)_b + m_b * xsum_b.
+SIMD_TARGET static float dot_q4_1_avx2(const block_q4_1 *b, const float *x, const float *xsum, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     float moff = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
-        __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i lo = _mm_and_si128(raw, mask);
-        __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        const float *xb = x + i * 32;
-        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xb));
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xb + 8), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xb + 16), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xb + 24), s);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), nibble_dot_avx2(b[i].qs, x + i * 32), acc);
         moff += _cvtsh_ss(b[i].m) * xsum[i];
     }
     return hsum256(acc) + moff;
 }
 
+// Q4_0: x = d*(q - 8).
 SIMD_TARGET static float dot_q4_0_avx2(const block_q4_0 *b, const float *x, const float *xsum, int64_t nb) {
-    const __m128i mask = _mm_set1_epi8(0x0f);
     __m256 acc = _mm256_setzero_ps();
     float moff = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i lo = _mm_and_si128(raw, mask);
-        __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        const float *xb = x + i * 32;
-        __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(xb));
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(xb + 8), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(xb + 16), s);
-        s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(xb + 24), s);
         float d = _cvtsh_ss(b[i].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
-        moff -= 8.0f * d * xsum[i];  // x = d*(q-8)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), nibble_dot_avx2(b[i].qs, x + i * 32), acc);
+        moff -= 8.0f * d * xsum[i];
     }
     return hsum256(acc) + moff;
 }
@@ -344,7 +341,8 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
         __m256 kr[32];
         for (int64_t j = 0; j < n; j++) {
             int64_t off = base + (k0 + j) * head_dim;
-            _mm_prefetch((const char *)k->data + (off + 8 * head_dim) * (k->elem == KV_F16 ? 2 : 4), _MM_HINT_T0);
+            if (j + 8 < n)  // stay inside the cache: forming a pointer past it is undefined
+                _mm_prefetch((const char *)k->data + (off + 8 * head_dim) * (k->elem == KV_F16 ? 2 : 4), _MM_HINT_T0);
             for (int64_t c = 0; c < nv; c++) kr[c] = kv_load8(k, off + c * 8);
             for (int64_t g = 0; g < group; g++) {
                 const float *qg = q + g * head_dim;

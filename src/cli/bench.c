@@ -58,13 +58,7 @@ int cmd_bench(int argc, char **argv) {
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     rc_err err = {{0}};
-    comm *cm = NULL;
-    if (comm_launched_by_mpi()) {
-        if (!(cm = comm_mpi_create(NULL, NULL, &err))) cli_die_err(&err);
-    } else {
-        cm = comm_null_create();
-    }
-    cli_set_comm(cm);
+    comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     opterr = 0;
     int c;
@@ -77,9 +71,7 @@ int cmd_bench(int argc, char **argv) {
         case OPT_REPS: reps = cli_parse_int("--reps", optarg, 1, 1000); break;
         case OPT_THREADS: n_threads = (int)cli_parse_int("--threads", optarg, 1, 1024); break;
         case OPT_KV:
-            if (!strcmp(optarg, "f16")) kv_elem = KV_F16;
-            else if (!strcmp(optarg, "f32")) kv_elem = KV_F32;
-            else cli_die("--kv-type: '%s' is not f16 or f32", optarg);
+            kv_elem = cli_parse_kv_type(optarg);
             break;
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;

@@ -15,6 +15,11 @@ void cli_set_comm(comm *c);
 _Noreturn void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void cli_die_err(const rc_err *err);
 
+// The communicator of this process: MPI when started by mpirun/srun, else the
+// null one; registered with cli_die. Dies when MPI is needed but missing.
+comm *cli_comm_init(void);
+int cli_parse_kv_type(const char *value);  // "f16" | "f32" -> enum kv_elem; dies otherwise
+
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max);
 double cli_parse_double(const char *flag, const char *value, double min, double max);
 // Comma-separated integers ("512,4096"); returns the count written to out.

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "cli/cli.h"
 
 static comm *g_comm;
@@ -34,6 +35,20 @@ _Noreturn void cli_die(const char *fmt, ...) {
 }
 
 _Noreturn void cli_die_err(const rc_err *err) { cli_die("%s", err->msg); }
+
+comm *cli_comm_init(void) {
+    rc_err err = {{0}};
+    comm *c = comm_launched_by_mpi() ? comm_mpi_create(NULL, NULL, &err) : comm_null_create();
+    if (!c) cli_die_err(&err);
+    cli_set_comm(c);
+    return c;
+}
+
+int cli_parse_kv_type(const char *value) {
+    if (!strcmp(value, "f16")) return KV_F16;
+    if (!strcmp(value, "f32")) return KV_F32;
+    cli_die("--kv-type: '%s' is not f16 or f32", value);
+}
 
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max) {
     char *end = NULL;

@@ -115,14 +115,7 @@ int cmd_generate(int argc, char **argv) {
     int zigzag = 0, want_stats = 0;
     const char *logits_out = NULL;
     rc_err err = {{0}};
-    // The communicator comes first so that any error below ends every rank.
-    comm *cm = NULL;
-    if (comm_launched_by_mpi()) {
-        if (!(cm = comm_mpi_create(NULL, NULL, &err))) cli_die_err(&err);
-    } else {
-        cm = comm_null_create();
-    }
-    cli_set_comm(cm);
+    comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL,
            OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT };
@@ -153,9 +146,7 @@ int cmd_generate(int argc, char **argv) {
         case OPT_CTX: n_ctx = cli_parse_int("--ctx", optarg, 1, (int64_t)1 << 24); break;
         case OPT_THREADS: n_threads = (int)cli_parse_int("--threads", optarg, 1, 1024); break;
         case OPT_KV:
-            if (!strcmp(optarg, "f16")) kv_elem = KV_F16;
-            else if (!strcmp(optarg, "f32")) kv_elem = KV_F32;
-            else cli_die("--kv-type: '%s' is not f16 or f32", optarg);
+            kv_elem = cli_parse_kv_type(optarg);
             break;
         case OPT_BLOCK: prefill_block = cli_parse_int("--prefill-block", optarg, 1, 1 << 16); break;
         case OPT_SPECIAL: show_special = 1; break;
