@@ -23,3 +23,18 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
                          LABELS "real_model;mpi" TIMEOUT 900 ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
   endforeach()
 endif()
+
+# A rank that fails ends the whole job promptly and names itself: rank 1 of 3
+# fails after loading the model while ranks 0 and 2 wait in a broadcast.
+if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE AND DEFINED recall_mpiexec_joined)
+  add_test(NAME mpi_generate_rank1_fails
+    COMMAND ${CMAKE_COMMAND}
+      -DMPIEXEC=${MPIEXEC_EXECUTABLE}
+      "-DARGS=${recall_mpiexec_joined}|-x|RECALL_INJECT_FAILURE|$<TARGET_FILE:recall>|generate|-m|${CMAKE_CURRENT_BINARY_DIR}/bad_inputs/tiny.gguf|-p|hello|-n|4"
+      "-DMATCH=recall: \\[rank 1 @ [^]]+\\] injected failure"
+      -DTIMEOUT=30
+      -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/mpi_expect_failure.cmake)
+  set_tests_properties(mpi_generate_rank1_fails PROPERTIES
+    ENVIRONMENT "${recall_mpi_test_env};RECALL_INJECT_FAILURE=1" TIMEOUT 45 LABELS mpi
+    FIXTURES_REQUIRED recall_bad_inputs)
+endif()
