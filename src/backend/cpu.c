@@ -321,6 +321,46 @@ static inline float kv_get(const kv_view *kv, int64_t off) {
     return kv->elem == KV_F16 ? fp16_to_fp32(((const uint16_t *)kv->data)[off]) : ((const float *)kv->data)[off];
 }
 
+// Keys per work item: big enough to amortize the merge, small enough that
+// scores stay in L2 and both threads get work at short contexts.
+#define ATTN_KEY_CHUNK 1024
+
+// Scores of absent heads in a 4-head P.V tile: multiplying by zero keeps the
+// tile's loop fixed at 4 heads, so its 8 accumulators stay in registers.
+static const float zero_scores[ATTN_KEY_CHUNK];
+
+// o (up to 4 heads, head_dim) = sum_j p_h[j] * V[j], V rows of head_dim
+// elements starting at v. Columns go 16 at a time: 4 heads x 2 vectors = 8
+// accumulators + 2 V vectors, no spills.
+#define DEFINE_PV_TILE(NAME, ELEM_T, LOAD8)                                                                  \
+    SIMD_TARGET static void NAME(float *o, const float *const sp[4], int64_t gn, const ELEM_T *v, int64_t n,  \
+                                 int64_t head_dim) {                                                         \
+        for (int64_t c = 0; c < head_dim; c += 16) {                                                         \
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,        \
+                   a30 = a00, a31 = a00;                                                                     \
+            for (int64_t j = 0; j < n; j++) {                                                                \
+                const ELEM_T *row = v + j * head_dim + c;                                                   \
+                __m256 v0 = LOAD8(row), v1 = LOAD8(row + 8);                                                 \
+                __m256 p0 = _mm256_broadcast_ss(sp[0] + j), p1 = _mm256_broadcast_ss(sp[1] + j);             \
+                __m256 p2 = _mm256_broadcast_ss(sp[2] + j), p3 = _mm256_broadcast_ss(sp[3] + j);             \
+                a00 = _mm256_fmadd_ps(p0, v0, a00); a01 = _mm256_fmadd_ps(p0, v1, a01);                      \
+                a10 = _mm256_fmadd_ps(p1, v0, a10); a11 = _mm256_fmadd_ps(p1, v1, a11);                      \
+                a20 = _mm256_fmadd_ps(p2, v0, a20); a21 = _mm256_fmadd_ps(p2, v1, a21);                      \
+                a30 = _mm256_fmadd_ps(p3, v0, a30); a31 = _mm256_fmadd_ps(p3, v1, a31);                      \
+            }                                                                                                \
+            __m256 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};                             \
+            for (int64_t g = 0; g < gn; g++) {                                                               \
+                _mm256_storeu_ps(o + g * head_dim + c, acc[g][0]);                                           \
+                _mm256_storeu_ps(o + g * head_dim + c + 8, acc[g][1]);                                       \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+
+#define LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define LOAD8_F32(p) _mm256_loadu_ps(p)
+DEFINE_PV_TILE(pv_tile_f16, uint16_t, LOAD8_F16)
+DEFINE_PV_TILE(pv_tile_f32, float, LOAD8_F32)
+
 // Attention of the `group` query heads sharing one KV head over keys [k0, k1).
 // Writes normalized o (group, head_dim) and lse (group). scores: (group, k1-k0) scratch.
 SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v,
@@ -389,23 +429,15 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     }
     // Pass 3: o = P V, each V row loaded once for the group.
     memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
-    if (head_dim % 8 == 0 && head_dim <= 256) {
-        __m256 acc[4][32];  // group <= 4 handled in registers-ish tiles; larger groups loop below
+    if (head_dim % 16 == 0 && n <= ATTN_KEY_CHUNK) {
         for (int64_t g0 = 0; g0 < group; g0 += 4) {
             int64_t gn = group - g0 < 4 ? group - g0 : 4;
-            int64_t nv = head_dim / 8;
-            for (int64_t g = 0; g < gn; g++)
-                for (int64_t c = 0; c < nv; c++) acc[g][c] = _mm256_setzero_ps();
-            for (int64_t j = 0; j < n; j++) {
-                int64_t off = vbase + (k0 + j) * head_dim;
-                for (int64_t c = 0; c < nv; c++) {
-                    __m256 vr = kv_load8(v, off + c * 8);
-                    for (int64_t g = 0; g < gn; g++)
-                        acc[g][c] = _mm256_fmadd_ps(_mm256_set1_ps(scores[(g0 + g) * n + j]), vr, acc[g][c]);
-                }
-            }
-            for (int64_t g = 0; g < gn; g++)
-                for (int64_t c = 0; c < nv; c++) _mm256_storeu_ps(o + (g0 + g) * head_dim + c * 8, acc[g][c]);
+            const float *sp[4];
+            for (int64_t g = 0; g < 4; g++) sp[g] = g < gn ? scores + (g0 + g) * n : zero_scores;
+            if (v->elem == KV_F16)
+                pv_tile_f16(o + g0 * head_dim, sp, gn, (const uint16_t *)v->data + vbase + k0 * head_dim, n, head_dim);
+            else
+                pv_tile_f32(o + g0 * head_dim, sp, gn, (const float *)v->data + vbase + k0 * head_dim, n, head_dim);
         }
     } else {
         for (int64_t j = 0; j < n; j++) {
@@ -455,10 +487,6 @@ static void attend_group(float *o, float *lse, const float *q, const kv_view *k,
     else
         attend_group_scalar(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores);
 }
-
-// Keys per work item: big enough to amortize the merge, small enough that
-// scores stay in L2 and both threads get work at short contexts.
-#define ATTN_KEY_CHUNK 1024
 
 static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
                             int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/config.h"
 #include "engine/engine.h"
 
 #define MAX_LIST 16
@@ -32,6 +33,9 @@ static void usage(FILE *out) {
             "      --bandwidth-gbs X     machine read bandwidth for the roofline (default 31.6, the\n"
             "                            2-thread figure measured on the project's 2-core machines)\n"
             "      --verify-max N        largest depth to verify (default 2048)\n"
+            "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
+            "                            long flags above, optional [bench] section, # comments;\n"
+            "                            flags on the command line win\n"
             "  -h, --help                this help\n");
 }
 
@@ -50,19 +54,22 @@ int cmd_bench(int argc, char **argv) {
     int64_t decode_tokens = 64, reps = 2, verify_max = 2048;
     int n_threads = cli_default_threads(), kv_elem = KV_F16;
     double bandwidth_gbs = 31.6;
-    enum { OPT_PREFILL = 256, OPT_DEPTHS, OPT_DECODE, OPT_REPS, OPT_THREADS, OPT_KV, OPT_BW, OPT_VERIFY };
+    enum { OPT_PREFILL = 256, OPT_DEPTHS, OPT_DECODE, OPT_REPS, OPT_THREADS, OPT_KV, OPT_BW, OPT_VERIFY, OPT_CONFIG };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"prefill", required_argument, 0, OPT_PREFILL},
         {"depths", required_argument, 0, OPT_DEPTHS},  {"decode-tokens", required_argument, 0, OPT_DECODE},
         {"reps", required_argument, 0, OPT_REPS},      {"threads", required_argument, 0, OPT_THREADS},
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
-        {"verify-max", required_argument, 0, OPT_VERIFY}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
+        {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
+    static const char optstring[] = ":m:h";
+    cli_config_merge("bench", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, optstring, opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case OPT_PREFILL: n_prefill = cli_parse_int_list("--prefill", optarg, prefill_lens, MAX_LIST, 1, 1 << 22); break;
@@ -75,6 +82,7 @@ int cmd_bench(int argc, char **argv) {
             break;
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
+        case OPT_CONFIG: break;  // read by cli_config_merge
         case 'h':
             if (rank0) usage(stdout);
             comm_destroy(cm);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/config.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "tokenizer/chat.h"
@@ -43,6 +44,9 @@ static void usage(FILE *out) {
             "                          phase, KV positions and bytes held, prefill scratch, peak RSS\n"
             "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
+            "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
+            "                          flags above (chat = true), optional [generate] section, # comments;\n"
+            "                          flags on the command line win (see configs/generate-example.ini)\n"
             "  -h, --help              this help\n"
             "\n"
             "Under mpirun/srun (several ranks) the KV cache is sharded by position across ranks; every\n"
@@ -118,7 +122,7 @@ int cmd_generate(int argc, char **argv) {
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL,
-           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT };
+           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT, OPT_CONFIG };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},     {"n-predict", required_argument, 0, 'n'},
@@ -128,11 +132,13 @@ int cmd_generate(int argc, char **argv) {
         {"threads", required_argument, 0, OPT_THREADS}, {"kv-type", required_argument, 0, OPT_KV},
         {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
         {"zigzag", no_argument, 0, OPT_ZIGZAG},  {"stats", no_argument, 0, OPT_STATS},
-        {"logits-out", required_argument, 0, OPT_LOGITS_OUT},
+        {"logits-out", required_argument, 0, OPT_LOGITS_OUT}, {"config", required_argument, 0, OPT_CONFIG},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    static const char optstring[] = ":m:p:f:n:h";
+    cli_config_merge("generate", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":m:p:f:n:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, optstring, opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'p': prompt = optarg; break;
@@ -153,6 +159,7 @@ int cmd_generate(int argc, char **argv) {
         case OPT_ZIGZAG: zigzag = 1; break;
         case OPT_STATS: want_stats = 1; break;
         case OPT_LOGITS_OUT: logits_out = optarg; break;
+        case OPT_CONFIG: break;  // read by cli_config_merge
         case 'h': usage(stdout); return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
         default: cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
