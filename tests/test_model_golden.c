@@ -1,8 +1,8 @@
 // The real model (SmolLM2-135M-Instruct, Q4_1) against two independent
 // implementations of the same GGUF file (tests/golden/README.md):
-//   fp32.bin     numpy, weights dequantized by the `gguf` package, fp32 math:
+//   fp32.golden     numpy, weights dequantized by the `gguf` package, fp32 math:
 //                the same computation recall does, so agreement must be tight;
-//   llamacpp.bin llama.cpp, which quantizes activations to 8 bits inside its
+//   llamacpp.golden llama.cpp, which quantizes activations to 8 bits inside its
 //                matrix products, so logits differ by up to ~1.8 and top-1
 //                flips where its own margin is small.
 // Tokenization must be identical to llama.cpp's. The long prompt's last 64
@@ -225,8 +225,8 @@ int main(void) {
     }
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);
-    golden_file fp32 = load_golden(GOLDEN_DIR "/fp32.bin");
-    golden_file lcpp = load_golden(GOLDEN_DIR "/llamacpp.bin");
+    golden_file fp32 = load_golden(GOLDEN_DIR "/fp32.golden");
+    golden_file lcpp = load_golden(GOLDEN_DIR "/llamacpp.golden");
     CHECK(fp32.n_prompts == lcpp.n_prompts && fp32.n_vocab == (uint32_t)m.cfg.n_vocab);
 
     for (uint32_t p = 0; p < fp32.n_prompts; p++) {

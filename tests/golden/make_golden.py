@@ -8,7 +8,7 @@ Subcommands (run from the repository root; see tests/golden/README.md):
                           (made by extract_prose.py).  Needs llama_cpp (its
                           tokenizer is used to size the long excerpt).
   llamacpp                evaluate every prompt with llama.cpp and write
-                          tests/data/golden/llamacpp.bin, greedy.txt and
+                          tests/data/golden/llamacpp.golden, greedy.txt and
                           meta.txt.
   compare A.bin B.bin     print top-1 agreement and logit differences
                           between two golden files (numpy only).
@@ -291,7 +291,7 @@ def cmd_llamacpp(args):
         meta.append("prompt %s: %d tokens, sha256 %s" % (
             name, len(toks), sha256(os.path.join(PROMPT_DIR, name))))
         print("%-14s %5d tokens" % (name, len(toks)), file=sys.stderr)
-    out = os.path.join(GOLDEN_DIR, "llamacpp.bin")
+    out = os.path.join(GOLDEN_DIR, "llamacpp.golden")
     write_golden(out, results, n_vocab)
 
     # greedy generation: own loop, argmax (lowest id on exact ties), no

@@ -24,10 +24,10 @@ formats, independent of llama.cpp's C code), and runs the llama forward pass:
     default, or float64 with --dtype float64.
 
 Token ids are taken from the llama.cpp golden file (tests/data/golden/
-llamacpp.bin, written by make_golden.py llamacpp) so that both references
+llamacpp.golden, written by make_golden.py llamacpp) so that both references
 evaluate exactly the same sequences; --tokens-from selects another file.
 
-Output: tests/data/golden/fp32.bin in the RCGOLD1 format (see README.md).
+Output: tests/data/golden/fp32.golden in the RCGOLD1 format (see README.md).
 
 Usage:
     python3 tests/golden/ref_numpy.py [--model PATH] [--out PATH]
@@ -293,9 +293,9 @@ def stats_table(rows, a_name, b_name):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--out", default=os.path.join(GOLDEN_DIR, "fp32.bin"))
+    ap.add_argument("--out", default=os.path.join(GOLDEN_DIR, "fp32.golden"))
     ap.add_argument("--tokens-from",
-                    default=os.path.join(GOLDEN_DIR, "llamacpp.bin"))
+                    default=os.path.join(GOLDEN_DIR, "llamacpp.golden"))
     ap.add_argument("--dtype", choices=("float32", "float64"),
                     default="float32")
     ap.add_argument("--rope", choices=("norm", "neox"), default="norm")
