@@ -10,9 +10,9 @@ Subcommands (run from the repository root; see tests/golden/README.md):
   llamacpp                evaluate every prompt with llama.cpp and write
                           tests/data/golden/llamacpp.golden, greedy.txt and
                           meta.txt.
-  compare A.bin B.bin     print top-1 agreement and logit differences
+  compare A.golden B.golden     print top-1 agreement and logit differences
                           between two golden files (numpy only).
-  dump FILE.bin           print a golden file's contents in short.
+  dump FILE.golden           print a golden file's contents in short.
 
 The binary format (little-endian), one file per reference:
 
@@ -48,7 +48,7 @@ DEFAULT_MODEL = os.path.expanduser(
 MAGIC = b"RCGOLD1\0"
 TOP_K = 20
 N_GREEDY = 64
-# The prompts in the golden .bin files, in order; GREEDY_PROMPT is used for
+# The prompts in the golden files, in order; GREEDY_PROMPT is used for
 # the greedy-generation reference.
 PROMPTS = ["a_short.txt", "b_chat.txt", "c_long.txt"]
 GREEDY_PROMPT = "d_greedy.txt"
