@@ -145,6 +145,12 @@ void cli_config_free(char **args) {
 // Kept until exit: the merged argv and the file's strings it points to.
 static char **g_config_args, **g_merged_argv;
 
+static void free_merged_args(void) {
+    cli_config_free(g_config_args);
+    free(g_merged_argv);
+    g_config_args = g_merged_argv = NULL;
+}
+
 void cli_config_merge(const char *command, const char *optstring, const struct option *opts, int *argc,
                       char ***argv) {
     const char *path = NULL;
@@ -159,8 +165,12 @@ void cli_config_merge(const char *command, const char *optstring, const struct o
     if (!path) return;
     rc_err err = {{0}};
     int n = 0;
+    free_merged_args();  // a second merge in one process replaces the first
     if (cli_config_args_file(path, command, opts, &g_config_args, &n, &err)) cli_die_err(&err);
+    static int registered;
+    if (!registered) registered = atexit(free_merged_args) == 0;
     g_merged_argv = malloc((size_t)(*argc + n + 1) * sizeof(char *));
+    if (!g_merged_argv) cli_die("out of memory");
     g_merged_argv[0] = (*argv)[0];
     memcpy(g_merged_argv + 1, g_config_args, (size_t)n * sizeof(char *));
     memcpy(g_merged_argv + 1 + n, *argv + 1, (size_t)(*argc - 1) * sizeof(char *));
