@@ -160,7 +160,10 @@ int cmd_generate(int argc, char **argv) {
         case OPT_STATS: want_stats = 1; break;
         case OPT_LOGITS_OUT: logits_out = optarg; break;
         case OPT_CONFIG: break;  // read by cli_config_merge
-        case 'h': usage(stdout); return 0;
+        case 'h':
+            if (rank0) usage(stdout);
+            comm_destroy(cm);  // under MPI: finalize, so mpirun sees a clean exit
+            return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
         default: cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
         }
