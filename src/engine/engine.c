@@ -49,8 +49,10 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
     e->o_parts = alloc_f32(R * q_dim);
     e->lse_parts = alloc_f32(R * c->n_head);
     e->state_send = alloc_f32(q_dim + c->n_head);
+    e->state_recv = alloc_f32(R * (q_dim + c->n_head));
     if (!e->logits || !e->x || !e->xn || !e->proj || !e->q || !e->att || !e->k || !e->v || !e->gate || !e->up ||
-        !e->lse || !e->pos || !e->o_parts || !e->lse_parts || !e->state_send) {
+        !e->lse || !e->pos || !e->o_parts || !e->lse_parts || !e->state_send ||
+        !e->state_recv) {
         engine_free(e);
         return rc_fail(err, "out of memory allocating engine buffers");
     }
@@ -62,7 +64,7 @@ void engine_free(engine *e) {
     free(e->slot_pos);
     free(e->logits); free(e->x); free(e->xn); free(e->proj); free(e->q); free(e->att);
     free(e->k); free(e->v); free(e->gate); free(e->up); free(e->lse); free(e->pos);
-    free(e->o_parts); free(e->lse_parts); free(e->state_send);
+    free(e->o_parts); free(e->lse_parts); free(e->state_send); free(e->state_recv);
     if (e->own_comm) comm_destroy(e->own_comm);
     memset(e, 0, sizeof(*e));
 }
@@ -387,21 +389,15 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
             // every rank merges the same bytes the same way, so all end bitwise equal.
             float *o_mine = e->state_send, *lse_mine = e->state_send + q_dim;
             be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-            float *gathered = e->gate;  // scratch: R * (q_dim + n_head) floats fit (R <= ffn rows)
-            float *big = NULL;
-            if ((int64_t)R * (q_dim + c->n_head) > e->opts.prefill_block * c->ffn_dim)
-                gathered = big = alloc_f32((int64_t)R * (q_dim + c->n_head));
-            if (comm_allgather(cm, e->state_send, state_bytes, gathered, err)) {
-                free(big);
+            if (comm_allgather(cm, e->state_send, state_bytes, e->state_recv, err)) {
                 rc = -1;
                 break;
             }
             for (int r = 0; r < R; r++) {
-                const float *st = gathered + (int64_t)r * (q_dim + c->n_head);
+                const float *st = e->state_recv + (int64_t)r * (q_dim + c->n_head);
                 memcpy(e->o_parts + (int64_t)r * q_dim, st, (size_t)q_dim * sizeof(float));
                 memcpy(e->lse_parts + (int64_t)r * c->n_head, st + q_dim, (size_t)c->n_head * sizeof(float));
             }
-            free(big);
             be->merge(e->att, e->lse, e->o_parts, e->lse_parts, R, c->n_head, hd);
         }
         be->matmul(e->proj, e->att, &W->wo, 1);

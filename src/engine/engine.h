@@ -52,7 +52,8 @@ typedef struct engine {
     float *lse;
     int64_t *pos;
     float *o_parts, *lse_parts;  // (n_ranks, n_head, head_dim), (n_ranks, n_head): gathered decode states
-    float *state_send;           // (n_head, head_dim + 1)
+    float *state_send;           // (n_head * head_dim + n_head): this rank's o then lse
+    float *state_recv;           // (n_ranks, n_head * head_dim + n_head): every rank's, in rank order
 } engine;
 
 int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err);
