@@ -12,18 +12,9 @@ file(WRITE ${cfg_dir}/unknown_key.ini "model = ${cfg_model}\n\nfoo = 1\n")
 file(WRITE ${cfg_dir}/bad_bool.ini "model = ${cfg_model}\nchat = yes\n")
 file(WRITE ${cfg_dir}/bench_key.ini "model = ${cfg_model}\n[bench]\nprompt = hi\n")
 
-# recall_cli_config_test(NAME [MATCH regex] [SUCCESS] ARGS arg...)
+# The config tests go through bad_input.cmake's helper, named cli_config_*.
 function(recall_cli_config_test name)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "SUCCESS" "MATCH" "ARGS")
-  list(JOIN arg_ARGS "|" joined)
-  set(expect failure)
-  if(arg_SUCCESS)
-    set(expect success)
-  endif()
-  add_test(NAME cli_config_${name}
-    COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> "-DARGS=${joined}" "-DMATCH=${arg_MATCH}"
-            -DEXPECT=${expect} -P ${CMAKE_CURRENT_LIST_DIR}/expect_failure.cmake)
-  set_tests_properties(cli_config_${name} PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 180)
+  recall_cli_expect_failure(${name} PREFIX cli_config_ ${ARGN})
 endfunction()
 
 recall_cli_config_test(unknown_key
