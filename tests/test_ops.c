@@ -937,6 +937,32 @@ static void decode_case(int elem, int64_t n_keys, int64_t n_kv, int64_t group, i
     CHECK_MSG(guard_intact(o, n_q * hd) && guard_intact(l, n_q), "%s: guard", what);
     CHECK_MSG(guard_intact(o_ref, n_q * hd) && guard_intact(l_ref, n_q), "%s: ref guard", what);
     CHECK_MSG(same_bits(q, q_copy, n_q * hd), "%s: q unchanged", what);
+
+    // attn_decode_scores: the same o and lse bits as attn_decode, plus every raw
+    // score q_h . k_j * scale, checked against a double dot product of the stored values.
+    double *s_exact = malloc((size_t)(n_q * n_keys + 1) * sizeof(double));
+    for (int64_t h = 0; h < n_q; h++)
+        for (int64_t j = 0; j < n_keys; j++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < hd; i++) acc += (double)q[h * hd + i] * k.vals[((h / group) * n_keys + j) * hd + i];
+            s_exact[h * n_keys + j] = acc * scale;
+        }
+    const backend_ops *bes[2] = {&backend_cpu_ref, &backend_cpu};
+    for (int b = 0; b < 2; b++) {
+        float *o2 = out_new(n_q * hd), *l2 = out_new(n_q), *sc = out_new(n_q * n_keys);
+        float *o1 = b ? o : o_ref, *l1 = b ? l : l_ref;
+        bes[b]->attn_decode_scores(o2, l2, sc, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+        CHECK_MSG(same_bits(o2, o1, n_q * hd) && same_bits(l2, l1, n_q), "%s: %s scores variant, same o/lse", what,
+                  bes[b]->name);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n_q * n_keys; i++)
+            if (!(fabs(sc[i] - s_exact[i]) <= 1e-5 + 1e-5 * fabs(s_exact[i]))) bad++;
+        CHECK_MSG(bad == 0, "%s: %s scores: %lld of %lld off", what, bes[b]->name, (long long)bad,
+                  (long long)(n_q * n_keys));
+        CHECK_MSG(guard_intact(sc, n_q * n_keys) && guard_intact(o2, n_q * hd), "%s: scores guard", what);
+        free(o2); free(l2); free(sc);
+    }
+    free(s_exact);
     free(q); free(q_copy); free(o_ref); free(l_ref); free(o); free(l);
     kv_free(&k); kv_free(&v);
 }

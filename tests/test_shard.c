@@ -106,7 +106,38 @@ static double max_rel_diff(const float *a, const float *ref, int64_t n) {
     return worst;
 }
 
+// shard_runs and shard_local_count against a position-by-position scan of shard_owner.
+static void test_runs_vs_owner(void) {
+    static const int64_t prompts[] = {0, 1, 3, 7, 97, 100};
+    static const int64_t totals_extra[] = {0, 1, 31, 32, 33, 200};
+    for (int zig = 0; zig < 2; zig++)
+        for (int N = 1; N <= MAX_RANKS; N++)
+            for (size_t a = 0; a < sizeof(prompts) / sizeof(prompts[0]); a++)
+                for (size_t b = 0; b < sizeof(totals_extra) / sizeof(totals_extra[0]); b++) {
+                    shard_plan pl = {.n_ranks = N, .zigzag = zig, .n_prompt = prompts[a]};
+                    const int64_t n_total = prompts[a] + totals_extra[b];
+                    shard_run runs[64];
+                    CHECK(shard_max_runs(&pl, n_total) <= 64);
+                    int64_t n_runs = shard_runs(&pl, n_total, runs), expect_start = 0;
+                    int64_t counts[MAX_RANKS] = {0};
+                    for (int64_t p = 0; p < n_total; p++) counts[shard_owner(&pl, p)]++;
+                    for (int64_t i = 0; i < n_runs; i++) {
+                        CHECK_MSG(runs[i].start == expect_start && runs[i].end > runs[i].start, "run %lld bounds", (long long)i);
+                        if (i > 0) CHECK_MSG(runs[i].owner != runs[i - 1].owner, "adjacent runs not merged");
+                        for (int64_t p = runs[i].start; p < runs[i].end; p++)
+                            CHECK_MSG(shard_owner(&pl, p) == runs[i].owner, "N=%d zig=%d pos %lld owner", N, zig,
+                                      (long long)p);
+                        expect_start = runs[i].end;
+                    }
+                    CHECK_MSG(expect_start == n_total, "runs cover [0, %lld)", (long long)n_total);
+                    for (int r = 0; r < N; r++)
+                        CHECK_MSG(shard_local_count(&pl, r, n_total) == counts[r], "N=%d zig=%d prompt=%lld total=%lld rank %d count",
+                                  N, zig, (long long)prompts[a], (long long)n_total, r);
+                }
+}
+
 int main(void) {
+    test_runs_vs_owner();
     char path[] = "/tmp/recall_test_shard_XXXXXX";
     int fd = mkstemp(path);
     close(fd);

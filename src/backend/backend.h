@@ -35,7 +35,7 @@ typedef struct rope_table {
 } rope_table;
 
 enum backend_op {
-    OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_SWIGLU, OP_ATTN_DECODE, OP_ATTN_PREFILL, OP_MERGE, OP_ARGMAX,
+    OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_SWIGLU, OP_ATTN_DECODE, OP_ATTN_DECODE_SCORES, OP_ATTN_PREFILL, OP_MERGE, OP_ARGMAX,
     OP_COUNT
 };
 
@@ -62,6 +62,12 @@ typedef struct backend_ops {
     // o = 0 and lse = -inf (an empty state).
     void (*attn_decode)(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
                         int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale);
+
+    // attn_decode that also writes the raw scaled scores s_hj = scale * q_h . k_j to
+    // scores: (n_q_heads, n_keys), so a full step can rank positions by their exact
+    // probability exp(s_hj - lse_h) without reading K twice.
+    void (*attn_decode_scores)(float *o, float *lse, float *scores, const float *q, const kv_view *k, const kv_view *v,
+                               int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale);
 
     // Causal attention for n_tok queries at positions pos0 .. pos0+n_tok-1 over
     // keys [0, pos0 + n_tok) (query t sees keys 0..pos0+t).

@@ -365,7 +365,7 @@ DEFINE_PV_TILE(pv_tile_f32, float, LOAD8_F32)
 // Writes normalized o (group, head_dim) and lse (group). scores: (group, k1-k0) scratch.
 SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v,
                                           int64_t kvh, int64_t k0, int64_t k1, int64_t group, int64_t head_dim,
-                                          float scale, float *scores) {
+                                          float scale, float *scores, float *raw, int64_t raw_ld) {
     const int64_t n = k1 - k0;
     const int64_t base = kvh * k->head_stride;
     const int64_t vbase = kvh * v->head_stride;
@@ -402,6 +402,8 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
             }
         }
     }
+    if (raw)
+        for (int64_t g = 0; g < group; g++) memcpy(raw + g * raw_ld, scores + g * n, (size_t)n * sizeof(float));
     // Pass 2: softmax numerators per head.
     for (int64_t g = 0; g < group; g++) {
         float *sg = scores + g * n;
@@ -451,7 +453,8 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
 }
 
 static void attend_group_scalar(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t kvh,
-                                int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores) {
+                                int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores,
+                                float *raw, int64_t raw_ld) {
     const int64_t n = k1 - k0;
     memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
     for (int64_t g = 0; g < group; g++) {
@@ -466,6 +469,7 @@ static void attend_group_scalar(float *o, float *lse, const float *q, const kv_v
             for (int64_t i = 0; i < head_dim; i++)
                 s += q[g * head_dim + i] * kv_get(k, kvh * k->head_stride + (k0 + j) * head_dim + i);
             sg[j] = s * scale;
+            if (raw) raw[g * raw_ld + j] = sg[j];
             m = sg[j] > m ? sg[j] : m;
         }
         float l = 0.0f;
@@ -480,16 +484,19 @@ static void attend_group_scalar(float *o, float *lse, const float *q, const kv_v
     }
 }
 
+// raw (may be NULL): where query head g's scores of keys k0.. go, rows raw_ld apart.
 static void attend_group(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t kvh,
-                         int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores) {
+                         int64_t k0, int64_t k1, int64_t group, int64_t head_dim, float scale, float *scores, float *raw,
+                         int64_t raw_ld) {
     if (cpu_has_avx2())
-        attend_group_avx2(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores);
+        attend_group_avx2(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores, raw, raw_ld);
     else
-        attend_group_scalar(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores);
+        attend_group_scalar(o, lse, q, k, v, kvh, k0, k1, group, head_dim, scale, scores, raw, raw_ld);
 }
 
-static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
-                            int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+// raw (may be NULL): (n_q_heads, n_keys) scaled scores, copied out of pass 1.
+static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, const kv_view *k, const kv_view *v,
+                             int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
     const int64_t group = n_q_heads / n_kv_heads;
     int64_t n_chunks = (n_keys + ATTN_KEY_CHUNK - 1) / ATTN_KEY_CHUNK;
     if (n_chunks < 1) n_chunks = 1;
@@ -507,7 +514,7 @@ static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view 
             int64_t h0 = kvh * group;
             // parts laid out as (chunk, q head, dim) so merge_states sees (n_parts, n_heads, dim)
             attend_group(o_parts + (c * n_q_heads + h0) * head_dim, lse_parts + c * n_q_heads + h0, q + h0 * head_dim,
-                         k, v, kvh, k0, k1, group, head_dim, scale, scores);
+                         k, v, kvh, k0, k1, group, head_dim, scale, scores, raw ? raw + h0 * n_keys + k0 : NULL, n_keys);
         }
         free(scores);
     }
@@ -519,6 +526,17 @@ static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view 
     }
     free(o_parts);
     free(lse_parts);
+}
+
+static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
+                            int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    attn_decode_impl(o, lse, NULL, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
+}
+
+static void cpu_attn_decode_scores(float *o, float *lse, float *scores, const float *q, const kv_view *k,
+                                   const kv_view *v, int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads,
+                                   int64_t head_dim, float scale) {
+    attn_decode_impl(o, lse, scores, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
 }
 
 // Causal prefill attention, one KV head at a time: the group's queries for all
@@ -612,6 +630,7 @@ const backend_ops backend_cpu = {
     .rope = cpu_rope,
     .swiglu = cpu_swiglu,
     .attn_decode = cpu_attn_decode,
+    .attn_decode_scores = cpu_attn_decode_scores,
     .attn_prefill = cpu_attn_prefill,
     .merge = merge_states,
     .argmax = cpu_argmax,

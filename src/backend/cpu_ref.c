@@ -68,7 +68,8 @@ static double kv_at(const kv_view *kv, int64_t head, int64_t pos, int64_t head_d
 }
 
 // Attention of one query head over keys [0, n_keys) of KV head kvh.
-static void ref_attend_head(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v,
+// raw (may be NULL) receives the n_keys scaled scores.
+static void ref_attend_head(float *o, float *lse, float *raw, const float *q, const kv_view *k, const kv_view *v,
                             int64_t n_keys, int64_t kvh, int64_t head_dim, float scale) {
     if (n_keys == 0) {
         memset(o, 0, (size_t)head_dim * sizeof(float));
@@ -81,6 +82,7 @@ static void ref_attend_head(float *o, float *lse, const float *q, const kv_view 
         double acc = 0.0;
         for (int64_t i = 0; i < head_dim; i++) acc += (double)q[i] * kv_at(k, kvh, j, head_dim, i);
         s[j] = acc * scale;
+        if (raw) raw[j] = (float)s[j];
         if (s[j] > m) m = s[j];
     }
     double l = 0.0;
@@ -101,7 +103,16 @@ static void ref_attn_decode(float *o, float *lse, const float *q, const kv_view 
                             int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
     int64_t group = n_q_heads / n_kv_heads;
     for (int64_t h = 0; h < n_q_heads; h++)
-        ref_attend_head(o + h * head_dim, &lse[h], q + h * head_dim, k, v, n_keys, h / group, head_dim, scale);
+        ref_attend_head(o + h * head_dim, &lse[h], NULL, q + h * head_dim, k, v, n_keys, h / group, head_dim, scale);
+}
+
+static void ref_attn_decode_scores(float *o, float *lse, float *scores, const float *q, const kv_view *k,
+                                   const kv_view *v, int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads,
+                                   int64_t head_dim, float scale) {
+    int64_t group = n_q_heads / n_kv_heads;
+    for (int64_t h = 0; h < n_q_heads; h++)
+        ref_attend_head(o + h * head_dim, &lse[h], scores + h * n_keys, q + h * head_dim, k, v, n_keys, h / group,
+                        head_dim, scale);
 }
 
 static void ref_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok, int64_t pos0, const kv_view *k,
@@ -112,7 +123,7 @@ static void ref_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok
             float dummy;
             float *l = lse ? &lse[t * n_q_heads + h] : &dummy;
             int64_t off = (t * n_q_heads + h) * head_dim;
-            ref_attend_head(o + off, l, q + off, k, v, pos0 + t + 1, h / group, head_dim, scale);
+            ref_attend_head(o + off, l, NULL, q + off, k, v, pos0 + t + 1, h / group, head_dim, scale);
         }
 }
 
@@ -156,6 +167,7 @@ const backend_ops backend_cpu_ref = {
     .rope = ref_rope,
     .swiglu = ref_swiglu,
     .attn_decode = ref_attn_decode,
+    .attn_decode_scores = ref_attn_decode_scores,
     .attn_prefill = ref_attn_prefill,
     .merge = ref_merge,
     .argmax = ref_argmax,

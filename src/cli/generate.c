@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/attention_opts.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "engine/engine.h"
@@ -39,9 +40,16 @@ static void usage(FILE *out) {
             "      --prefill-block N   prompt tokens per prefill block (default 512)\n"
             "      --special           print control tokens such as <|im_end|> as text\n"
             "      --zigzag            multi-rank: give each rank two prompt chunks (early + late)\n"
-            "                          instead of one contiguous range, balancing causal attention work\n"
+            "                          instead of one contiguous range, balancing causal attention work\n",
+            DEFAULT_N_PREDICT, DEFAULT_TOP_P, DEFAULT_SEED);
+    cli_attention_usage(out);
+    fprintf(out,
             "      --stats             per-rank statistics on stderr: collective calls and bytes per\n"
-            "                          phase, KV positions and bytes held, prefill scratch, peak RSS\n"
+            "                          phase, KV positions and bytes held, prefill scratch, peak RSS;\n"
+            "                          with recycled attention also full/recycled steps per layer, K/V\n"
+            "                          bytes read per step and the rebuilds' rows sent and reused\n"
+            "      --trace FILE        JSON lines, one per decode step (time, full layers, K/V bytes read,\n"
+            "                          collective calls and bytes); rank r > 0 writes FILE.rank<r>\n"
             "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
@@ -50,10 +58,11 @@ static void usage(FILE *out) {
             "  -h, --help              this help\n"
             "\n"
             "Under mpirun/srun (several ranks) the KV cache is sharded by position across ranks; every\n"
-            "rank loads the model, rank 0 reads and tokenizes the prompt and prints. A failing rank ends\n"
-            "the whole job and names itself. Test hook: RECALL_INJECT_FAILURE=R makes rank R fail after\n"
-            "loading the model.\n",
-            DEFAULT_N_PREDICT, DEFAULT_TOP_P, DEFAULT_SEED);
+            "rank loads the model, rank 0 reads and tokenizes the prompt and prints. Every rank computes\n"
+            "the same logits bit for bit and samples the same token with the same seed, so no token is\n"
+            "broadcast: recycled steps exchange nothing at all. The logits are hashed and compared\n"
+            "across ranks at the end. A failing rank ends the whole job and names itself. Test hook:\n"
+            "RECALL_INJECT_FAILURE=R makes rank R fail after loading the model.\n");
 }
 
 typedef struct progress_state {
@@ -82,7 +91,9 @@ static void on_progress(void *user, int64_t done, int64_t total) {
 typedef struct rank_stats {
     comm_counters counters[COMM_PHASE_COUNT];
     int64_t n_local;
-    double kv_mib, prefill_scratch_mib, peak_rss_mib;
+    double kv_mib, prefill_scratch_mib, peak_rss_mib, recycled_mib;
+    int64_t kv_bytes_read;
+    recycle_stats rs;
 } rank_stats;
 
 static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
@@ -90,6 +101,11 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
                        .prefill_scratch_mib = (double)e->stats.prefill_transient_bytes / (1024.0 * 1024.0),
                        .peak_rss_mib = cli_peak_rss_mib()};
     memcpy(mine.counters, cm->counters, sizeof(mine.counters));
+    mine.kv_bytes_read = e->stats.kv_bytes_read;
+    if (e->recycle) {
+        mine.rs = e->recycle->stats;
+        mine.recycled_mib = (double)e->recycle->cache.rows.n_bytes / (1024.0 * 1024.0);
+    }
     rank_stats *all = malloc((size_t)cm->size * sizeof(rank_stats));
     rc_err err = {{0}};
     if (comm_allgather(cm, &mine, sizeof(mine), all, &err)) cli_die_err(&err);
@@ -106,9 +122,45 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
                     r, (long long)rs->n_local, rs->kv_mib, (long long)p->n_calls, (double)p->bytes_sent / 1e6,
                     (double)p->bytes_recv / 1e6, rs->prefill_scratch_mib, (long long)d->n_calls,
                     (double)d->bytes_recv / steps, rs->peak_rss_mib);
+            fprintf(stderr, "recall: stats: rank %d: decode attention read %.2f MB of K/V per step\n", r,
+                    (double)rs->kv_bytes_read / steps / 1e6);
+            if (e->recycle)
+                fprintf(stderr,
+                        "recall: stats: rank %d: recycled cache %.1f MiB | %lld layer rebuilds: %lld rows fetched, %lld "
+                        "reused | rows sent %.3f MB, %.3f MB saved by not resending held rows\n",
+                        r, rs->recycled_mib, (long long)rs->rs.n_rebuilds, (long long)rs->rs.rows_fetched,
+                        (long long)rs->rs.rows_reused, (double)rs->rs.bytes_sent / 1e6, (double)rs->rs.bytes_saved / 1e6);
+        }
+        const engine_stats *s = &e->stats;
+        const int64_t n_rec_steps = s->n_decode_tokens - s->n_full_steps;
+        fprintf(stderr, "recall: stats: decode steps: %lld with full attention (%.1f ms each), %lld all-recycled (%.1f ms each)\n",
+                (long long)s->n_full_steps, s->n_full_steps ? 1e3 * s->full_step_seconds / (double)s->n_full_steps : 0.0,
+                (long long)n_rec_steps,
+                n_rec_steps ? 1e3 * (s->decode_seconds - s->full_step_seconds) / (double)n_rec_steps : 0.0);
+        if (e->recycle) {
+            fprintf(stderr, "recall: stats: full/recycled steps per layer:");
+            for (int64_t l = 0; l < e->m->cfg.n_layer; l++)
+                fprintf(stderr, " %lld/%lld", (long long)s->layer_full[l], (long long)s->layer_recycled[l]);
+            fprintf(stderr, "\n");
         }
     }
     free(all);
+}
+
+static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t step, int32_t token) {
+    const engine_step *st = &e->last_step;
+    const int64_t n_layer = e->m->cfg.n_layer;
+    char layers[1024];
+    int64_t n = n_layer < (int64_t)sizeof(layers) - 1 ? n_layer : (int64_t)sizeof(layers) - 1;
+    for (int64_t l = 0; l < n; l++) layers[l] = st->layer_full[l] ? 'F' : 'R';
+    layers[n] = '\0';
+    fprintf(tf,
+            "{\"event\":\"step\",\"rank\":%d,\"step\":%lld,\"pos\":%lld,\"token\":%d,\"seconds\":%.6f,"
+            "\"full_layers\":%lld,\"layers\":\"%s\",\"kv_bytes_read\":%lld,\"comm_calls\":%lld,\"comm_bytes\":%lld,"
+            "\"rows_reused\":%lld,\"rows_fetched\":%lld}\n",
+            cm->rank, (long long)step, (long long)st->pos, token, st->seconds, (long long)st->n_full_layers, layers,
+            (long long)st->kv_bytes_read, (long long)st->comm_calls, (long long)st->comm_bytes,
+            (long long)st->rows_reused, (long long)st->rows_fetched);
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -117,12 +169,13 @@ int cmd_generate(int argc, char **argv) {
     double temp = 0.0, top_p = DEFAULT_TOP_P;
     int chat = 0, show_special = 0, n_threads = cli_default_threads(), kv_elem = KV_F16;
     int zigzag = 0, want_stats = 0;
-    const char *logits_out = NULL;
+    const char *logits_out = NULL, *trace_path = NULL;
+    engine_opts eo = engine_default_opts();
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL,
-           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT, OPT_CONFIG };
+           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT, OPT_CONFIG, OPT_TRACE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},     {"n-predict", required_argument, 0, 'n'},
@@ -133,6 +186,7 @@ int cmd_generate(int argc, char **argv) {
         {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
         {"zigzag", no_argument, 0, OPT_ZIGZAG},  {"stats", no_argument, 0, OPT_STATS},
         {"logits-out", required_argument, 0, OPT_LOGITS_OUT}, {"config", required_argument, 0, OPT_CONFIG},
+        {"trace", required_argument, 0, OPT_TRACE}, CLI_ATTENTION_OPTIONS,
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     static const char optstring[] = ":m:p:f:n:h";
     cli_config_merge("generate", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
@@ -160,12 +214,15 @@ int cmd_generate(int argc, char **argv) {
         case OPT_STATS: want_stats = 1; break;
         case OPT_LOGITS_OUT: logits_out = optarg; break;
         case OPT_CONFIG: break;  // read by cli_config_merge
+        case OPT_TRACE: trace_path = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
             comm_destroy(cm);  // under MPI: finalize, so mpirun sees a clean exit
             return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
-        default: cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
+        default:
+            if (cli_attention_option(c, optarg, &eo)) break;
+            cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
         }
     }
     if (optind < argc) cli_die("unexpected argument '%s' (see 'recall generate --help')", argv[optind]);
@@ -179,15 +236,17 @@ int cmd_generate(int argc, char **argv) {
     if (inject && *inject && atoi(inject) == cm->rank) cli_die("injected failure (RECALL_INJECT_FAILURE=%s)", inject);
 
     // Rank 0 reads and tokenizes the prompt, then every rank gets the ids.
+    // Every rank holds the tokenizer: each picks the next token itself and
+    // must see the same end of generation.
     tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
+    if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
     if (rank0) {
         size_t prompt_bytes = 0;
         char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
         if (prompt) prompt_bytes = strlen(prompt);
         const char *text = prompt ? prompt : prompt_buf;
-        if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
         char *chat_text = NULL;
         if (chat) {
             char *user = strndup(text, prompt_bytes);
@@ -219,7 +278,7 @@ int cmd_generate(int argc, char **argv) {
         n_predict = n_ctx - n_ids;
     }
 
-    engine_opts eo = engine_default_opts();
+    cli_attention_check(&eo, n_ctx);
     eo.n_ctx = n_ctx;
     eo.n_threads = n_threads;
     eo.kv_elem = kv_elem;
@@ -235,8 +294,19 @@ int cmd_generate(int argc, char **argv) {
     int long_prompt = n_ids > prefill_block && rank0;
     if (engine_prefill(&e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
 
-    FILE *lf = NULL;
+    FILE *lf = NULL, *tf = NULL;
     if (logits_out && rank0 && !(lf = fopen(logits_out, "wb"))) cli_die("%s: cannot open for writing", logits_out);
+    if (trace_path) {
+        char path[4096];
+        if (cm->rank == 0) snprintf(path, sizeof(path), "%s", trace_path);
+        else snprintf(path, sizeof(path), "%s.rank%d", trace_path, cm->rank);
+        if (!(tf = fopen(path, "w"))) cli_die("%s: cannot open for writing", path);
+        const comm_counters *pc = &cm->counters[COMM_PHASE_PREFILL];
+        fprintf(tf, "{\"event\":\"prefill\",\"rank\":%d,\"ranks\":%d,\"tokens\":%lld,\"seconds\":%.6f,"
+                "\"comm_calls\":%lld,\"comm_bytes\":%lld}\n",
+                cm->rank, cm->size, (long long)e.stats.n_prefill_tokens, e.stats.prefill_seconds,
+                (long long)pc->n_calls, (long long)(pc->bytes_sent + pc->bytes_recv));
+    }
     uint64_t logits_hash = 1469598103934665603ull;  // FNV-1a over every step's logits
     tokenizer_stream st = {.show_special = show_special};
     size_t piece_cap = rank0 ? tokenizer_decode_cap(tok) : 1;
@@ -244,18 +314,13 @@ int cmd_generate(int argc, char **argv) {
     for (int64_t i = 0; i < n_predict; i++) {
         const unsigned char *lb = (const unsigned char *)e.logits;
         for (size_t b = 0; b < (size_t)m.cfg.n_vocab * sizeof(float); b++) logits_hash = (logits_hash ^ lb[b]) * 1099511628211ull;
-        // Rank 0 chooses (it holds the tokenizer for the stop test); -1 means stop.
-        int32_t next = -1;
-        if (rank0) {
-            next = sampler_pick(&smp, e.logits);
-            if (lf) {
-                fwrite(&next, sizeof(next), 1, lf);
-                fwrite(e.logits, sizeof(float), (size_t)m.cfg.n_vocab, lf);
-            }
-            if (tokenizer_is_eog(tok, next)) next = -1;
+        // Every rank chooses from the same logits with the same sampler state.
+        int32_t next = sampler_pick(&smp, e.logits);
+        if (lf) {
+            fwrite(&next, sizeof(next), 1, lf);
+            fwrite(e.logits, sizeof(float), (size_t)m.cfg.n_vocab, lf);
         }
-        if (comm_bcast(cm, &next, sizeof(next), 0, &err)) cli_die_err(&err);
-        if (next < 0) break;
+        if (tokenizer_is_eog(tok, next)) break;
         if (rank0) {
             size_t len = tokenizer_decode_stream(tok, &st, next, piece, piece_cap);
             fwrite(piece, 1, len, stdout);
@@ -263,8 +328,10 @@ int cmd_generate(int argc, char **argv) {
         }
         if (i + 1 == n_predict) break;  // the last token needs no forward pass
         if (engine_decode(&e, next, &err)) cli_die_err(&err);
+        if (tf) write_trace_step(tf, &e, cm, i + 1, next);
     }
     if (lf) fclose(lf);
+    if (tf) fclose(tf);
     if (rank0) {
         size_t len = tokenizer_stream_flush(tok, &st, piece, piece_cap);
         fwrite(piece, 1, len, stdout);
@@ -281,6 +348,12 @@ int cmd_generate(int argc, char **argv) {
                                             (unsigned long long)hashes[r], (unsigned long long)hashes[0]);
 
     const engine_stats *s = &e.stats;
+    if (rank0 && e.recycle) {
+        char desc[256];
+        cli_attention_describe(&eo, desc, sizeof(desc));
+        fprintf(stderr, "recall: %s: %lld of %lld decode steps ran full attention in some layer\n", desc,
+                (long long)s->n_full_steps, (long long)s->n_decode_tokens);
+    }
     if (rank0)
         fprintf(stderr,
                 "recall: prefill %lld tokens in %.2f s (%.1f tok/s) | decode %lld tokens in %.2f s (%.1f tok/s) | "

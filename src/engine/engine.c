@@ -14,8 +14,16 @@ static double now_seconds(void) {
 }
 
 engine_opts engine_default_opts(void) {
-    return (engine_opts){.n_ctx = 0, .n_threads = 1, .kv_elem = KV_F16, .prefill_block = 512};
+    return (engine_opts){.n_ctx = 0, .n_threads = 1, .kv_elem = KV_F16, .prefill_block = 512,
+                         .attention = ATTENTION_FULL, .recycle = recycle_default_opts()};
 }
+
+const char *attention_kind_name(int kind) { return kind == ATTENTION_RECYCLED ? "recycled" : "full"; }
+
+// Floats after each rank's (o, lse) in a recycled-mode decode state: the
+// schedule's decision hash, so ranks that drifted apart are caught at the
+// next full step without a call of their own.
+#define STATE_HASH_FLOATS 2
 
 static float *alloc_f32(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeof(float)); }
 static size_t kv_elem_bytes(int elem) { return elem == KV_F16 ? 2 : 4; }
@@ -48,13 +56,36 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
     e->pos = malloc((size_t)B * sizeof(int64_t));
     e->o_parts = alloc_f32(R * q_dim);
     e->lse_parts = alloc_f32(R * c->n_head);
-    e->state_send = alloc_f32(q_dim + c->n_head);
-    e->state_recv = alloc_f32(R * (q_dim + c->n_head));
+    // The state also carries, at prefill end, the last query's mean (head_dim).
+    const int64_t state_max = q_dim + c->n_head + c->head_dim + STATE_HASH_FLOATS;
+    e->state_send = alloc_f32(state_max);
+    e->state_recv = alloc_f32(R * state_max);
+    e->query_mean = alloc_f32(c->head_dim);
+    e->stats.layer_full = calloc((size_t)c->n_layer, sizeof(int64_t));
+    e->stats.layer_recycled = calloc((size_t)c->n_layer, sizeof(int64_t));
+    e->last_step.layer_full = calloc((size_t)c->n_layer, 1);
     if (!e->logits || !e->x || !e->xn || !e->proj || !e->q || !e->att || !e->k || !e->v || !e->gate || !e->up ||
         !e->lse || !e->pos || !e->o_parts || !e->lse_parts || !e->state_send ||
-        !e->state_recv) {
+        !e->state_recv || !e->query_mean || !e->stats.layer_full || !e->stats.layer_recycled ||
+        !e->last_step.layer_full) {
         engine_free(e);
         return rc_fail(err, "out of memory allocating engine buffers");
+    }
+    if (e->opts.attention != ATTENTION_FULL && e->opts.attention != ATTENTION_RECYCLED) {
+        engine_free(e);
+        return rc_fail(err, "unknown attention kind %d", opts->attention);
+    }
+    if (e->opts.attention == ATTENTION_RECYCLED) {
+        e->recycle = calloc(1, sizeof(recycle_state));
+        if (!e->recycle) {
+            engine_free(e);
+            return rc_fail(err, "out of memory");
+        }
+        if (recycle_init(e->recycle, &e->opts.recycle, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, e->opts.n_ctx,
+                         e->opts.kv_elem, err)) {
+            engine_free(e);
+            return -1;
+        }
     }
     return 0;
 }
@@ -65,6 +96,12 @@ void engine_free(engine *e) {
     free(e->logits); free(e->x); free(e->xn); free(e->proj); free(e->q); free(e->att);
     free(e->k); free(e->v); free(e->gate); free(e->up); free(e->lse); free(e->pos);
     free(e->o_parts); free(e->lse_parts); free(e->state_send); free(e->state_recv);
+    free(e->raw_scores); free(e->query_mean);
+    free(e->stats.layer_full); free(e->stats.layer_recycled); free(e->last_step.layer_full);
+    if (e->recycle) {
+        recycle_free(e->recycle);
+        free(e->recycle);
+    }
     if (e->own_comm) comm_destroy(e->own_comm);
     memset(e, 0, sizeof(*e));
 }
@@ -72,6 +109,7 @@ void engine_free(engine *e) {
 void engine_reset(engine *e) {
     e->n_past = 0;
     e->n_local = 0;
+    if (e->recycle) recycle_reset(e->recycle);
 }
 
 size_t engine_kv_bytes_used(const engine *e) {
@@ -92,8 +130,16 @@ static int begin_sequence(engine *e, int64_t n_prompt, rc_err *err) {
         if (kv_cache_init(&e->kv, c->n_layer, c->n_head_kv, c->head_dim, cap, e->opts.kv_elem, err)) return -1;
         e->slot_pos = malloc((size_t)cap * sizeof(int64_t));
         if (!e->slot_pos) return rc_fail(err, "out of memory");
+        free(e->raw_scores);
+        e->raw_scores = NULL;
+        if (e->recycle) {
+            e->raw_scores = alloc_f32(c->n_head * cap);
+            if (!e->raw_scores) return rc_fail(err, "out of memory for attention scores");
+            if (recycle_reserve(e->recycle, cap, err)) return -1;
+        }
     }
     e->n_local = 0;
+    if (e->recycle) recycle_reset(e->recycle);
     return 0;
 }
 
@@ -181,6 +227,26 @@ static void unpack_full_kv(const engine *e, int64_t n_total, const prefill_bufs 
     }
 }
 
+// The owner of the last position broadcasts its query, lse and mean query
+// (in e->state_send); every rank scores its own keys against that query and
+// the layer's recycled cache is rebuilt from the exact global probabilities.
+static int rebuild_after_prefill(engine *e, int64_t layer, int64_t n_keys_local, int64_t n_total, int owner_last,
+                                 rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    const int64_t q_dim = c->n_head * c->head_dim;
+    float *pay = e->state_send;
+    if (e->comm->size > 1 &&
+        comm_bcast(e->comm, pay, (size_t)(q_dim + c->n_head + c->head_dim) * sizeof(float), owner_last, err))
+        return -1;
+    if (e->opts.on_full_attention) e->opts.on_full_attention(e->opts.hook_user, layer, n_total, pay, pay + q_dim);
+    kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
+    e->be->attn_decode_scores(e->att, e->lse, e->raw_scores, pay, &kk, &vv, n_keys_local, c->n_head, c->n_head_kv,
+                              c->head_dim, 1.0f / sqrtf((float)c->head_dim));
+    shard_ctx sh = {.kv = &e->kv, .slot_pos = e->slot_pos, .n_local = n_keys_local, .plan = &e->plan,
+                    .n_total = n_total};
+    return recycle_rebuild(e->recycle, layer, e->raw_scores, pay + q_dim, pay + q_dim + c->n_head, &sh, e->comm, err);
+}
+
 int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
                    void *user, rc_err *err) {
     const model *m = e->m;
@@ -248,6 +314,11 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
     }
     embed_rows(m, b.tok, L, b.x);
     const int64_t slot0 = e->n_local;
+    // Recycled mode: the last position's query builds every layer's recycled
+    // cache. Its owner holds it as its last row (positions ascend per rank).
+    const int owner_last = R == 1 ? 0 : shard_owner(&e->plan, n_total - 1);
+    const int64_t i_last = owner_last == cm->rank ? L - 1 : -1;
+    float *last_q = e->state_send, *last_lse = last_q + q_dim, *last_qmean = last_lse + c->n_head;
     for (int64_t i = 0; i < L; i++) e->slot_pos[slot0 + i] = b.pos[i];
 
     int rc = 0;
@@ -262,6 +333,8 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
             add_bias(b.q + r0 * q_dim, W->bq, nb, q_dim);
             add_bias(b.k + r0 * kv_dim, W->bk, nb, kv_dim);
             add_bias(b.v + r0 * kv_dim, W->bv, nb, kv_dim);
+            if (e->recycle && i_last >= r0 && i_last < r0 + nb)  // before RoPE: see engine_decode
+                recycle_mean_query(e->recycle, b.q + i_last * q_dim, last_qmean);
             be->rope(b.q + r0 * q_dim, nb, c->n_head, hd, b.pos + r0, &m->rope);
             be->rope(b.k + r0 * kv_dim, nb, c->n_head_kv, hd, b.pos + r0, &m->rope);
         }
@@ -288,10 +361,18 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
         for (int s = 0, row = 0; s < mine.n; s++) {
             for (int64_t p0 = mine.start[s]; p0 < mine.end[s]; p0 += B) {
                 int64_t nb = mine.end[s] - p0 < B ? mine.end[s] - p0 : B;
-                be->attn_prefill(b.att + (int64_t)row * q_dim, NULL, b.q + (int64_t)row * q_dim, nb, p0, &kk, &vv,
-                                 c->n_head, c->n_head_kv, hd, scale);
+                be->attn_prefill(b.att + (int64_t)row * q_dim, e->recycle ? e->lse : NULL, b.q + (int64_t)row * q_dim,
+                                 nb, p0, &kk, &vv, c->n_head, c->n_head_kv, hd, scale);
+                if (e->recycle && i_last >= row && i_last < row + nb) {
+                    memcpy(last_q, b.q + i_last * q_dim, (size_t)q_dim * sizeof(float));
+                    memcpy(last_lse, e->lse + (i_last - row) * c->n_head, (size_t)c->n_head * sizeof(float));
+                }
                 row += (int)nb;
             }
+        }
+        if (e->recycle && rebuild_after_prefill(e, l, slot0 + L, n_total, owner_last, err)) {
+            rc = -1;
+            break;
         }
         for (int64_t r0 = 0; r0 < L; r0 += B) {
             int64_t nb = L - r0 < B ? L - r0 : B;
@@ -335,6 +416,7 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
     if (rc) return rc;
     e->n_local += L;
     e->n_past = n_total;
+    if (e->recycle) e->recycle->step = 0;
     e->stats.prefill_seconds += now_seconds() - t0;
     e->stats.n_prefill_tokens += n;
     return 0;
@@ -342,17 +424,69 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
 
 // ---- decode ------------------------------------------------------------------
 
+// Full attention for one layer: this rank's shard, merged across ranks. In
+// recycled mode the scores of the shard's keys are kept and the layer's
+// recycled cache is rebuilt from them.
+static int full_attention_layer(engine *e, int64_t layer, int64_t n_keys, rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    const backend_ops *be = e->be;
+    comm *cm = e->comm;
+    const int R = cm->size;
+    const int64_t hd = c->head_dim, q_dim = c->n_head * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
+    float *raw = e->recycle ? e->raw_scores : NULL;
+    if (R == 1) {
+        if (raw) be->attn_decode_scores(e->att, e->lse, raw, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+        else be->attn_decode(e->att, e->lse, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+    } else {
+        // Partial state over this rank's shard, all-gathered, merged in rank order:
+        // every rank merges the same bytes the same way, so all end bitwise equal.
+        const int64_t extra = e->recycle ? STATE_HASH_FLOATS : 0, stride = q_dim + c->n_head + extra;
+        float *o_mine = e->state_send, *lse_mine = e->state_send + q_dim;
+        if (raw) be->attn_decode_scores(o_mine, lse_mine, raw, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+        else be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+        if (e->recycle) memcpy(e->state_send + q_dim + c->n_head, &e->recycle->decision_hash, sizeof(uint64_t));
+        if (comm_allgather(cm, e->state_send, (size_t)stride * sizeof(float), e->state_recv, err)) return -1;
+        for (int r = 0; r < R; r++) {
+            const float *st = e->state_recv + (int64_t)r * stride;
+            memcpy(e->o_parts + (int64_t)r * q_dim, st, (size_t)q_dim * sizeof(float));
+            memcpy(e->lse_parts + (int64_t)r * c->n_head, st + q_dim, (size_t)c->n_head * sizeof(float));
+            if (e->recycle && memcmp(st + q_dim + c->n_head, &e->recycle->decision_hash, sizeof(uint64_t)) != 0)
+                return rc_fail(err, "ranks %d and %d disagree on the recycled-attention schedule (layer %lld, step %lld)",
+                               cm->rank, r, (long long)layer, (long long)e->recycle->step);
+        }
+        be->merge(e->att, e->lse, e->o_parts, e->lse_parts, R, c->n_head, hd);
+    }
+    e->last_step.kv_bytes_read += n_keys * (int64_t)kv_cache_bytes_per_pos(&e->kv) / c->n_layer;
+    if (e->opts.on_full_attention) e->opts.on_full_attention(e->opts.hook_user, layer, e->n_past + 1, e->q, e->lse);
+    if (!e->recycle) return 0;
+    shard_ctx sh = {.kv = &e->kv, .slot_pos = e->slot_pos, .n_local = n_keys, .plan = &e->plan,
+                    .n_total = e->n_past + 1};
+    return recycle_rebuild(e->recycle, layer, raw, e->lse, e->query_mean, &sh, cm, err);
+}
+
+// Recycled attention for one layer: the new token joins the replicated
+// recycled cache, which the query attends over, locally.
+static void recycled_attention_layer(engine *e, int64_t layer, int64_t pos) {
+    const model_config *c = &e->m->cfg;
+    recycle_cache *rc = &e->recycle->cache;
+    recycle_cache_append(rc, layer, pos, e->k, e->v);
+    kv_view kk = recycle_cache_k(rc, layer), vv = recycle_cache_v(rc, layer);
+    e->be->attn_decode(e->att, e->lse, e->q, &kk, &vv, rc->count[layer], c->n_head, c->n_head_kv, c->head_dim,
+                       1.0f / sqrtf((float)c->head_dim));
+    e->last_step.kv_bytes_read += rc->count[layer] * (int64_t)kv_cache_bytes_per_pos(&rc->rows) / c->n_layer;
+}
+
 int engine_decode(engine *e, int32_t token, rc_err *err) {
     const model *m = e->m;
     const model_config *c = &m->cfg;
     const backend_ops *be = e->be;
     comm *cm = e->comm;
-    const int R = cm->size;
     if (check_tokens(e, &token, 1, err)) return -1;
     if (e->n_past == 0 && begin_sequence(e, 0, err)) return -1;  // a sequence that starts without a prompt
     const int64_t d = c->d_model, hd = c->head_dim;
     const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
     const int64_t pos = e->n_past;
     const int owner = shard_owner(&e->plan, pos);
     const int mine = owner == cm->rank;
@@ -361,13 +495,19 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
                        (long long)e->kv.capacity);
     const int prev_phase = cm->phase;
     cm->phase = COMM_PHASE_DECODE;
+    const comm_counters before = cm->counters[COMM_PHASE_DECODE];
+    const recycle_stats rs_before = e->recycle ? e->recycle->stats : (recycle_stats){0};
     double t0 = now_seconds();
+    engine_step *st = &e->last_step;
+    st->pos = pos;
+    st->n_full_layers = 0;
+    st->kv_bytes_read = 0;
+    if (e->recycle) recycle_begin_step(e->recycle);
 
     embed_rows(m, &token, 1, e->x);
     e->pos[0] = pos;
     if (mine) e->slot_pos[e->n_local] = pos;
     const int64_t n_keys = e->n_local + mine;
-    const size_t state_bytes = (size_t)(q_dim + c->n_head) * sizeof(float);
     int rc = 0;
     for (int64_t l = 0; l < c->n_layer; l++) {
         const layer_weights *W = &m->layers[l];
@@ -378,27 +518,24 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
         add_bias(e->q, W->bq, 1, q_dim);
         add_bias(e->k, W->bk, 1, kv_dim);
         add_bias(e->v, W->bv, 1, kv_dim);
+        // The dynamic schedule compares queries before RoPE: the rotation
+        // changes with position by construction, the content does not.
+        if (e->recycle) recycle_mean_query(e->recycle, e->q, e->query_mean);
         be->rope(e->q, 1, c->n_head, hd, e->pos, &m->rope);
         be->rope(e->k, 1, c->n_head_kv, hd, e->pos, &m->rope);
-        if (mine) kv_cache_store(&e->kv, l, e->n_local, 1, e->k, e->v);
-        kv_view kk = kv_cache_k(&e->kv, l), vv = kv_cache_v(&e->kv, l);
-        if (R == 1) {
-            be->attn_decode(e->att, e->lse, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-        } else {
-            // Partial state over this rank's shard, all-gathered, merged in rank order:
-            // every rank merges the same bytes the same way, so all end bitwise equal.
-            float *o_mine = e->state_send, *lse_mine = e->state_send + q_dim;
-            be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-            if (comm_allgather(cm, e->state_send, state_bytes, e->state_recv, err)) {
+        if (mine) kv_cache_store(&e->kv, l, e->n_local, 1, e->k, e->v);  // the full cache holds every token
+        const int full = !e->recycle || recycle_layer_is_full(e->recycle, l, e->query_mean);
+        st->layer_full[l] = (uint8_t)full;
+        if (full) {
+            st->n_full_layers++;
+            e->stats.layer_full[l]++;
+            if (full_attention_layer(e, l, n_keys, err)) {
                 rc = -1;
                 break;
             }
-            for (int r = 0; r < R; r++) {
-                const float *st = e->state_recv + (int64_t)r * (q_dim + c->n_head);
-                memcpy(e->o_parts + (int64_t)r * q_dim, st, (size_t)q_dim * sizeof(float));
-                memcpy(e->lse_parts + (int64_t)r * c->n_head, st + q_dim, (size_t)c->n_head * sizeof(float));
-            }
-            be->merge(e->att, e->lse, e->o_parts, e->lse_parts, R, c->n_head, hd);
+        } else {
+            e->stats.layer_recycled[l]++;
+            recycled_attention_layer(e, l, pos);
         }
         be->matmul(e->proj, e->att, &W->wo, 1);
         add_into(e->x, e->proj, d);
@@ -415,7 +552,19 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
     be->matmul(e->logits, e->xn, &m->output, 1);
     if (mine) e->n_local++;
     e->n_past++;
-    e->stats.decode_seconds += now_seconds() - t0;
+    const double dt = now_seconds() - t0;
+    const comm_counters *after = &cm->counters[COMM_PHASE_DECODE];
+    st->seconds = dt;
+    st->comm_calls = after->n_calls - before.n_calls;
+    st->comm_bytes = (after->bytes_sent - before.bytes_sent) + (after->bytes_recv - before.bytes_recv);
+    st->rows_reused = e->recycle ? e->recycle->stats.rows_reused - rs_before.rows_reused : 0;
+    st->rows_fetched = e->recycle ? e->recycle->stats.rows_fetched - rs_before.rows_fetched : 0;
+    e->stats.decode_seconds += dt;
     e->stats.n_decode_tokens += 1;
+    e->stats.kv_bytes_read += st->kv_bytes_read;
+    if (st->n_full_layers > 0) {
+        e->stats.n_full_steps++;
+        e->stats.full_step_seconds += dt;
+    }
     return 0;
 }

@@ -11,6 +11,9 @@
 #include "kv/kv_cache.h"
 #include "kv/shard.h"
 #include "model/model.h"
+#include "policy/recycle.h"
+
+enum attention_kind { ATTENTION_FULL = 0, ATTENTION_RECYCLED = 1 };
 
 typedef struct engine_opts {
     int64_t n_ctx;           // positions the cache holds (prompt + generated)
@@ -20,6 +23,14 @@ typedef struct engine_opts {
     const backend_ops *backend;  // NULL: the fast CPU backend
     comm *comm;              // NULL: a single process (null communicator)
     int zigzag;              // prompt ownership: zigzag chunks instead of contiguous ranges
+    int attention;           // enum attention_kind
+    recycle_opts recycle;    // used when attention == ATTENTION_RECYCLED
+    // Test and analysis hook (may be NULL): called on every rank for each layer
+    // whose attention state over all n_total positions is known (a full decode
+    // step after the merge; in recycled mode also the last prompt position at
+    // prefill end). q: (n_head, head_dim) after RoPE; lse: (n_head), global.
+    void (*on_full_attention)(void *user, int64_t layer, int64_t n_total, const float *q, const float *lse);
+    void *hook_user;
 } engine_opts;
 
 engine_opts engine_default_opts(void);
@@ -30,7 +41,25 @@ typedef struct engine_stats {
     int64_t n_prefill_tokens;
     int64_t n_decode_tokens;
     size_t prefill_transient_bytes;  // peak scratch of the last prefill (gathered K/V, per-layer activations)
+    int64_t n_full_steps;            // decode steps in which at least one layer ran full attention
+    double full_step_seconds;        // time of those steps (the rest were all-recycled)
+    int64_t kv_bytes_read;           // K/V bytes this rank's decode attention read
+    int64_t *layer_full;             // (n_layer): full-attention decode steps per layer
+    int64_t *layer_recycled;         // (n_layer): recycled decode steps per layer
 } engine_stats;
+
+// The last decode step, for traces.
+typedef struct engine_step {
+    int64_t pos;
+    double seconds;
+    int64_t n_full_layers;
+    uint8_t *layer_full;      // (n_layer): 1 = full attention this step
+    int64_t kv_bytes_read;    // this rank's attention reads (shard or recycled cache)
+    int64_t comm_calls;       // this rank's collective calls in the step
+    int64_t comm_bytes;       // bytes this rank sent + received in the step
+    int64_t rows_reused;      // recycled-cache rebuilds: selected rows already held
+    int64_t rows_fetched;     // ... and rows copied in from a shard
+} engine_step;
 
 typedef void (*engine_progress_fn)(void *user, int64_t done, int64_t total);
 
@@ -46,6 +75,10 @@ typedef struct engine {
     int64_t n_local;         // slots in use
     int64_t n_past;          // positions of the sequence processed (on all ranks)
     engine_stats stats;
+    engine_step last_step;
+    recycle_state *recycle;  // when opts.attention == ATTENTION_RECYCLED
+    float *raw_scores;       // (n_head, kv.capacity): a full step's scores of this rank's keys
+    float *query_mean;       // (head_dim)
     float *logits;           // (n_vocab): logits of the last processed position
     // scratch for one block of up to opts.prefill_block tokens (row-major per token)
     float *x, *xn, *q, *k, *v, *att, *proj, *gate, *up;
@@ -57,6 +90,7 @@ typedef struct engine {
 } engine;
 
 int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err);
+const char *attention_kind_name(int kind);
 void engine_free(engine *e);
 void engine_reset(engine *e);  // forget the sequence, keep the buffers
 
@@ -65,15 +99,18 @@ size_t engine_kv_bytes_used(const engine *e);
 
 // Processes n tokens at positions n_past..n_past+n-1. Every rank passes the
 // same tokens; each computes and keeps only the positions it owns, exchanging
-// K/V per layer. logits_all, if non-NULL, receives (n, n_vocab) logits for
+// K/V per layer. In recycled mode the last position's scores build each
+// layer's recycled cache. logits_all, if non-NULL, receives (n, n_vocab) logits for
 // every position (one rank only); e->logits always ends holding the last
 // position's logits, identical on every rank. progress (may be NULL) is called
 // after each layer. On several ranks a sequence has one prefill, at n_past 0.
 int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
                    void *user, rc_err *err);
 // One token: appends it at position n_past (to its owner's shard) and fills
-// e->logits. Every rank passes the same token; one all-gather of (o, lse) per
-// layer merges the ranks' partial attention.
+// e->logits. Every rank passes the same token. A full-attention layer
+// all-gathers (o, lse) and merges the ranks' partial attention (and, in
+// recycled mode, rebuilds that layer's recycled cache); a recycled layer
+// attends over the replicated recycled cache with no communication.
 int engine_decode(engine *e, int32_t token, rc_err *err);
 
 #endif

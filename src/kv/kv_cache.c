@@ -50,7 +50,7 @@ kv_view kv_cache_v(const kv_cache *c, int64_t layer) {
                      .head_stride = c->capacity * c->head_dim};
 }
 
-static void store_rows(void *base, int elem, const float *src, int64_t n) {
+void kv_convert_row(void *base, int elem, const float *src, int64_t n) {
     if (elem == KV_F32) {
         memcpy(base, src, (size_t)n * sizeof(float));
         return;
@@ -67,11 +67,19 @@ void kv_cache_store(kv_cache *c, int64_t layer, int64_t pos0, int64_t n_tok, con
         for (int64_t h = 0; h < c->n_kv_heads; h++) {
             size_t dst = ((size_t)h * (size_t)c->capacity + (size_t)(pos0 + t)) * (size_t)c->head_dim * eb;
             size_t src = (size_t)(t * c->n_kv_heads + h) * (size_t)c->head_dim;
-            store_rows(kl + dst, c->elem, k + src, c->head_dim);
-            store_rows(vl + dst, c->elem, v + src, c->head_dim);
+            kv_convert_row(kl + dst, c->elem, k + src, c->head_dim);
+            kv_convert_row(vl + dst, c->elem, v + src, c->head_dim);
         }
 }
 
 size_t kv_cache_bytes_per_pos(const kv_cache *c) {
     return 2 * (size_t)c->n_layer * (size_t)c->n_kv_heads * (size_t)c->head_dim * elem_bytes(c->elem);
 }
+
+void *kv_cache_row(const kv_cache *c, int which, int64_t layer, int64_t kv_head, int64_t slot) {
+    size_t off = layer_offset(c, layer) +
+                 ((size_t)kv_head * (size_t)c->capacity + (size_t)slot) * (size_t)c->head_dim * elem_bytes(c->elem);
+    return (uint8_t *)(which ? c->v : c->k) + off;
+}
+
+size_t kv_cache_row_bytes(const kv_cache *c) { return (size_t)c->head_dim * elem_bytes(c->elem); }

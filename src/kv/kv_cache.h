@@ -31,6 +31,13 @@ kv_view kv_cache_v(const kv_cache *c, int64_t layer);
 // k, v: (n_tok, n_kv_heads, head_dim) fp32, converted to the cache type.
 void kv_cache_store(kv_cache *c, int64_t layer, int64_t pos0, int64_t n_tok, const float *k, const float *v);
 
+// Converts n fp32 values to the cache type at dst.
+void kv_convert_row(void *dst, int elem, const float *src, int64_t n);
+
+// The head_dim elements of K (which = 0) or V (which = 1) at one slot.
+void *kv_cache_row(const kv_cache *c, int which, int64_t layer, int64_t kv_head, int64_t slot);
+size_t kv_cache_row_bytes(const kv_cache *c);  // head_dim elements
+
 // Bytes of K and V per cached position across all layers.
 size_t kv_cache_bytes_per_pos(const kv_cache *c);
 

@@ -50,3 +50,54 @@ int64_t shard_max_local(const shard_plan *p, int64_t n_ctx) {
     int64_t gen_blocks = (n_gen + SHARD_GEN_BLOCK - 1) / SHARD_GEN_BLOCK;
     return prompt + ((gen_blocks + N - 1) / N) * SHARD_GEN_BLOCK;
 }
+
+int64_t shard_max_runs(const shard_plan *p, int64_t n_total) {
+    int64_t n_gen = n_total > p->n_prompt ? n_total - p->n_prompt : 0;
+    return 2 * (int64_t)p->n_ranks + (n_gen + SHARD_GEN_BLOCK - 1) / SHARD_GEN_BLOCK + 1;
+}
+
+static int64_t push_run(shard_run *out, int64_t n, int64_t start, int64_t end, int owner) {
+    if (end <= start) return n;
+    if (n > 0 && out[n - 1].owner == owner && out[n - 1].end == start) {
+        out[n - 1].end = end;
+        return n;
+    }
+    out[n] = (shard_run){start, end, owner};
+    return n + 1;
+}
+
+int64_t shard_runs(const shard_plan *p, int64_t n_total, shard_run *out) {
+    int64_t n = 0;
+    const int64_t n_prompt = p->n_prompt < n_total ? p->n_prompt : n_total;
+    // Prompt chunks in position order: contiguous ranges are rank-ordered;
+    // zigzag chunk i belongs to rank i for i < N, else to 2N-1-i.
+    const int64_t N = p->n_ranks, n_chunks = p->zigzag ? 2 * N : N;
+    for (int64_t i = 0; i < n_chunks; i++) {
+        int rank = (int)(i < N ? i : 2 * N - 1 - i);
+        shard_ranges r = shard_prompt_ranges(p, rank);
+        int which = (p->zigzag && i >= N) ? 1 : 0;
+        int64_t s = r.start[which], e = r.end[which] < n_prompt ? r.end[which] : n_prompt;
+        n = push_run(out, n, s, e, rank);
+    }
+    for (int64_t s = p->n_prompt; s < n_total; s += SHARD_GEN_BLOCK) {
+        int64_t e = s + SHARD_GEN_BLOCK < n_total ? s + SHARD_GEN_BLOCK : n_total;
+        n = push_run(out, n, s, e, shard_owner(p, s));
+    }
+    return n;
+}
+
+int64_t shard_local_count(const shard_plan *p, int rank, int64_t n_total) {
+    int64_t n = 0;
+    shard_ranges r = shard_prompt_ranges(p, rank);
+    for (int i = 0; i < r.n; i++) {
+        int64_t e = r.end[i] < n_total ? r.end[i] : n_total;
+        if (e > r.start[i]) n += e - r.start[i];
+    }
+    if (n_total > p->n_prompt) {
+        const int64_t n_gen = n_total - p->n_prompt, N = p->n_ranks;
+        const int64_t full_blocks = n_gen / SHARD_GEN_BLOCK, rest = n_gen % SHARD_GEN_BLOCK;
+        n += (full_blocks / N + (rank < full_blocks % N)) * SHARD_GEN_BLOCK;
+        if (rest && full_blocks % N == rank) n += rest;
+    }
+    return n;
+}

@@ -25,6 +25,21 @@ typedef struct shard_ranges {
 shard_ranges shard_prompt_ranges(const shard_plan *p, int rank);
 int64_t shard_prompt_count(const shard_plan *p, int rank);
 int shard_owner(const shard_plan *p, int64_t pos);
+// A maximal run of consecutive positions with one owner.
+typedef struct shard_run {
+    int64_t start, end;  // [start, end)
+    int owner;
+} shard_run;
+
+// The ownership of positions [0, n_total) as runs in position order; adjacent
+// chunks of one rank are merged. Returns the number of runs written to `out`
+// (at most shard_max_runs(p, n_total)).
+int64_t shard_runs(const shard_plan *p, int64_t n_total, shard_run *out);
+int64_t shard_max_runs(const shard_plan *p, int64_t n_total);
+
+// Positions among [0, n_total) that `rank` owns.
+int64_t shard_local_count(const shard_plan *p, int rank, int64_t n_total);
+
 // Most positions any rank can own in a sequence of n_ctx positions.
 int64_t shard_max_local(const shard_plan *p, int64_t n_ctx);
 

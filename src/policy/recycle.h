@@ -1,0 +1,113 @@
+// Recycled Attention (Xu et al. 2024; RefreshKV 2025), design.md §2-§3:
+// which layers run a full step, and the rebuild of the replicated top-K
+// cache from a full step's exact global attention probabilities.
+//
+// Rebuild protocol, per layer, on every rank (R ranks, positions sharded):
+//   1. p_hj = exp(s_hj - lse_h) for this rank's keys, with the merged lse;
+//   2. combine the query heads of each KV group (max, mean or first);
+//   3. max-pool over neighbouring positions (a halo of kernel/2 scores at
+//      each ownership boundary is all-gathered, so the result is exactly the
+//      single-process one);
+//   4. local top-K by (score desc, position asc), all-gather the lists, the
+//      same k-way merge on every rank;
+//   5. rows already in the cache are copied locally; owners all-gather the
+//      rest. Every count is derived from the shard plan, so all ranks agree
+//      on message sizes without asking.
+#ifndef RECALL_POLICY_RECYCLE_H
+#define RECALL_POLICY_RECYCLE_H
+
+#include <stdint.h>
+
+#include "comm/comm.h"
+#include "core/status.h"
+#include "kv/kv_cache.h"
+#include "kv/recycle_cache.h"
+#include "kv/shard.h"
+#include "policy/select.h"
+
+enum recycle_schedule { RECYCLE_STRIDE = 0, RECYCLE_DYNAMIC = 1 };
+
+typedef struct recycle_opts {
+    int64_t k;            // recycled-cache entries per layer per KV head
+    int schedule;         // enum recycle_schedule
+    int64_t stride;       // stride: every layer runs full every `stride` steps
+    int64_t check_every;  // dynamic: steps between similarity checks (QC)
+    double similarity;    // dynamic: cosine <= this triggers a full step
+    int group_agg;        // enum group_agg
+    int64_t pool_kernel;  // odd; 1 = no pooling
+} recycle_opts;
+
+recycle_opts recycle_default_opts(void);  // k 1024, stride 10, QC 5, s 0.9, max, pool 7
+
+// Rejects settings that cannot work, naming the flag (--recycle-k ...).
+int recycle_opts_validate(const recycle_opts *o, int64_t n_ctx, rc_err *err);
+
+const char *recycle_schedule_name(int schedule);
+const char *group_agg_name(int agg);
+
+// This rank's shard of the full cache, as the rebuild sees it.
+typedef struct shard_ctx {
+    const kv_cache *kv;
+    const int64_t *slot_pos;  // (n_local) ascending absolute positions
+    int64_t n_local;
+    const shard_plan *plan;
+    int64_t n_total;          // positions of the sequence so far (all ranks)
+} shard_ctx;
+
+typedef struct recycle_stats {
+    int64_t n_rebuilds;       // layer rebuilds
+    int64_t rows_reused;      // selected rows already in the cache (not sent again)
+    int64_t rows_fetched;     // selected rows that had to come from a shard
+    int64_t bytes_sent;       // K/V row bytes this rank sent to the others
+    int64_t bytes_saved;      // bytes the reused rows would have cost (rows_reused x K+V row)
+} recycle_stats;
+
+typedef struct recycle_state {
+    recycle_opts o;
+    recycle_cache cache;
+    int64_t n_layer, n_head, n_kv, head_dim, n_ctx;
+    float *saved_query;       // (n_layer, head_dim): mean query at the layer's last full step
+    uint8_t *built;           // (n_layer): C_p exists
+    int64_t step;             // decode steps since the cache was first built by a prefill
+    uint64_t decision_hash;   // every decision so far; ranks compare it at full steps
+    recycle_stats stats;
+    // scratch, sized for `cap_local` keys
+    int64_t cap_local;
+    float *probs;             // (n_head, cap_local)
+    float *agg;               // (n_kv, cap_local)
+    float *pooled;            // (n_kv, cap_local)
+    scored_pos *cand;         // (cap_local)
+    scored_pos *lists;        // (n_kv * k) this rank's lists
+    scored_pos *all_lists;    // (R * n_kv * k)
+    scored_pos *merged;       // (n_kv * k)
+    int32_t *old_slot;        // (n_ctx): old cache slot + 1 of a position, 0 = absent
+    void *staging;            // one layer of the cache (K and V), copied before the rewrite
+    int64_t *rows_meta;       // scratch for row bookkeeping
+} recycle_state;
+
+int recycle_init(recycle_state *rs, const recycle_opts *o, int64_t n_layer, int64_t n_head, int64_t n_kv,
+                 int64_t head_dim, int64_t n_ctx, int kv_elem, rc_err *err);
+void recycle_free(recycle_state *rs);
+void recycle_reset(recycle_state *rs);  // a new sequence
+// Grows the per-key scratch to cap_local keys.
+int recycle_reserve(recycle_state *rs, int64_t cap_local, rc_err *err);
+
+// Starts a decode step (step numbers count from 1 after the prefill).
+void recycle_begin_step(recycle_state *rs);
+
+// Mean over query heads of q: (n_head, head_dim) -> (head_dim).
+void recycle_mean_query(const recycle_state *rs, const float *q, float *out);
+
+// 1 when `layer` runs full attention this step. query_mean: this step's mean
+// query (the dynamic schedule compares it with the saved one). Replicated
+// inputs only, so every rank decides the same; the decision enters
+// decision_hash.
+int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_mean);
+
+// Rebuilds layer's C_p after a full step. raw: (n_head, sh->n_local) scaled
+// scores of this rank's keys; lse: (n_head) the merged (global) lse;
+// query_mean is saved for the dynamic schedule. Collective on several ranks.
+int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const float *query_mean,
+                    const shard_ctx *sh, comm *cm, rc_err *err);
+
+#endif
