@@ -6,12 +6,74 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/attention_opts.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "engine/engine.h"
 
 #define MAX_LIST 16
+#define MAX_METHODS 8
 #define BENCH_SEED 1234
+
+// One --attention entry: full, or recycled with its settings.
+typedef struct bench_method {
+    char name[64];
+    int attention;
+    recycle_opts ro;
+    int k_explicit;  // else K = depth / 8
+} bench_method;
+
+// "full" | "recycled[:key=value...]" with keys k, stride, schedule, qc, s, agg, pool.
+static int parse_methods(const char *list, const recycle_opts *base, int k_explicit, bench_method *out) {
+    int n = 0;
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_METHODS) cli_die("--attention: at most %d methods", MAX_METHODS);
+        bench_method *m = &out[n++];
+        memset(m, 0, sizeof(*m));
+        snprintf(m->name, sizeof(m->name), "%s", tok);
+        m->ro = *base;
+        m->k_explicit = k_explicit;
+        char *save2 = NULL, *part = strtok_r(tok, ":", &save2);
+        if (!strcmp(part, "full")) m->attention = ATTENTION_FULL;
+        else if (!strcmp(part, "recycled")) m->attention = ATTENTION_RECYCLED;
+        else cli_die("--attention: unknown method '%s' (expected full or recycled[:key=value...])", part);
+        for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
+            char *eq = strchr(part, '=');
+            if (!eq || m->attention != ATTENTION_RECYCLED)
+                cli_die("--attention: '%s' in '%s' is not a recycled key=value setting", part, m->name);
+            *eq = '\0';
+            const char *key = part, *val = eq + 1;
+            if (!strcmp(key, "k")) {
+                m->ro.k = cli_parse_int("--attention k", val, 1, INT32_MAX);
+                m->k_explicit = 1;
+            } else if (!strcmp(key, "stride")) {
+                m->ro.stride = cli_parse_int("--attention stride", val, 1, INT32_MAX);
+            } else if (!strcmp(key, "schedule")) {
+                if (!strcmp(val, "stride")) m->ro.schedule = RECYCLE_STRIDE;
+                else if (!strcmp(val, "dynamic")) m->ro.schedule = RECYCLE_DYNAMIC;
+                else cli_die("--attention: unknown schedule '%s'", val);
+            } else if (!strcmp(key, "qc")) {
+                m->ro.check_every = cli_parse_int("--attention qc", val, 1, INT32_MAX);
+            } else if (!strcmp(key, "s")) {
+                m->ro.similarity = cli_parse_double("--attention s", val, -1.0, 1.0);
+            } else if (!strcmp(key, "pool")) {
+                m->ro.pool_kernel = cli_parse_int("--attention pool", val, 1, 1023);
+                if (m->ro.pool_kernel % 2 == 0) cli_die("--attention pool: the kernel must be odd");
+            } else if (!strcmp(key, "agg")) {
+                if (!strcmp(val, "max")) m->ro.group_agg = GROUP_AGG_MAX;
+                else if (!strcmp(val, "mean")) m->ro.group_agg = GROUP_AGG_MEAN;
+                else if (!strcmp(val, "first")) m->ro.group_agg = GROUP_AGG_FIRST;
+                else cli_die("--attention: unknown aggregation '%s'", val);
+            } else {
+                cli_die("--attention: unknown recycled setting '%s' (k, stride, schedule, qc, s, agg, pool)", key);
+            }
+        }
+    }
+    free(copy);
+    if (n == 0) cli_die("--attention: expected a comma-separated list of methods");
+    return n;
+}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -33,6 +95,15 @@ static void usage(FILE *out) {
             "      --bandwidth-gbs X     machine read bandwidth for the roofline (default 31.6, the\n"
             "                            2-thread figure measured on the project's 2-core machines)\n"
             "      --verify-max N        largest depth to verify (default 2048)\n"
+            "      --attention LIST      decode methods to time at every depth (default full), e.g.\n"
+            "                            full,recycled:stride=10,recycled:stride=50,recycled:schedule=dynamic:qc=5\n"
+            "                            recycled settings: k, stride, schedule, qc, s, agg, pool; the rest\n"
+            "                            come from the --recycle-* flags below. K defaults to depth / 8.\n"
+            "                            Each depth is prefilled once; every method then decodes from it\n"
+            "                            (its first step, which builds the recycled cache, is not timed)\n"
+            "      --recycle-k K, --recycle-stride S, --recycle-schedule stride|dynamic,\n"
+            "      --recycle-check-every QC, --recycle-similarity s, --recycle-agg max|mean|first,\n"
+            "      --recycle-pool W      defaults for the recycled methods (see 'recall generate --help')\n"
             "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
             "                            long flags above, optional [bench] section, # comments;\n"
             "                            flags on the command line win\n"
@@ -61,7 +132,11 @@ int cmd_bench(int argc, char **argv) {
         {"reps", required_argument, 0, OPT_REPS},      {"threads", required_argument, 0, OPT_THREADS},
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
+        CLI_ATTENTION_OPTIONS,
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
+    engine_opts base = engine_default_opts();
+    const char *methods_arg = "full";
+    int k_explicit = 0;
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
@@ -88,11 +163,17 @@ int cmd_bench(int argc, char **argv) {
             comm_destroy(cm);
             return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall bench --help')", argv[optind - 1]);
-        default: cli_die("unknown option '%s' (see 'recall bench --help')", argv[optind - 1]);
+        case CLI_OPT_ATTENTION: methods_arg = optarg; break;
+        default:
+            if (c == CLI_OPT_RECYCLE_K) k_explicit = 1;
+            if (cli_attention_option(c, optarg, &base)) break;
+            cli_die("unknown option '%s' (see 'recall bench --help')", argv[optind - 1]);
         }
     }
     if (optind < argc) cli_die("unexpected argument '%s'", argv[optind]);
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
+    bench_method methods[MAX_METHODS];
+    const int n_methods = parse_methods(methods_arg, &base.recycle, k_explicit, methods);
 
     model m;
     if (model_load(&m, model_path, &err)) cli_die_err(&err);
@@ -137,56 +218,112 @@ int cmd_bench(int argc, char **argv) {
     }
 
     float *first_logits = malloc((size_t)V * sizeof(float));
-    fprintf(out, "#\n# %-8s %8s %8s %10s %12s %12s %10s %8s %12s %7s\n", "test", "depth", "tokens", "seconds", "tok/s",
-            "MB/token", "GB/s", "%peak", "comm B/step", "#wrong");
+    fprintf(out, "#\n# %-8s %-44s %6s %6s %8s %7s %6s %8s %8s %7s %7s %11s\n", "test", "method", "depth", "tokens",
+            "tok/s", "vs full", "n_full", "ms/full", "ms/rec", "%bw_f", "%bw_r", "comm B/step");
     int64_t total_wrong = 0;
     for (int i = 0; i < n_depths; i++) {
         const int64_t D = depths[i];
         engine_reset(&e);
+        if (engine_set_attention(&e, ATTENTION_FULL, NULL, &err)) cli_die_err(&err);
         if (D > 0 && engine_prefill(&e, ids, D, NULL, NULL, NULL, &err)) cli_die_err(&err);
-        // Step 1 (untimed) doubles as the correctness probe.
-        if (engine_decode(&e, ids[D], &err)) cli_die_err(&err);
-        memcpy(first_logits, e.logits, (size_t)V * sizeof(float));
-        comm_counters before = cm->counters[COMM_PHASE_DECODE];
-        double t0 = cli_now();
-        for (int64_t t = 0; t < decode_tokens; t++)
-            if (engine_decode(&e, ids[D + 1 + t], &err)) cli_die_err(&err);
-        double dt = cli_now() - t0;
-        // Every rank's clock ends when its last step ends; report the slowest.
-        double dts[64];
-        if (cm->size <= 64 && comm_allgather(cm, &dt, sizeof(dt), dts, &err) == 0)
-            for (int r = 0; r < cm->size; r++) dt = dts[r] > dt ? dts[r] : dt;
-        double comm_per_step =
-            (double)(cm->counters[COMM_PHASE_DECODE].bytes_recv - before.bytes_recv) / (double)decode_tokens;
+        double full_tps = 0.0;
+        int have_first = 0;
+        char wrong_s[24] = "n/a";
+        for (int mi = 0; mi < n_methods; mi++) {
+            const bench_method *bm = &methods[mi];
+            recycle_opts ro = bm->ro;
+            if (bm->attention == ATTENTION_RECYCLED && !bm->k_explicit) ro.k = D / 8 > 0 ? D / 8 : 1;
+            if (bm->attention == ATTENTION_RECYCLED && recycle_opts_validate(&ro, n_ctx, &err)) cli_die_err(&err);
+            if (engine_truncate(&e, D, &err) || engine_set_attention(&e, bm->attention, &ro, &err)) cli_die_err(&err);
+            // Step 1 (untimed) builds the recycled cache; for full attention it
+            // doubles as the correctness probe.
+            if (engine_decode(&e, ids[D], &err)) cli_die_err(&err);
+            if (bm->attention == ATTENTION_FULL && !have_first) {
+                memcpy(first_logits, e.logits, (size_t)V * sizeof(float));
+                have_first = 1;
+            }
+            comm_counters before = cm->counters[COMM_PHASE_DECODE];
+            // Per step kind: seconds, steps, K/V bytes read (this rank).
+            double acc[6] = {0};  // full: s, n, kv; recycled: s, n, kv
+            double t0 = cli_now();
+            for (int64_t t = 0; t < decode_tokens; t++) {
+                double ts = cli_now();
+                if (engine_decode(&e, ids[D + 1 + t], &err)) cli_die_err(&err);
+                int kind = e.last_step.n_full_layers > 0 ? 0 : 3;
+                acc[kind] += cli_now() - ts;
+                acc[kind + 1] += 1;
+                acc[kind + 2] += (double)e.last_step.kv_bytes_read;
+            }
+            double dt = cli_now() - t0;
+            double comm_per_step =
+                (double)(cm->counters[COMM_PHASE_DECODE].bytes_recv - before.bytes_recv) / (double)decode_tokens;
+            // Every rank's clock ends when its last step ends: report the slowest
+            // rank's times and the whole machine's K/V reads.
+            double mine[7] = {dt, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]}, all[64 * 7];
+            if (cm->size <= 64 && comm_allgather(cm, mine, sizeof(mine), all, &err) == 0) {
+                for (int r = 1; r < cm->size; r++) {
+                    const double *o = all + r * 7;
+                    dt = o[0] > dt ? o[0] : dt;
+                    acc[0] = o[1] > acc[0] ? o[1] : acc[0];
+                    acc[3] = o[4] > acc[3] ? o[4] : acc[3];
+                    acc[2] += o[3];
+                    acc[5] += o[6];
+                }
+            }
+            double tps = (double)decode_tokens / dt;
+            if (bm->attention == ATTENTION_FULL && full_tps == 0.0) full_tps = tps;
+            // Achieved bandwidth per step kind: every rank's weights + K/V reads.
+            double pct[2] = {0, 0}, ms[2] = {0, 0};
+            for (int k = 0; k < 2; k++) {
+                const double *a = acc + 3 * k;
+                if (a[1] == 0) continue;
+                ms[k] = 1e3 * a[0] / a[1];
+                double bytes = weight_bytes * cm->size + a[2] / a[1];
+                pct[k] = 100.0 * bytes / (a[0] / a[1]) / 1e9 / bandwidth_gbs;
+            }
+            char vs[16] = "-", name[64];
+            if (full_tps > 0 && bm->attention != ATTENTION_FULL) snprintf(vs, sizeof(vs), "%.2fx", tps / full_tps);
+            if (bm->attention == ATTENTION_RECYCLED && !bm->k_explicit)
+                snprintf(name, sizeof(name), "%.40s:k=%lld", bm->name, (long long)ro.k);
+            else
+                snprintf(name, sizeof(name), "%.63s", bm->name);
+            fprintf(out, "  %-8s %-44s %6lld %6lld %8.1f %7s %6.0f %8.1f %8.1f %6.1f%% %6.1f%% %11.0f\n", "decode",
+                    name, (long long)D, (long long)decode_tokens, tps, vs, acc[1], ms[0], ms[1], pct[0], pct[1],
+                    comm_per_step);
+            fflush(out);
+        }
         int64_t wrong = -1;  // -1: not verified
-        if (D <= verify_max) {
+        if (have_first && D <= verify_max) {
             // Independent path: prefill D+1 tokens at once (tiled GEMM attention).
             engine_reset(&e);
+            if (engine_set_attention(&e, ATTENTION_FULL, NULL, &err)) cli_die_err(&err);
             if (engine_prefill(&e, ids, D + 1, NULL, NULL, NULL, &err)) cli_die_err(&err);
             wrong = 0;
             for (int64_t v = 0; v < V; v++)
                 if (!isfinite(first_logits[v]) || fabsf(first_logits[v] - e.logits[v]) > 1e-2f + 1e-3f * fabsf(e.logits[v]))
                     wrong++;
+            snprintf(wrong_s, sizeof(wrong_s), "%lld", (long long)wrong);
         }
         total_wrong += wrong > 0 ? wrong : 0;
-        double tps = (double)decode_tokens / dt;
-        double bytes = weight_bytes * cm->size + kv_bytes_per_pos * ((double)D + 1.0 + (double)decode_tokens / 2.0);
-        double gbs = bytes * tps / 1e9;
-        char wrong_s[24];
-        if (wrong < 0) snprintf(wrong_s, sizeof(wrong_s), "n/a");
-        else snprintf(wrong_s, sizeof(wrong_s), "%lld", (long long)wrong);
-        fprintf(out, "  %-8s %8lld %8lld %10.3f %12.1f %12.1f %10.2f %7.1f%% %12.0f %7s\n", "decode", (long long)D,
-                (long long)decode_tokens, dt, tps, bytes / 1e6, gbs, 100.0 * gbs / bandwidth_gbs, comm_per_step, wrong_s);
-        fflush(out);
+        fprintf(out, "  %-8s depth %lld: %s logits of the first full-attention step differ from a one-shot prefill\n",
+                "check", (long long)D, wrong_s);
     }
     const model_config *mc = &m.cfg;
-    fprintf(out, "#\n# comm B/step: bytes each rank receives per decode step; expected n_layer x (n_ranks - 1) x n_head x\n"
-            "# (head_dim + 1) x 4 = %lld (the (o, lse) states of the other ranks)\n",
+    fprintf(out, "#\n# n_full: timed steps with full attention in some layer; ms/full, ms/rec: mean time of those\n"
+            "# steps and of all-recycled steps; %%bw_f, %%bw_r: their bytes read (weights on every rank + K/V\n"
+            "# read) per second as a fraction of --bandwidth-gbs\n");
+    fprintf(out, "# comm B/step: bytes each rank receives per decode step; for full attention n_layer x (n_ranks - 1)\n"
+            "# x n_head x (head_dim + 1) x 4 = %lld (the (o, lse) states of the other ranks); recycled steps: 0\n",
             (long long)(mc->n_layer * (cm->size - 1) * mc->n_head * (mc->head_dim + 1) * 4));
-    fprintf(out, "# peak RSS %.1f MiB (rank 0); #wrong counts logits of the first decode step that differ from a\n"
-            "# one-shot prefill by more than 1e-2 + 1e-3*|x| (n/a: depth above --verify-max)\n", cli_peak_rss_mib());
-    fprintf(out, "# reproduce: %srecall bench -m %s --threads %d\n", cm->size > 1 ? "launch/mpirun.sh -np N -- " : "",
-            model_path, n_threads);
+    fprintf(out, "# peak RSS %.1f MiB (rank 0); check lines count logits of the first full-attention decode step\n"
+            "# that differ from a one-shot prefill by more than 1e-2 + 1e-3*|x| (n/a: depth above --verify-max)\n",
+            cli_peak_rss_mib());
+    char argv_line[2048] = "";
+    for (int a = 1; a < argc; a++) {  // argv after the config merge: the whole setting
+        size_t len = strlen(argv_line);
+        snprintf(argv_line + len, sizeof(argv_line) - len, " %s", argv[a]);
+    }
+    fprintf(out, "# reproduce: %srecall bench%s\n", cm->size > 1 ? "launch/mpirun.sh -np N -- " : "", argv_line);
     if (!rank0) fclose(out);
     free(first_logits);
     free(ids);

@@ -112,6 +112,46 @@ void engine_reset(engine *e) {
     if (e->recycle) recycle_reset(e->recycle);
 }
 
+int engine_set_attention(engine *e, int attention, const recycle_opts *ro, rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    if (attention != ATTENTION_FULL && attention != ATTENTION_RECYCLED)
+        return rc_fail(err, "unknown attention kind %d", attention);
+    if (e->recycle) {
+        recycle_free(e->recycle);
+        free(e->recycle);
+        e->recycle = NULL;
+    }
+    e->opts.attention = attention;
+    if (attention == ATTENTION_FULL) return 0;
+    e->opts.recycle = *ro;
+    if (!(e->recycle = calloc(1, sizeof(recycle_state)))) return rc_fail(err, "out of memory");
+    if (recycle_init(e->recycle, ro, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, e->opts.n_ctx, e->opts.kv_elem,
+                     err)) {
+        free(e->recycle);
+        e->recycle = NULL;
+        return -1;
+    }
+    if (e->kv.capacity > 0) {
+        free(e->raw_scores);
+        if (!(e->raw_scores = alloc_f32(c->n_head * e->kv.capacity)))
+            return rc_fail(err, "out of memory for attention scores");
+        if (recycle_reserve(e->recycle, e->kv.capacity, err)) return -1;
+    }
+    return 0;
+}
+
+int engine_truncate(engine *e, int64_t n, rc_err *err) {
+    if (n < 0 || n > e->n_past)
+        return rc_fail(err, "cannot truncate a sequence of %lld positions to %lld", (long long)e->n_past, (long long)n);
+    if (e->comm->size > 1 && n < e->plan.n_prompt)
+        return rc_fail(err, "on several ranks a sequence can only be truncated to its prompt (%lld) or later",
+                       (long long)e->plan.n_prompt);
+    while (e->n_local > 0 && e->slot_pos[e->n_local - 1] >= n) e->n_local--;  // positions ascend per rank
+    e->n_past = n;
+    if (e->recycle) recycle_reset(e->recycle);
+    return 0;
+}
+
 size_t engine_kv_bytes_used(const engine *e) {
     return e->kv.capacity ? kv_cache_bytes_per_pos(&e->kv) * (size_t)e->n_local : 0;
 }

@@ -94,6 +94,15 @@ const char *attention_kind_name(int kind);
 void engine_free(engine *e);
 void engine_reset(engine *e);  // forget the sequence, keep the buffers
 
+// Switches the attention method between decode steps (the full cache is
+// kept). A recycled cache is built by the next decode step, which runs full
+// attention in every layer.
+int engine_set_attention(engine *e, int attention, const recycle_opts *ro, rc_err *err);
+
+// Forgets positions n and later (0 <= n <= n_past), on every rank alike; the
+// recycled cache, if any, is rebuilt by the next step.
+int engine_truncate(engine *e, int64_t n, rc_err *err);
+
 // Bytes of K/V this rank holds for the current sequence.
 size_t engine_kv_bytes_used(const engine *e);
 

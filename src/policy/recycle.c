@@ -256,12 +256,33 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
     const int R = cm->size, me = cm->rank;
     if (recycle_reserve(rs, n > 0 ? n : 1, err)) return -1;
 
-    // 1-2: exact global probabilities, combined over each KV group.
-    for (int64_t h = 0; h < H; h++) {
-        const float l = lse[h];
-        for (int64_t j = 0; j < n; j++) rs->probs[h * n + j] = l == -INFINITY ? 0.0f : expf(raw[h * n + j] - l);
+    // 1-2: exact global probabilities, combined over each KV group. Max and
+    // first commute with exp (monotone), and so do max-pooling and ranking:
+    // those work on log-probabilities s - lse and exponentiate only the K
+    // survivors. The mean needs the probabilities themselves.
+    const int log_space = rs->o.group_agg != GROUP_AGG_MEAN;
+    if (log_space) {
+        for (int64_t kh = 0; kh < KV; kh++) {
+            float *out = rs->agg + kh * n;
+            const int64_t g_end = rs->o.group_agg == GROUP_AGG_FIRST ? 1 : group;
+            for (int64_t g = 0; g < g_end; g++) {
+                const int64_t h = kh * group + g;
+                const float l = lse[h] == -INFINITY ? INFINITY : lse[h];  // no keys anywhere: every p is 0
+                const float *r = raw + h * n;
+                if (g == 0)
+                    for (int64_t j = 0; j < n; j++) out[j] = r[j] - l;
+                else
+                    for (int64_t j = 0; j < n; j++) out[j] = r[j] - l > out[j] ? r[j] - l : out[j];
+            }
+        }
+    } else {
+        for (int64_t h = 0; h < H; h++) {
+            const float l = lse[h];
+            for (int64_t j = 0; j < n; j++) rs->probs[h * n + j] = l == -INFINITY ? 0.0f : expf(raw[h * n + j] - l);
+        }
+        for (int64_t kh = 0; kh < KV; kh++)
+            aggregate_group(rs->probs + kh * group * n, group, n, rs->o.group_agg, rs->agg + kh * n);
     }
-    for (int64_t h = 0; h < KV; h++) aggregate_group(rs->probs + h * group * n, group, n, rs->o.group_agg, rs->agg + h * n);
     // 3: max-pool over neighbouring positions.
     const float *scores = rs->agg;
     if (rs->o.pool_kernel > 1) {
@@ -361,7 +382,7 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
             int64_t s = slot_of[n_sel - 1 - i];
             order_h[i] = s;
             pos_h[s] = e->pos;
-            score_h[s] = e->score;
+            score_h[s] = log_space ? expf(e->score) : e->score;
         }
         free(slot_of);
     }

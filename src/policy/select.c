@@ -1,6 +1,7 @@
 #include "policy/select.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,38 +14,81 @@ int scored_pos_before(const scored_pos *a, const scored_pos *b) {
     return a->pos < b->pos;
 }
 
-// Min-heap on the selection order: the root is the worst of the kept k.
-static void sift_down(scored_pos *h, int64_t n, int64_t i) {
-    for (;;) {
-        int64_t l = 2 * i + 1, r = l + 1, worst = i;
-        if (l < n && scored_pos_before(&h[worst], &h[l])) worst = l;
-        if (r < n && scored_pos_before(&h[worst], &h[r])) worst = r;
-        if (worst == i) return;
-        scored_pos t = h[i];
-        h[i] = h[worst];
-        h[worst] = t;
-        i = worst;
+// The selection order as one integer: high word = the score mapped to an
+// unsigned word that falls as the score rises (NaN: all ones, last), low
+// word = the position. Keys are unique and compare like scored_pos_before.
+static uint64_t order_key(float score, int64_t pos) {
+    uint32_t hi;
+    if (isnan(score)) {
+        hi = 0xffffffffu;
+    } else {
+        if (score == 0.0f) score = 0.0f;  // -0 and +0 are the same score
+        uint32_t b;
+        memcpy(&b, &score, 4);
+        uint32_t o = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending with the float
+        hi = ~o;
+    }
+    return ((uint64_t)hi << 32) | (uint64_t)(uint32_t)pos;
+}
+
+static scored_pos from_key(uint64_t key) {
+    uint32_t hi = (uint32_t)(key >> 32);
+    float score;
+    if (hi == 0xffffffffu) {
+        score = NAN;
+    } else {
+        uint32_t o = ~hi, b = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
+        memcpy(&score, &b, 4);
+    }
+    return (scored_pos){.score = score, .pos = (int64_t)(uint32_t)key};
+}
+
+// Rearranges a so that its m smallest keys come first (quickselect).
+static void select_smallest(uint64_t *a, int64_t n, int64_t m) {
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        int64_t mid = lo + (hi - lo) / 2;  // median of three as the pivot
+        uint64_t x = a[lo], y = a[mid], z = a[hi];
+        uint64_t pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) {
+                uint64_t t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (m - 1 <= j) hi = j;
+        else if (m - 1 >= i) lo = i;
+        else return;
     }
 }
 
-static int cmp_before(const void *a, const void *b) {
-    const scored_pos *x = a, *y = b;
-    if (scored_pos_before(x, y)) return -1;
-    if (scored_pos_before(y, x)) return 1;
-    return 0;
+// LSD radix sort, 8 bits per pass; passes whose digit is the same in every
+// key are skipped.
+static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
+    for (int shift = 0; shift < 64; shift += 8) {
+        int64_t count[257] = {0};
+        for (int64_t i = 0; i < n; i++) count[((a[i] >> shift) & 0xff) + 1]++;
+        if (count[((a[0] >> shift) & 0xff) + 1] == n) continue;
+        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+        for (int64_t i = 0; i < n; i++) tmp[count[(a[i] >> shift) & 0xff]++] = a[i];
+        memcpy(a, tmp, (size_t)n * sizeof(uint64_t));
+    }
 }
 
 int64_t select_topk(const scored_pos *cand, int64_t n, int64_t k, scored_pos *out) {
     if (k <= 0 || n <= 0) return 0;
     int64_t m = n < k ? n : k;
-    memcpy(out, cand, (size_t)m * sizeof(scored_pos));
-    for (int64_t i = m / 2 - 1; i >= 0; i--) sift_down(out, m, i);
-    for (int64_t i = m; i < n; i++)
-        if (scored_pos_before(&cand[i], &out[0])) {
-            out[0] = cand[i];
-            sift_down(out, m, 0);
-        }
-    qsort(out, (size_t)m, sizeof(scored_pos), cmp_before);
+    uint64_t *keys = malloc((size_t)(n + m) * sizeof(uint64_t));
+    if (!keys) abort();  // a few bytes per candidate; callers size far larger buffers
+    for (int64_t i = 0; i < n; i++) keys[i] = order_key(cand[i].score, cand[i].pos);
+    if (m < n) select_smallest(keys, n, m);
+    radix_sort(keys, keys + n, m);
+    for (int64_t i = 0; i < m; i++) out[i] = from_key(keys[i]);
+    free(keys);
     return m;
 }
 

@@ -13,7 +13,7 @@
 
 typedef struct scored_pos {
     float score;
-    int64_t pos;   // absolute position in the sequence
+    int64_t pos;   // absolute position in the sequence, in [0, 2^32)
 } scored_pos;
 
 // 1 when a comes before b in the selection order.
