@@ -5,7 +5,7 @@
 #include "cli/cli.h"
 
 // Recycle flags given explicitly, so they can be refused with full attention.
-static int g_recycle_flags_seen;
+static int g_recycle_flags_seen, g_recycle_k_seen;
 
 int cli_attention_option(int c, const char *arg, engine_opts *eo) {
     recycle_opts *r = &eo->recycle;
@@ -15,7 +15,10 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo) {
         else if (!strcmp(arg, "recycled")) eo->attention = ATTENTION_RECYCLED;
         else cli_die("--attention: unknown method '%s' (expected full or recycled)", arg);
         return 1;
-    case CLI_OPT_RECYCLE_K: r->k = cli_parse_int("--recycle-k", arg, 1, INT32_MAX); break;
+    case CLI_OPT_RECYCLE_K:
+        r->k = cli_parse_int("--recycle-k", arg, 1, INT32_MAX);
+        g_recycle_k_seen = 1;
+        break;
     case CLI_OPT_RECYCLE_STRIDE: r->stride = cli_parse_int("--recycle-stride", arg, 1, INT32_MAX); break;
     case CLI_OPT_RECYCLE_SCHEDULE:
         if (!strcmp(arg, "stride")) r->schedule = RECYCLE_STRIDE;
@@ -42,11 +45,12 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo) {
     return 1;
 }
 
-void cli_attention_check(const engine_opts *eo, int64_t n_ctx) {
+void cli_attention_check(engine_opts *eo, int64_t n_ctx) {
     if (eo->attention != ATTENTION_RECYCLED) {
         if (g_recycle_flags_seen) cli_die("--recycle-* settings need --attention recycled");
         return;
     }
+    if (!g_recycle_k_seen && eo->recycle.k > n_ctx) eo->recycle.k = n_ctx;  // a short context keeps everything
     rc_err err = {{0}};
     if (recycle_opts_validate(&eo->recycle, n_ctx, &err)) cli_die_err(&err);
 }
@@ -72,8 +76,8 @@ void cli_attention_usage(FILE *out) {
             "                          attention method (default full). recycled: most steps attend only\n"
             "                          to a top-K cache that every rank holds a copy of (no communication);\n"
             "                          full steps attend to everything and rebuild that cache\n"
-            "      --recycle-k K       recycled-cache entries per layer and KV head (default %lld; at most\n"
-            "                          the context size)\n"
+            "      --recycle-k K       recycled-cache entries per layer and KV head (default %lld, or the\n"
+            "                          context size when smaller; a K given here must not exceed it)\n"
             "      --recycle-schedule stride|dynamic\n"
             "                          when a layer runs full attention (default stride)\n"
             "      --recycle-stride S  stride: every layer full every S steps (default %lld; 1 = always)\n"

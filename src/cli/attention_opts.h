@@ -28,10 +28,11 @@ enum {
 // them. Dies with one clear line on a bad value.
 int cli_attention_option(int c, const char *arg, engine_opts *eo);
 
-// After parsing, once the context size is known: dies on settings that cannot
-// work together (--recycle-k above the context, recycle flags without
+// After parsing, once the context size is known: an unset --recycle-k falls
+// to the context size when the default exceeds it; dies on settings that
+// cannot work together (--recycle-k above the context, recycle flags without
 // --attention recycled).
-void cli_attention_check(const engine_opts *eo, int64_t n_ctx);
+void cli_attention_check(engine_opts *eo, int64_t n_ctx);
 
 // "--attention full | recycled | K=1024 stride 10 ..." for headers.
 void cli_attention_describe(const engine_opts *eo, char *buf, size_t cap);

@@ -49,7 +49,8 @@ static void usage(FILE *out) {
             "                          with recycled attention also full/recycled steps per layer, K/V\n"
             "                          bytes read per step and the rebuilds' rows sent and reused\n"
             "      --trace FILE        JSON lines, one per decode step (time, full layers, K/V bytes read,\n"
-            "                          collective calls and bytes); rank r > 0 writes FILE.rank<r>\n"
+            "                          collective calls and bytes, a hash of the recycled selections);\n"
+            "                          rank r > 0 writes FILE.rank<r>\n"
             "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
@@ -147,6 +148,37 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
     free(all);
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+// FNV-1a over the sorted position sets of the recycled cache of every layer
+// that `rebuilt` marks (NULL: all layers): equal on every rank count exactly
+// when the selections are. 0 when nothing was rebuilt.
+static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
+    if (!e->recycle) return 0;
+    const recycle_cache *c = &e->recycle->cache;
+    int64_t *pos = malloc((size_t)c->k * sizeof(int64_t));
+    uint64_t h = 1469598103934665603ull;
+    int any = 0;
+    for (int64_t l = 0; l < e->m->cfg.n_layer; l++) {
+        if (rebuilt && !rebuilt[l]) continue;
+        any = 1;
+        for (int64_t kh = 0; kh < e->m->cfg.n_head_kv; kh++) {
+            int64_t n = recycle_cache_positions(c, l, kh, pos);
+            qsort(pos, (size_t)n, sizeof(int64_t), cmp_i64);
+            int64_t words[3] = {l, kh, n};
+            for (int w = 0; w < 3; w++)
+                for (int b = 0; b < 8; b++) h = (h ^ (((uint64_t)words[w] >> (8 * b)) & 0xff)) * 1099511628211ull;
+            for (int64_t i = 0; i < n; i++)
+                for (int b = 0; b < 8; b++) h = (h ^ (((uint64_t)pos[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
+        }
+    }
+    free(pos);
+    return any ? h : 0;
+}
+
 static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t step, int32_t token) {
     const engine_step *st = &e->last_step;
     const int64_t n_layer = e->m->cfg.n_layer;
@@ -157,10 +189,11 @@ static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t 
     fprintf(tf,
             "{\"event\":\"step\",\"rank\":%d,\"step\":%lld,\"pos\":%lld,\"token\":%d,\"seconds\":%.6f,"
             "\"full_layers\":%lld,\"layers\":\"%s\",\"kv_bytes_read\":%lld,\"comm_calls\":%lld,\"comm_bytes\":%lld,"
-            "\"rows_reused\":%lld,\"rows_fetched\":%lld}\n",
+            "\"rows_reused\":%lld,\"rows_fetched\":%lld,\"selection\":\"%016llx\"}\n",
             cm->rank, (long long)step, (long long)st->pos, token, st->seconds, (long long)st->n_full_layers, layers,
             (long long)st->kv_bytes_read, (long long)st->comm_calls, (long long)st->comm_bytes,
-            (long long)st->rows_reused, (long long)st->rows_fetched);
+            (long long)st->rows_reused, (long long)st->rows_fetched,
+            (unsigned long long)(e->recycle && st->n_full_layers ? selection_hash(e, st->layer_full) : 0));
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -273,12 +306,13 @@ int cmd_generate(int argc, char **argv) {
     if (n_ids > n_ctx)
         cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
                 (long long)n_ctx);
+    // Settings errors before any note, so that a failure stays one line on stderr.
+    cli_attention_check(&eo, n_ctx);
     if (n_ids + n_predict > n_ctx) {
         if (rank0) fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
         n_predict = n_ctx - n_ids;
     }
 
-    cli_attention_check(&eo, n_ctx);
     eo.n_ctx = n_ctx;
     eo.n_threads = n_threads;
     eo.kv_elem = kv_elem;
@@ -303,9 +337,10 @@ int cmd_generate(int argc, char **argv) {
         if (!(tf = fopen(path, "w"))) cli_die("%s: cannot open for writing", path);
         const comm_counters *pc = &cm->counters[COMM_PHASE_PREFILL];
         fprintf(tf, "{\"event\":\"prefill\",\"rank\":%d,\"ranks\":%d,\"tokens\":%lld,\"seconds\":%.6f,"
-                "\"comm_calls\":%lld,\"comm_bytes\":%lld}\n",
+                "\"comm_calls\":%lld,\"comm_bytes\":%lld,\"selection\":\"%016llx\"}\n",
                 cm->rank, cm->size, (long long)e.stats.n_prefill_tokens, e.stats.prefill_seconds,
-                (long long)pc->n_calls, (long long)(pc->bytes_sent + pc->bytes_recv));
+                (long long)pc->n_calls, (long long)(pc->bytes_sent + pc->bytes_recv),
+                (unsigned long long)selection_hash(&e, NULL));
     }
     uint64_t logits_hash = 1469598103934665603ull;  // FNV-1a over every step's logits
     tokenizer_stream st = {.show_special = show_special};

@@ -61,3 +61,44 @@ recall_cli_expect_failure(info_missing_file MATCH "nonexistent" ARGS info /nonex
 recall_cli_expect_failure(info_not_gguf MATCH "GGUF|magic" ARGS info ${bad}/not_gguf.bin)
 recall_cli_expect_failure(info_truncated_header MATCH "truncat" ARGS info ${bad}/truncated_header.gguf)
 recall_cli_expect_failure(info_truncated_data MATCH "truncat" ARGS info ${bad}/truncated_data.gguf)
+
+# Recycled attention settings: one line naming the flag. The default -n (128)
+# exceeds the tiny model's context (64), so these also check that the note
+# "generation will stop at the context size" does not come before the error.
+set(tiny ${bad}/tiny.gguf)
+recall_cli_expect_failure(recycle_k_zero MATCH "--recycle-k: 0 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-k 0)
+recall_cli_expect_failure(recycle_k_exceeds_ctx MATCH "--recycle-k 32 exceeds the context size 16"
+  ARGS generate -m ${tiny} -p hi --ctx 16 --attention recycled --recycle-k 32)
+recall_cli_expect_failure(recycle_k_exceeds_default_ctx MATCH "--recycle-k 1000 exceeds the context size 64"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-k 1000)
+recall_cli_expect_failure(recycle_stride_zero MATCH "--recycle-stride: 0 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-stride 0)
+recall_cli_expect_failure(recycle_check_every_zero MATCH "--recycle-check-every: 0 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-schedule dynamic --recycle-check-every 0)
+recall_cli_expect_failure(recycle_similarity_above_1 MATCH "--recycle-similarity: 1\\.5 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-similarity 1.5)
+recall_cli_expect_failure(recycle_similarity_below_minus_1 MATCH "--recycle-similarity: -2 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-similarity -2)
+recall_cli_expect_failure(recycle_similarity_nan MATCH "--recycle-similarity: nan is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-similarity nan)
+recall_cli_expect_failure(recycle_similarity_not_a_number MATCH "--recycle-similarity: 'high' is not a number"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-similarity high)
+recall_cli_expect_failure(recycle_pool_even MATCH "--recycle-pool: .*must be odd"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-pool 4)
+recall_cli_expect_failure(recycle_schedule_unknown MATCH "--recycle-schedule: unknown schedule 'sometimes'"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-schedule sometimes)
+recall_cli_expect_failure(recycle_agg_unknown MATCH "--recycle-agg: unknown aggregation 'median'"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-agg median)
+recall_cli_expect_failure(attention_unknown MATCH "--attention: unknown method 'bogus'"
+  ARGS generate -m ${tiny} -p hi --attention bogus)
+recall_cli_expect_failure(recycle_k_without_recycled MATCH "--recycle-\\* settings need --attention recycled"
+  ARGS generate -m ${tiny} -p hi --recycle-k 8)
+recall_cli_expect_failure(recycle_pool_with_full MATCH "--recycle-\\* settings need --attention recycled"
+  ARGS generate -m ${tiny} -p hi --recycle-pool 3 --attention full)
+# ... and valid settings run (both schedules, every aggregation).
+recall_cli_expect_failure(recycled_stride_runs SUCCESS
+  ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-stride 3 --recycle-pool 3)
+recall_cli_expect_failure(recycled_dynamic_runs SUCCESS
+  ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-schedule dynamic
+       --recycle-check-every 2 --recycle-similarity 0.5 --recycle-agg mean --recycle-pool 1)

@@ -39,3 +39,47 @@ set_tests_properties(cli_config_command_line_wins PROPERTIES PASS_REGULAR_EXPRES
 set_tests_properties(cli_config_file_sets_n_predict cli_config_command_line_wins PROPERTIES
   FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 180
   FAIL_REGULAR_EXPRESSION "AddressSanitizer|LeakSanitizer|runtime error|Segmentation fault")
+
+# Recycled attention from a config file: the shipped sample's keys are all
+# valid (its model and K overridden on the command line for the tiny model),
+# a file of our own selects recycled attention with its settings, and a bad
+# recycle value in a file fails with the flag's one-line error.
+set(recycled_sample ${PROJECT_SOURCE_DIR}/configs/recycled-example.ini)
+file(WRITE ${cfg_dir}/recycled.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nn-predict = 12\nattention = recycled\nrecycle-k = 4\nrecycle-schedule = stride\nrecycle-stride = 3\nrecycle-agg = mean\nrecycle-pool = 3\n")
+file(WRITE ${cfg_dir}/recycled_dynamic.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nn-predict = 12\nattention = recycled\nrecycle-k = 4\nrecycle-schedule = dynamic\nrecycle-check-every = 2\nrecycle-similarity = 0.5\n")
+file(WRITE ${cfg_dir}/recycled_bad_pool.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = recycled\nrecycle-pool = 4\n")
+file(WRITE ${cfg_dir}/recycled_bad_similarity.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = recycled\nrecycle-similarity = 1.5\n")
+file(WRITE ${cfg_dir}/recycled_bad_k.ini "model = ${cfg_model}\nprompt = hello\nn-predict = 4\n[generate]\nattention = recycled\nrecycle-k = 100\n")
+file(WRITE ${cfg_dir}/recycled_bad_attention.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = recycle\n")
+file(WRITE ${cfg_dir}/recycled_no_attention.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nrecycle-k = 4\n")
+file(WRITE ${cfg_dir}/recycled_typo.ini "model = ${cfg_model}\n[generate]\nattention = recycled\nrecycle-size = 4\n")
+
+recall_cli_config_test(recycled_sample SUCCESS
+  ARGS generate --config ${recycled_sample} -m ${cfg_model} -p hello -n 8 --recycle-k 4)
+recall_cli_config_test(recycled SUCCESS ARGS generate --config ${cfg_dir}/recycled.ini)
+recall_cli_config_test(recycled_dynamic SUCCESS ARGS generate --config ${cfg_dir}/recycled_dynamic.ini)
+recall_cli_config_test(recycled_bad_pool MATCH "^recall: --recycle-pool: the kernel must be odd \\(got 4\\)$"
+  ARGS generate --config ${cfg_dir}/recycled_bad_pool.ini)
+recall_cli_config_test(recycled_bad_similarity MATCH "^recall: --recycle-similarity: 1\\.5 is out of range"
+  ARGS generate --config ${cfg_dir}/recycled_bad_similarity.ini)
+recall_cli_config_test(recycled_bad_k MATCH "^recall: --recycle-k 100 exceeds the context size"
+  ARGS generate --config ${cfg_dir}/recycled_bad_k.ini)
+recall_cli_config_test(recycled_bad_attention MATCH "^recall: --attention: unknown method 'recycle'"
+  ARGS generate --config ${cfg_dir}/recycled_bad_attention.ini)
+recall_cli_config_test(recycled_keys_without_attention MATCH "^recall: --recycle-\\* settings need --attention recycled$"
+  ARGS generate --config ${cfg_dir}/recycled_no_attention.ini)
+recall_cli_config_test(recycled_unknown_key MATCH "recycled_typo\\.ini:4: unknown key 'recycle-size'"
+  ARGS generate --config ${cfg_dir}/recycled_typo.ini)
+
+# The settings took effect: the summary line names them (the file's K 4 and
+# stride 3; the sample's stride 10 and pool 7 with K 4 from the command line).
+add_test(NAME cli_config_recycled_settings_apply COMMAND recall generate --config ${cfg_dir}/recycled.ini)
+set_tests_properties(cli_config_recycled_settings_apply PROPERTIES
+  PASS_REGULAR_EXPRESSION "recycled attention \\(K 4, stride 3, GQA mean, pool 3\\): [0-9]+ of [0-9]+ decode steps")
+add_test(NAME cli_config_recycled_sample_settings COMMAND recall generate --config ${recycled_sample}
+  -m ${cfg_model} -p hello -n 8 --recycle-k 4)
+set_tests_properties(cli_config_recycled_sample_settings PROPERTIES
+  PASS_REGULAR_EXPRESSION "recycled attention \\(K 4, stride 10, GQA max, pool 7\\)")
+set_tests_properties(cli_config_recycled_settings_apply cli_config_recycled_sample_settings PROPERTIES
+  FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 180
+  FAIL_REGULAR_EXPRESSION "AddressSanitizer|LeakSanitizer|runtime error|Segmentation fault")
