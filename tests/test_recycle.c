@@ -848,22 +848,10 @@ int main(void) {
     test_rebuild_one_rank();
     test_validate();
 
-    char path[] = "/tmp/recall_test_recycle_XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    tiny_model_params p;
-    tiny_model_default(&p);
-    p.n_layer = 3;
-    p.n_head = 6;
-    p.n_head_kv = 2;
-    p.d_model = 96;
-    p.head_dim = 16;
-    p.n_ctx = 256;
-    p.seed = 7;
+    char path[64];
     rc_err err = {{0}};
-    CHECK_MSG(tiny_model_write(path, &p, &err) == 0, "%s", err.msg);
     model m;
-    CHECK_MSG(model_load(&m, path, &err) == 0, "%s", err.msg);
+    CHECK_MSG(tiny_model_sharding(path, &m, &err) == 0, "%s", err.msg);
     const model_config *c = &m.cfg;
     const int64_t V = c->n_vocab;
 

@@ -134,5 +134,25 @@ int main(void) {
     CHECK(memcmp(y, x, sizeof(y)) == 0);
     maxpool1d(x, 9, 31, y);
     for (int i = 0; i < 9; i++) CHECK(y[i] == 9);
+    // Random rows (with ties and negatives) against the window definition.
+    uint64_t st = 99;
+    for (int trial = 0; trial < 400; trial++) {
+        float row[60], got[60];
+        const int n = 1 + trial % 60, kernels[] = {1, 3, 5, 7, 9, 15, 31, 121};
+        const int kernel = kernels[trial % 8];
+        for (int i = 0; i < n; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((int)(st >> 59) - 16) * 0.25f;
+        }
+        maxpool1d(row, n, kernel, got);
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+            float m = -INFINITY;
+            for (int j = i - kernel / 2; j <= i + kernel / 2; j++)
+                if (j >= 0 && j < n && row[j] > m) m = row[j];
+            bad += got[i] != m;
+        }
+        CHECK_MSG(bad == 0, "maxpool1d n=%d kernel=%d: %d wrong", n, kernel, bad);
+    }
     TEST_MAIN_END();
 }

@@ -374,8 +374,11 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
         for (int64_t g = 0; g < group; g++) lse[g] = -INFINITY;
         return;
     }
-    // Pass 1: scores. Each key row is converted once and reused by every query
-    // head of the group (GQA): K bytes are read once per KV head, not per query head.
+    // Pass 1: scores, straight into raw when the caller keeps them. Each key row
+    // is converted once and reused by every query head of the group (GQA): K
+    // bytes are read once per KV head, not per query head.
+    float *s_out = raw ? raw : scores;
+    const int64_t s_ld = raw ? raw_ld : n;
     if (head_dim % 8 == 0 && head_dim <= 256) {
         const int64_t nv = head_dim / 8;
         __m256 kr[32];
@@ -388,7 +391,7 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
                 const float *qg = q + g * head_dim;
                 __m256 acc = _mm256_mul_ps(kr[0], _mm256_loadu_ps(qg));
                 for (int64_t c = 1; c < nv; c++) acc = _mm256_fmadd_ps(kr[c], _mm256_loadu_ps(qg + c * 8), acc);
-                scores[g * n + j] = hsum256(acc) * scale;
+                s_out[g * s_ld + j] = hsum256(acc) * scale;
             }
         }
     } else {
@@ -398,30 +401,29 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
                 const float *qg = q + g * head_dim;
                 float s = 0.0f;
                 for (int64_t i = 0; i < head_dim; i++) s += kv_get(k, off + i) * qg[i];
-                scores[g * n + j] = s * scale;
+                s_out[g * s_ld + j] = s * scale;
             }
         }
     }
-    if (raw)
-        for (int64_t g = 0; g < group; g++) memcpy(raw + g * raw_ld, scores + g * n, (size_t)n * sizeof(float));
     // Pass 2: softmax numerators per head.
     for (int64_t g = 0; g < group; g++) {
         float *sg = scores + g * n;
+        const float *src = s_out + g * s_ld;
         __m256 mv = _mm256_set1_ps(-INFINITY);
         int64_t j = 0;
-        for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sg + j));
+        for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(src + j));
         float m = hmax256(mv);
-        for (; j < n; j++) m = sg[j] > m ? sg[j] : m;
+        for (; j < n; j++) m = src[j] > m ? src[j] : m;
         __m256 lv = _mm256_setzero_ps(), mb = _mm256_set1_ps(m);
         j = 0;
         for (; j + 8 <= n; j += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sg + j), mb));
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(src + j), mb));
             _mm256_storeu_ps(sg + j, e);
             lv = _mm256_add_ps(lv, e);
         }
         float l = hsum256(lv);
         for (; j < n; j++) {
-            sg[j] = expf(sg[j] - m);
+            sg[j] = expf(src[j] - m);
             l += sg[j];
         }
         lse[g] = m + logf(l);

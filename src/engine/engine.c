@@ -86,6 +86,7 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
             engine_free(e);
             return -1;
         }
+        e->recycle->n_threads = e->opts.n_threads;
     }
     return 0;
 }
@@ -131,6 +132,7 @@ int engine_set_attention(engine *e, int attention, const recycle_opts *ro, rc_er
         e->recycle = NULL;
         return -1;
     }
+    e->recycle->n_threads = e->opts.n_threads;
     if (e->kv.capacity > 0) {
         free(e->raw_scores);
         if (!(e->raw_scores = alloc_f32(c->n_head * e->kv.capacity)))

@@ -43,6 +43,7 @@ int recycle_init(recycle_state *rs, const recycle_opts *o, int64_t n_layer, int6
     rs->n_kv = n_kv;
     rs->head_dim = head_dim;
     rs->n_ctx = n_ctx;
+    rs->n_threads = 1;
     if (recycle_cache_init(&rs->cache, n_layer, n_kv, head_dim, o->k, kv_elem, err)) return -1;
     rs->saved_query = calloc((size_t)(n_layer * head_dim), sizeof(float));
     rs->built = calloc((size_t)n_layer, 1);
@@ -77,7 +78,7 @@ int recycle_reserve(recycle_state *rs, int64_t cap_local, rc_err *err) {
     rs->probs = malloc((size_t)(rs->n_head * cap_local) * sizeof(float));
     rs->agg = malloc((size_t)(rs->n_kv * cap_local) * sizeof(float));
     rs->pooled = malloc((size_t)(rs->n_kv * cap_local) * sizeof(float));
-    rs->cand = malloc((size_t)cap_local * sizeof(scored_pos));
+    rs->cand = malloc((size_t)(rs->n_kv * cap_local) * sizeof(scored_pos));
     if (!rs->probs || !rs->agg || !rs->pooled || !rs->cand) {
         rs->cap_local = 0;
         return rc_fail(err, "out of memory for recycled-attention scores (%lld keys)", (long long)cap_local);
@@ -162,7 +163,8 @@ static int pool_with_halo(recycle_state *rs, const shard_ctx *sh, comm *cm, rc_e
     int64_t *edge_pos = NULL, *cursor = NULL;
     float *send = NULL, *recv = NULL, *ext_val = NULL;
     halo_entry *halo = NULL;
-    int64_t *ext_pos = NULL, *ext_of_local = NULL;
+    float *pool_row = NULL;
+    int64_t *ext_of_local = NULL;
     if (!runs || !edge_n || !edge_off || !counts) goto oom;
     const int64_t n_runs = shard_runs(sh->plan, sh->n_total, runs);
     // Edge positions of each run: within `half` of a neighbouring run.
@@ -191,10 +193,10 @@ static int pool_with_halo(recycle_state *rs, const shard_ctx *sh, comm *cm, rc_e
     send = malloc((size_t)(edge_n[me] * KV + 1) * sizeof(float));
     recv = malloc((size_t)(E * KV + 1) * sizeof(float));
     halo = malloc((size_t)(E + 1) * sizeof(halo_entry));
-    ext_pos = malloc((size_t)(n + E + 1) * sizeof(int64_t));
+    pool_row = malloc((size_t)(n + E + 1) * sizeof(float));
     ext_val = malloc((size_t)((n + E) * KV + 1) * sizeof(float));
     ext_of_local = malloc((size_t)(n + 1) * sizeof(int64_t));
-    if (!send || !recv || !halo || !ext_pos || !ext_val || !ext_of_local) goto oom;
+    if (!send || !recv || !halo || !pool_row || !ext_val || !ext_of_local) goto oom;
     for (int64_t i = 0; i < edge_n[me]; i++) {
         int64_t j = find_pos(sh->slot_pos, n, edge_pos[edge_off[me] + i]);
         for (int64_t h = 0; h < KV; h++) send[i * KV + h] = j >= 0 ? rs->agg[h * n + j] : NAN;
@@ -203,35 +205,34 @@ static int pool_with_halo(recycle_state *rs, const shard_ctx *sh, comm *cm, rc_e
         for (int r = 0; r < R; r++) counts[r] = (size_t)(edge_n[r] * KV) * sizeof(float);
         if (comm_allgatherv(cm, send, counts, recv, err)) goto done;
     }
-    // Other ranks' edges, sorted, merged with this rank's positions.
+    // Other ranks' edges, sorted, merged with this rank's positions into one
+    // ascending row per KV head. Every position within kernel/2 of one of ours
+    // is in that row, so a window of `kernel` entries around ours covers
+    // exactly the positions it would in the whole sequence (cut at its ends).
     int64_t n_halo = 0;
     for (int r = 0; r < R; r++)
         if (r != me)
             for (int64_t i = edge_off[r]; i < edge_off[r + 1]; i++)
                 halo[n_halo++] = (halo_entry){edge_pos[i], recv + i * KV};
-    qsort(halo, (size_t)n_halo, sizeof(halo_entry), cmp_halo);
-    int64_t a = 0, b = 0, x = 0;
-    while (a < n || b < n_halo) {
-        if (b >= n_halo || (a < n && sh->slot_pos[a] < halo[b].pos)) {
-            ext_pos[x] = sh->slot_pos[a];
-            for (int64_t h = 0; h < KV; h++) ext_val[x * KV + h] = rs->agg[h * n + a];
-            ext_of_local[a++] = x++;
-        } else {
-            ext_pos[x] = halo[b].pos;
-            memcpy(ext_val + x * KV, halo[b].vals, (size_t)KV * sizeof(float));
-            b++, x++;
+    if (n_halo == 0) {  // one rank, or nothing of ours near a boundary
+#pragma omp parallel for schedule(static, 1) num_threads(rs->n_threads)
+        for (int64_t h = 0; h < KV; h++) maxpool1d(rs->agg + h * n, n, rs->o.pool_kernel, rs->pooled + h * n);
+    } else {
+        qsort(halo, (size_t)n_halo, sizeof(halo_entry), cmp_halo);
+        const int64_t n_ext = n + n_halo;
+        int64_t a = 0, b = 0, x = 0;
+        while (a < n || b < n_halo) {
+            if (b >= n_halo || (a < n && sh->slot_pos[a] < halo[b].pos)) {
+                for (int64_t h = 0; h < KV; h++) ext_val[h * n_ext + x] = rs->agg[h * n + a];
+                ext_of_local[a++] = x++;
+            } else {
+                for (int64_t h = 0; h < KV; h++) ext_val[h * n_ext + x] = halo[b].vals[h];
+                b++, x++;
+            }
         }
-    }
-    const int64_t n_ext = x;
-    for (int64_t j = 0; j < n; j++) {
-        const int64_t xi = ext_of_local[j], p = ext_pos[xi];
-        int64_t lo = xi, hi = xi;
-        while (lo > 0 && ext_pos[lo - 1] >= p - half) lo--;
-        while (hi + 1 < n_ext && ext_pos[hi + 1] <= p + half) hi++;
         for (int64_t h = 0; h < KV; h++) {
-            float m = ext_val[lo * KV + h];
-            for (int64_t y = lo + 1; y <= hi; y++) m = ext_val[y * KV + h] > m ? ext_val[y * KV + h] : m;
-            rs->pooled[h * n + j] = m;
+            maxpool1d(ext_val + h * n_ext, n_ext, rs->o.pool_kernel, pool_row);
+            for (int64_t j = 0; j < n; j++) rs->pooled[h * n + j] = pool_row[ext_of_local[j]];
         }
     }
     rc = 0;
@@ -240,7 +241,7 @@ oom:
     rc_fail(err, "out of memory pooling recycled-attention scores");
 done:
     free(runs); free(edge_n); free(edge_off); free(counts); free(edge_pos); free(cursor);
-    free(send); free(recv); free(halo); free(ext_pos); free(ext_val); free(ext_of_local);
+    free(send); free(recv); free(halo); free(pool_row); free(ext_val); free(ext_of_local);
     return rc;
 }
 
@@ -262,6 +263,7 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
     // survivors. The mean needs the probabilities themselves.
     const int log_space = rs->o.group_agg != GROUP_AGG_MEAN;
     if (log_space) {
+#pragma omp parallel for schedule(static, 1) num_threads(rs->n_threads)
         for (int64_t kh = 0; kh < KV; kh++) {
             float *out = rs->agg + kh * n;
             const int64_t g_end = rs->o.group_agg == GROUP_AGG_FIRST ? 1 : group;
@@ -293,7 +295,7 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
     // 4: local top-K per KV head, all-gathered, merged the same way everywhere.
     int rc = -1;
     const int64_t k_me = n < K ? n : K;
-    int64_t *k_of = malloc((size_t)R * sizeof(int64_t));
+    int64_t *k_of = calloc((size_t)R, sizeof(int64_t));
     size_t *counts = malloc((size_t)R * sizeof(size_t));
     scored_pos *all = NULL, *tmp = malloc((size_t)(R * K + 1) * sizeof(scored_pos));
     row_need *need = NULL;
@@ -314,9 +316,11 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
         goto done;
     }
     memset(rs->lists, 0, (size_t)(KV * k_me) * sizeof(scored_pos));  // no uninitialized padding on the wire
+#pragma omp parallel for schedule(static, 1) num_threads(rs->n_threads)
     for (int64_t h = 0; h < KV; h++) {
-        for (int64_t j = 0; j < n; j++) rs->cand[j] = (scored_pos){.score = scores[h * n + j], .pos = sh->slot_pos[j]};
-        select_topk(rs->cand, n, K, rs->lists + h * k_me);
+        scored_pos *cand = rs->cand + h * n;
+        for (int64_t j = 0; j < n; j++) cand[j] = (scored_pos){.score = scores[h * n + j], .pos = sh->slot_pos[j]};
+        select_topk(cand, n, K, rs->lists + h * k_me);
     }
     all = rs->lists;
     if (R > 1) {

@@ -71,12 +71,13 @@ typedef struct recycle_state {
     int64_t step;             // decode steps since the cache was first built by a prefill
     uint64_t decision_hash;   // every decision so far; ranks compare it at full steps
     recycle_stats stats;
+    int n_threads;            // per-KV-head work of a rebuild runs on up to this many threads
     // scratch, sized for `cap_local` keys
     int64_t cap_local;
     float *probs;             // (n_head, cap_local)
     float *agg;               // (n_kv, cap_local)
     float *pooled;            // (n_kv, cap_local)
-    scored_pos *cand;         // (cap_local)
+    scored_pos *cand;         // (n_kv, cap_local)
     scored_pos *lists;        // (n_kv * k) this rank's lists
     scored_pos *all_lists;    // (R * n_kv * k)
     scored_pos *merged;       // (n_kv * k)

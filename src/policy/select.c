@@ -132,12 +132,36 @@ void aggregate_group(const float *probs, int64_t group, int64_t n, int agg, floa
     }
 }
 
+// Van Herk / Gil-Werman: with the input padded by kernel/2 -inf on each
+// side and cut into blocks of `kernel`, the window max at i is
+// max(suffix max from i within its block, prefix max to i + kernel - 1 within
+// the next): about three comparisons per element whatever the kernel.
 void maxpool1d(const float *in, int64_t n, int64_t kernel, float *out) {
-    const int64_t half = kernel / 2;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t lo = i - half > 0 ? i - half : 0, hi = i + half < n - 1 ? i + half : n - 1;
-        float m = in[lo];
-        for (int64_t j = lo + 1; j <= hi; j++) m = in[j] > m ? in[j] : m;
-        out[i] = m;
+    if (n <= 0) return;
+    if (kernel <= 1) {
+        memcpy(out, in, (size_t)n * sizeof(float));
+        return;
     }
+    const int64_t half = kernel / 2, np = n + 2 * half;
+    float *pre = malloc((size_t)np * sizeof(float)), *suf = malloc((size_t)np * sizeof(float));
+    if (!pre || !suf) abort();  // two rows of floats; callers hold far larger buffers
+    for (int64_t b0 = 0; b0 < np; b0 += kernel) {  // block by block: no division per element
+        const int64_t b1 = b0 + kernel < np ? b0 + kernel : np;
+        for (int64_t i = b0; i < b1; i++) {
+            const int64_t j = i - half;
+            const float x = j >= 0 && j < n ? in[j] : -INFINITY;
+            pre[i] = i == b0 || x > pre[i - 1] ? x : pre[i - 1];
+        }
+        for (int64_t i = b1 - 1; i >= b0; i--) {
+            const int64_t j = i - half;
+            const float x = j >= 0 && j < n ? in[j] : -INFINITY;
+            suf[i] = i == b1 - 1 || x > suf[i + 1] ? x : suf[i + 1];
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {  // window [i, i + kernel) of the padded row
+        const float a = suf[i], b = pre[i + kernel - 1];
+        out[i] = a > b ? a : b;
+    }
+    free(pre);
+    free(suf);
 }

@@ -4,27 +4,9 @@ set(n_predict 128)
 # merge) can flip the rounding of a new K/V element by one fp16 ulp, and over
 # 128 steps logits drift by ~1e-3 relative while tokens stay identical.
 set(common generate -m ${MODEL} -f ${PROMPT} -n ${n_predict} --ctx 4400 --kv-type f32 --stats)
-set(ENV{GOMP_SPINCOUNT} 2000)
-set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
-set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+include(${CMAKE_CURRENT_LIST_DIR}/mpi_run.cmake)
 file(MAKE_DIRECTORY ${WORK})
-if(NP EQUAL 1)
-  execute_process(COMMAND ${RECALL} ${common} --threads 2 --logits-out ${WORK}/np1.bin
-                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 800)
-else()
-  # Oversubscribed ranks on 2 cores must yield while they wait, or they spin each other down.
-  execute_process(COMMAND ${MPIEXEC} --oversubscribe -np ${NP} --mca btl self,vader --mca mpi_yield_when_idle 1
-                          -x OMP_NUM_THREADS=1 ${RECALL} ${common} --threads 1 --logits-out ${WORK}/np${NP}.bin
-                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 800)
-endif()
-message("${out}")
-message("${err}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "recall with ${NP} rank(s) failed (exit ${rc})")
-endif()
-if(NOT err MATCHES "logits bitwise identical on all ranks")
-  message(FATAL_ERROR "no cross-rank logits check in the output")
-endif()
+recall_run_ranks(${NP} 800 ${common} --logits-out ${WORK}/np${NP}.bin)
 # KV positions per rank: at most ceil(total / NP) + one 32-position block.
 string(REGEX MATCHALL "rank [0-9]+: KV [0-9]+ positions" kv_lines "${err}")
 list(LENGTH kv_lines n_lines)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/gguf.h"
 #include "model/quant.h"
@@ -27,6 +28,24 @@ void tiny_model_default(tiny_model_params *p) {
     p->rope_high_freq_factor = 4.0f;
     p->rope_orig_ctx = 8192;
     p->type_embd = p->type_attn = p->type_ffn = p->type_output = GGML_TYPE_F32;
+}
+
+int tiny_model_sharding(char *path, model *m, rc_err *err) {
+    strcpy(path, "/tmp/recall_tiny_sharding_XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return rc_fail(err, "cannot create a temporary file");
+    close(fd);
+    tiny_model_params p;
+    tiny_model_default(&p);
+    p.n_layer = 3;
+    p.n_head = 6;
+    p.n_head_kv = 2;
+    p.d_model = 96;
+    p.head_dim = 16;
+    p.n_ctx = 256;
+    p.seed = 7;
+    if (tiny_model_write(path, &p, err)) return -1;
+    return model_load(m, path, err);
 }
 
 #define TWO_PI 6.283185307179586

@@ -30,6 +30,7 @@
 
 #include "core/status.h"
 #include "gguf_writer.h"
+#include "model/model.h"
 
 #define TINY_MODEL_N_MERGES 24
 #define TINY_MODEL_N_SPECIAL 3
@@ -72,6 +73,10 @@ typedef struct tiny_model_params {
 // head_dim 16, d_ff 96, vocab 300, context 128, rope base 10000, eps 1e-5,
 // no scaling, separate output, all weights F32.
 void tiny_model_default(tiny_model_params *p);
+// The sharding tests' model: 3 layers, 6 query heads over 2 KV heads (GQA 3),
+// head_dim 16, 256 positions; written to a fresh temporary file (path: at
+// least 32 bytes) and loaded. Returns 0 or fails with err.
+int tiny_model_sharding(char *path, model *m, rc_err *err);
 
 // Adds the whole model (metadata, vocabulary, tensors) to w, which the caller
 // has initialized, so it can set knobs before writing.
