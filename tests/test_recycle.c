@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/hash.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "policy/recycle.h"
@@ -213,12 +214,6 @@ static void brute_check(rank_job *j, const engine *e, int ev, int64_t l) {
     free(agg); free(pooled); free(ref); free(got); free(want);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 // Records the recycled cache and the hook calls after event ev.
 static void record_event(rank_job *j, const engine *e, int ev) {
     const model_config *c = &j->m->cfg;
@@ -234,7 +229,7 @@ static void record_event(rank_job *j, const engine *e, int ev) {
     const recycle_cache *rc = &e->recycle->cache;
     for (int64_t l = 0; l < L; l++) {
         j->sel_count[ev * L + l] = rc->count[l];
-        uint64_t hsh = 1469598103934665603ull;
+        uint64_t hsh = FNV1A_INIT;
         for (int64_t h = 0; h < KV; h++) {
             int64_t *pos = j->sel_pos + ((ev * L + l) * KV + h) * K;
             float *sc = j->sel_score + ((ev * L + l) * KV + h) * K;
@@ -242,8 +237,8 @@ static void record_event(rank_job *j, const engine *e, int ev) {
             for (int64_t i = 0; i < cnt; i++) {
                 const int64_t slot = recycle_cache_slot(rc, l, h, i);
                 sc[i] = rc->score[(l * KV + h) * rc->k + slot];
-                hsh = fnv(hsh, kv_cache_row(&rc->rows, 0, l, h, slot), kv_cache_row_bytes(&rc->rows));
-                hsh = fnv(hsh, kv_cache_row(&rc->rows, 1, l, h, slot), kv_cache_row_bytes(&rc->rows));
+                hsh = fnv1a(hsh, kv_cache_row(&rc->rows, 0, l, h, slot), kv_cache_row_bytes(&rc->rows));
+                hsh = fnv1a(hsh, kv_cache_row(&rc->rows, 1, l, h, slot), kv_cache_row_bytes(&rc->rows));
                 // A selected position this rank owns: the cached rows are its shard's rows.
                 // (Right after a rebuild every entry is a selected shard row.)
                 const int rebuilt = ev == 0 || e->last_step.layer_full[l];

@@ -38,36 +38,24 @@ static int parse_methods(const char *list, const recycle_opts *base, int k_expli
         if (!strcmp(part, "full")) m->attention = ATTENTION_FULL;
         else if (!strcmp(part, "recycled")) m->attention = ATTENTION_RECYCLED;
         else cli_die("--attention: unknown method '%s' (expected full or recycled[:key=value...])", part);
+        // key=value settings map onto the --recycle-* flags and their checks.
+        static const struct { const char *key; int opt; } keys[] = {
+            {"k", CLI_OPT_RECYCLE_K}, {"stride", CLI_OPT_RECYCLE_STRIDE}, {"schedule", CLI_OPT_RECYCLE_SCHEDULE},
+            {"qc", CLI_OPT_RECYCLE_CHECK_EVERY}, {"s", CLI_OPT_RECYCLE_SIMILARITY}, {"agg", CLI_OPT_RECYCLE_AGG},
+            {"pool", CLI_OPT_RECYCLE_POOL}};
         for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
             char *eq = strchr(part, '=');
             if (!eq || m->attention != ATTENTION_RECYCLED)
                 cli_die("--attention: '%s' in '%s' is not a recycled key=value setting", part, m->name);
             *eq = '\0';
-            const char *key = part, *val = eq + 1;
-            if (!strcmp(key, "k")) {
-                m->ro.k = cli_parse_int("--attention k", val, 1, INT32_MAX);
-                m->k_explicit = 1;
-            } else if (!strcmp(key, "stride")) {
-                m->ro.stride = cli_parse_int("--attention stride", val, 1, INT32_MAX);
-            } else if (!strcmp(key, "schedule")) {
-                if (!strcmp(val, "stride")) m->ro.schedule = RECYCLE_STRIDE;
-                else if (!strcmp(val, "dynamic")) m->ro.schedule = RECYCLE_DYNAMIC;
-                else cli_die("--attention: unknown schedule '%s'", val);
-            } else if (!strcmp(key, "qc")) {
-                m->ro.check_every = cli_parse_int("--attention qc", val, 1, INT32_MAX);
-            } else if (!strcmp(key, "s")) {
-                m->ro.similarity = cli_parse_double("--attention s", val, -1.0, 1.0);
-            } else if (!strcmp(key, "pool")) {
-                m->ro.pool_kernel = cli_parse_int("--attention pool", val, 1, 1023);
-                if (m->ro.pool_kernel % 2 == 0) cli_die("--attention pool: the kernel must be odd");
-            } else if (!strcmp(key, "agg")) {
-                if (!strcmp(val, "max")) m->ro.group_agg = GROUP_AGG_MAX;
-                else if (!strcmp(val, "mean")) m->ro.group_agg = GROUP_AGG_MEAN;
-                else if (!strcmp(val, "first")) m->ro.group_agg = GROUP_AGG_FIRST;
-                else cli_die("--attention: unknown aggregation '%s'", val);
-            } else {
-                cli_die("--attention: unknown recycled setting '%s' (k, stride, schedule, qc, s, agg, pool)", key);
-            }
+            size_t i = 0;
+            while (i < sizeof(keys) / sizeof(keys[0]) && strcmp(keys[i].key, part)) i++;
+            if (i == sizeof(keys) / sizeof(keys[0]))
+                cli_die("--attention: unknown recycled setting '%s' (k, stride, schedule, qc, s, agg, pool)", part);
+            engine_opts eo = {.recycle = m->ro};
+            cli_attention_option(keys[i].opt, eq + 1, &eo);
+            m->ro = eo.recycle;
+            if (keys[i].opt == CLI_OPT_RECYCLE_K) m->k_explicit = 1;
         }
     }
     free(copy);
@@ -284,7 +272,7 @@ int cmd_bench(int argc, char **argv) {
             char vs[16] = "-", name[64];
             if (full_tps > 0 && bm->attention != ATTENTION_FULL) snprintf(vs, sizeof(vs), "%.2fx", tps / full_tps);
             if (bm->attention == ATTENTION_RECYCLED && !bm->k_explicit)
-                snprintf(name, sizeof(name), "%.40s:k=%lld", bm->name, (long long)ro.k);
+                snprintf(name, sizeof(name), "%.52s:k=%lld", bm->name, (long long)ro.k);
             else
                 snprintf(name, sizeof(name), "%.63s", bm->name);
             fprintf(out, "  %-8s %-44s %6lld %6lld %8.1f %7s %6.0f %8.1f %8.1f %6.1f%% %6.1f%% %11.0f\n", "decode",

@@ -8,6 +8,7 @@
 #include "cli/attention_opts.h"
 #include "cli/cli.h"
 #include "cli/config.h"
+#include "core/hash.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "tokenizer/chat.h"
@@ -160,7 +161,7 @@ static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
     if (!e->recycle) return 0;
     const recycle_cache *c = &e->recycle->cache;
     int64_t *pos = malloc((size_t)c->k * sizeof(int64_t));
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = FNV1A_INIT;
     int any = 0;
     for (int64_t l = 0; l < e->m->cfg.n_layer; l++) {
         if (rebuilt && !rebuilt[l]) continue;
@@ -168,11 +169,8 @@ static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
         for (int64_t kh = 0; kh < e->m->cfg.n_head_kv; kh++) {
             int64_t n = recycle_cache_positions(c, l, kh, pos);
             qsort(pos, (size_t)n, sizeof(int64_t), cmp_i64);
-            int64_t words[3] = {l, kh, n};
-            for (int w = 0; w < 3; w++)
-                for (int b = 0; b < 8; b++) h = (h ^ (((uint64_t)words[w] >> (8 * b)) & 0xff)) * 1099511628211ull;
-            for (int64_t i = 0; i < n; i++)
-                for (int b = 0; b < 8; b++) h = (h ^ (((uint64_t)pos[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
+            const int64_t words[3] = {l, kh, n};
+            h = fnv1a(fnv1a(h, words, sizeof(words)), pos, (size_t)n * sizeof(int64_t));
         }
     }
     free(pos);
@@ -342,13 +340,12 @@ int cmd_generate(int argc, char **argv) {
                 (long long)pc->n_calls, (long long)(pc->bytes_sent + pc->bytes_recv),
                 (unsigned long long)selection_hash(&e, NULL));
     }
-    uint64_t logits_hash = 1469598103934665603ull;  // FNV-1a over every step's logits
+    uint64_t logits_hash = FNV1A_INIT;  // over every step's logits
     tokenizer_stream st = {.show_special = show_special};
     size_t piece_cap = rank0 ? tokenizer_decode_cap(tok) : 1;
     char *piece = malloc(piece_cap + 1);
     for (int64_t i = 0; i < n_predict; i++) {
-        const unsigned char *lb = (const unsigned char *)e.logits;
-        for (size_t b = 0; b < (size_t)m.cfg.n_vocab * sizeof(float); b++) logits_hash = (logits_hash ^ lb[b]) * 1099511628211ull;
+        logits_hash = fnv1a(logits_hash, e.logits, (size_t)m.cfg.n_vocab * sizeof(float));
         // Every rank chooses from the same logits with the same sampler state.
         int32_t next = sampler_pick(&smp, e.logits);
         if (lf) {

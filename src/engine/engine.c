@@ -71,22 +71,9 @@ int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err)
         engine_free(e);
         return rc_fail(err, "out of memory allocating engine buffers");
     }
-    if (e->opts.attention != ATTENTION_FULL && e->opts.attention != ATTENTION_RECYCLED) {
+    if (engine_set_attention(e, opts->attention, &opts->recycle, err)) {
         engine_free(e);
-        return rc_fail(err, "unknown attention kind %d", opts->attention);
-    }
-    if (e->opts.attention == ATTENTION_RECYCLED) {
-        e->recycle = calloc(1, sizeof(recycle_state));
-        if (!e->recycle) {
-            engine_free(e);
-            return rc_fail(err, "out of memory");
-        }
-        if (recycle_init(e->recycle, &e->opts.recycle, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, e->opts.n_ctx,
-                         e->opts.kv_elem, err)) {
-            engine_free(e);
-            return -1;
-        }
-        e->recycle->n_threads = e->opts.n_threads;
+        return -1;
     }
     return 0;
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 recycle_opts recycle_default_opts(void) {
     return (recycle_opts){.k = 1024, .schedule = RECYCLE_STRIDE, .stride = 10, .check_every = 5, .similarity = 0.9,
                           .group_agg = GROUP_AGG_MAX, .pool_kernel = 7};
@@ -117,12 +119,8 @@ int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_m
     else
         full = rs->step % rs->o.check_every == 0 &&
                cosine(query_mean, rs->saved_query + layer * rs->head_dim, rs->head_dim) <= rs->o.similarity;
-    // FNV-1a over (step, layer, decision)
-    uint64_t words[3] = {(uint64_t)rs->step, (uint64_t)layer, (uint64_t)full};
-    uint64_t h = rs->decision_hash ? rs->decision_hash : 1469598103934665603ull;
-    for (int w = 0; w < 3; w++)
-        for (int b = 0; b < 8; b++) h = (h ^ ((words[w] >> (8 * b)) & 0xff)) * 1099511628211ull;
-    rs->decision_hash = h;
+    const int64_t words[3] = {rs->step, layer, full};
+    rs->decision_hash = fnv1a(rs->decision_hash ? rs->decision_hash : FNV1A_INIT, words, sizeof(words));
     return full;
 }
 
