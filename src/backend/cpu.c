@@ -323,7 +323,8 @@ static inline float kv_get(const kv_view *kv, int64_t off) {
 
 // Keys per work item: big enough to amortize the merge, small enough that
 // scores stay in L2 and both threads get work at short contexts.
-#define ATTN_KEY_CHUNK 1024
+#define ATTN_KEY_CHUNK 256
+#define ATTN_MIN_ITEMS 12
 
 // Scores of absent heads in a 4-head P.V tile: multiplying by zero keeps the
 // tile's loop fixed at 4 heads, so its 8 accumulators stay in registers.
@@ -500,7 +501,14 @@ static void attend_group(float *o, float *lse, const float *q, const kv_view *k,
 static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, const kv_view *k, const kv_view *v,
                              int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
     const int64_t group = n_q_heads / n_kv_heads;
-    int64_t n_chunks = (n_keys + ATTN_KEY_CHUNK - 1) / ATTN_KEY_CHUNK;
+    // Enough (chunk, KV head) items to keep threads evenly busy at short
+    // contexts (a recycled cache of 1K keys over 3 KV heads would otherwise
+    // be 3 items), from the shape alone so results never depend on threads.
+    const int64_t min_chunks = (ATTN_MIN_ITEMS + n_kv_heads - 1) / n_kv_heads;
+    int64_t chunk = (n_keys + min_chunks - 1) / min_chunks;
+    chunk = (chunk + 63) / 64 * 64;
+    chunk = chunk < 64 ? 64 : chunk > ATTN_KEY_CHUNK ? ATTN_KEY_CHUNK : chunk;
+    int64_t n_chunks = (n_keys + chunk - 1) / chunk;
     if (n_chunks < 1) n_chunks = 1;
     // Partial states (chunk, q head) merged afterwards in chunk order.
     float *o_parts = malloc((size_t)(n_chunks * n_q_heads * head_dim) * sizeof(float));
@@ -512,7 +520,7 @@ static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, c
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < n_items; it++) {
             int64_t c = it / n_kv_heads, kvh = it % n_kv_heads;
-            int64_t k0 = c * ATTN_KEY_CHUNK, k1 = k0 + ATTN_KEY_CHUNK < n_keys ? k0 + ATTN_KEY_CHUNK : n_keys;
+            int64_t k0 = c * chunk, k1 = k0 + chunk < n_keys ? k0 + chunk : n_keys;
             int64_t h0 = kvh * group;
             // parts laid out as (chunk, q head, dim) so merge_states sees (n_parts, n_heads, dim)
             attend_group(o_parts + (c * n_q_heads + h0) * head_dim, lse_parts + c * n_q_heads + h0, q + h0 * head_dim,
