@@ -327,6 +327,11 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
     }
     int64_t n_sel = -1;
     for (int64_t h = 0; h < KV; h++) {
+        if (R == 1) {  // one list: it is the merge
+            n_sel = k_me;
+            memcpy(rs->merged + h * K, rs->lists + h * k_me, (size_t)k_me * sizeof(scored_pos));
+            continue;
+        }
         int64_t off = 0, t = 0;
         for (int r = 0; r < R; r++) {  // rank r's list for head h, then the next rank's
             memcpy(tmp + t, all + off + h * k_of[r], (size_t)k_of[r] * sizeof(scored_pos));
