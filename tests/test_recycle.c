@@ -391,16 +391,6 @@ static void run_ranks(const model *m, int n_ranks, const int32_t *prompt, const 
     }
 }
 
-static double max_rel_diff(const float *a, const float *ref, int64_t n) {
-    double scale = 0.0, worst = 0.0;
-    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]) / (scale > 0 ? scale : 1.0);
-        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
-    }
-    return worst;
-}
-
 // Same tokens as the reference and logits within tol at every event.
 static void check_matches(const rank_job *got, const rank_job *ref, int64_t V, double tol, const char *what) {
     CHECK_MSG(memcmp(got->generated, ref->generated, N_DECODE * sizeof(int32_t)) == 0, "%s: generated tokens differ", what);

@@ -96,16 +96,6 @@ static void free_jobs(rank_job *jobs, int n) {
     }
 }
 
-static double max_rel_diff(const float *a, const float *ref, int64_t n) {
-    double scale = 0.0, worst = 0.0;
-    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]) / (scale > 0 ? scale : 1.0);
-        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
-    }
-    return worst;
-}
-
 // shard_runs and shard_local_count against a position-by-position scan of shard_owner.
 static void test_runs_vs_owner(void) {
     static const int64_t prompts[] = {0, 1, 3, 7, 97, 100};

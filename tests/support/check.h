@@ -4,8 +4,21 @@
 #define RECALL_TESTS_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+// Largest |a - ref| over the whole vector, relative to max |ref| (NaN: inf):
+// how far one run's logits are from another's.
+static inline double max_rel_diff(const float *a, const float *ref, int64_t n) {
+    double scale = 0.0, worst = 0.0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]) / (scale > 0 ? scale : 1.0);
+        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
 
 static int g_checks_failed = 0;
 static int g_checks_run = 0;
