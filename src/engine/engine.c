@@ -100,6 +100,16 @@ void engine_reset(engine *e) {
     if (e->recycle) recycle_reset(e->recycle);
 }
 
+// Recycled mode keeps a full step's scores of every local key: buffers for a
+// shard of `cap` positions (none in full-attention mode).
+static int size_score_buffers(engine *e, int64_t cap, rc_err *err) {
+    free(e->raw_scores);
+    e->raw_scores = NULL;
+    if (!e->recycle) return 0;
+    if (!(e->raw_scores = alloc_f32(e->m->cfg.n_head * cap))) return rc_fail(err, "out of memory for attention scores");
+    return recycle_reserve(e->recycle, cap, err);
+}
+
 int engine_set_attention(engine *e, int attention, const recycle_opts *ro, rc_err *err) {
     const model_config *c = &e->m->cfg;
     if (attention != ATTENTION_FULL && attention != ATTENTION_RECYCLED)
@@ -120,13 +130,7 @@ int engine_set_attention(engine *e, int attention, const recycle_opts *ro, rc_er
         return -1;
     }
     e->recycle->n_threads = e->opts.n_threads;
-    if (e->kv.capacity > 0) {
-        free(e->raw_scores);
-        if (!(e->raw_scores = alloc_f32(c->n_head * e->kv.capacity)))
-            return rc_fail(err, "out of memory for attention scores");
-        if (recycle_reserve(e->recycle, e->kv.capacity, err)) return -1;
-    }
-    return 0;
+    return e->kv.capacity > 0 ? size_score_buffers(e, e->kv.capacity, err) : 0;
 }
 
 int engine_truncate(engine *e, int64_t n, rc_err *err) {
@@ -159,13 +163,7 @@ static int begin_sequence(engine *e, int64_t n_prompt, rc_err *err) {
         if (kv_cache_init(&e->kv, c->n_layer, c->n_head_kv, c->head_dim, cap, e->opts.kv_elem, err)) return -1;
         e->slot_pos = malloc((size_t)cap * sizeof(int64_t));
         if (!e->slot_pos) return rc_fail(err, "out of memory");
-        free(e->raw_scores);
-        e->raw_scores = NULL;
-        if (e->recycle) {
-            e->raw_scores = alloc_f32(c->n_head * cap);
-            if (!e->raw_scores) return rc_fail(err, "out of memory for attention scores");
-            if (recycle_reserve(e->recycle, cap, err)) return -1;
-        }
+        if (size_score_buffers(e, cap, err)) return -1;
     }
     e->n_local = 0;
     if (e->recycle) recycle_reset(e->recycle);
@@ -465,16 +463,14 @@ static int full_attention_layer(engine *e, int64_t layer, int64_t n_keys, rc_err
     const float scale = 1.0f / sqrtf((float)hd);
     kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
     float *raw = e->recycle ? e->raw_scores : NULL;
-    if (R == 1) {
-        if (raw) be->attn_decode_scores(e->att, e->lse, raw, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-        else be->attn_decode(e->att, e->lse, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-    } else {
-        // Partial state over this rank's shard, all-gathered, merged in rank order:
-        // every rank merges the same bytes the same way, so all end bitwise equal.
+    // One rank: the final state. Several: this rank's partial state, sent out below.
+    float *o_mine = R == 1 ? e->att : e->state_send, *lse_mine = R == 1 ? e->lse : e->state_send + q_dim;
+    if (raw) be->attn_decode_scores(o_mine, lse_mine, raw, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+    else be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
+    if (R > 1) {
+        // All-gathered and merged in rank order: every rank merges the same
+        // bytes the same way, so all end bitwise equal.
         const int64_t extra = e->recycle ? STATE_HASH_FLOATS : 0, stride = q_dim + c->n_head + extra;
-        float *o_mine = e->state_send, *lse_mine = e->state_send + q_dim;
-        if (raw) be->attn_decode_scores(o_mine, lse_mine, raw, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
-        else be->attn_decode(o_mine, lse_mine, e->q, &kk, &vv, n_keys, c->n_head, c->n_head_kv, hd, scale);
         if (e->recycle) memcpy(e->state_send + q_dim + c->n_head, &e->recycle->decision_hash, sizeof(uint64_t));
         if (comm_allgather(cm, e->state_send, (size_t)stride * sizeof(float), e->state_recv, err)) return -1;
         for (int r = 0; r < R; r++) {

@@ -82,8 +82,6 @@ typedef struct recycle_state {
     scored_pos *all_lists;    // (R * n_kv * k)
     scored_pos *merged;       // (n_kv * k)
     int32_t *old_slot;        // (n_ctx): old cache slot + 1 of a position, 0 = absent
-    void *staging;            // one layer of the cache (K and V), copied before the rewrite
-    int64_t *rows_meta;       // scratch for row bookkeeping
 } recycle_state;
 
 int recycle_init(recycle_state *rs, const recycle_opts *o, int64_t n_layer, int64_t n_head, int64_t n_kv,
