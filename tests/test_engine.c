@@ -64,7 +64,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "test_backend.h"
 #include "gguf_writer.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -261,7 +262,7 @@ typedef struct run_cfg {
 } run_cfg;
 
 static const char *cfg_name(const run_cfg *c, char *buf, size_t n) {
-    int len = snprintf(buf, n, "%s, %d thread(s), %s KV, block %lld", c->be->name,
+    int len = snprintf(buf, n, "%s, %d thread(s), %s KV, block %lld", (c->be ? c->be : test_backend())->name,
                        c->n_threads > 0 ? c->n_threads : g_threads, c->kv_elem == KV_F32 ? "fp32" : "fp16",
                        (long long)c->block);
     if (c->n_prefill > 0 && len > 0 && (size_t)len < n)
@@ -276,23 +277,23 @@ static int run_engine(const model *m, const run_cfg *c, const int32_t *tokens, i
     o.n_threads = c->n_threads > 0 ? c->n_threads : g_threads;
     o.kv_elem = c->kv_elem;
     o.prefill_block = c->block;
-    o.backend = c->be;
-    engine e;
+    o.backend = c->be ? c->be : test_backend();
+    engine *e = NULL;
     rc_err err;
-    if (engine_init(&e, m, &o, &err)) {
+    if (!(e = engine_create(m, &o, &err))) {
         fprintf(stderr, "engine_init: %s\n", err.msg);
         return -1;
     }
     const int64_t V = m->cfg.n_vocab;
     const int64_t n_prefill = c->n_prefill > 0 ? c->n_prefill : n;
-    int rc = engine_prefill(&e, tokens, n_prefill, all, NULL, NULL, &err);
+    int rc = engine_prefill(e, tokens, n_prefill, all, NULL, NULL, &err);
     for (int64_t t = n_prefill; rc == 0 && t < n; t++) {
-        rc = engine_decode(&e, tokens[t], &err);
-        if (rc == 0) memcpy(all + t * V, e.logits, (size_t)V * sizeof(float));
+        rc = engine_decode(e, tokens[t], &err);
+        if (rc == 0) memcpy(all + t * V, engine_logits(e), (size_t)V * sizeof(float));
     }
     if (rc) fprintf(stderr, "engine: %s\n", err.msg);
-    else if (e.n_past != n) rc = -1;
-    engine_free(&e);
+    else if (e->n_past != n) rc = -1;
+    engine_destroy(e);
     return rc;
 }
 
@@ -333,7 +334,7 @@ static void test_main_seq(const model *m, const golden *g, const golden_seq *q, 
     float *rows = malloc((size_t)(q->n_rows * V) * sizeof(float));
     // all[kv][backend][variant]: variant 0 = block 7, 1 = block 512, 2 = prefill 20 + decode
     float *all[2][2][3];
-    const backend_ops *bes[2] = {&backend_cpu, &backend_cpu_ref};
+    const backend_ops *bes[2] = {test_backend(), &backend_cpu_ref};
     const int kvs[2] = {KV_F32, KV_F16};
     for (int k = 0; k < 2; k++)
         for (int b = 0; b < 2; b++)
@@ -359,7 +360,7 @@ static void test_main_seq(const model *m, const golden *g, const golden_seq *q, 
         }
         // Block 1: every prefill token through the single-token kernels.
         float *one = malloc((size_t)(n * V) * sizeof(float));
-        run_cfg c = {.be = &backend_cpu, .kv_elem = kvs[k], .block = 1};
+        run_cfg c = {.be = NULL, .kv_elem = kvs[k], .block = 1};
         CHECK(run_engine(m, &c, q->tokens, n, one) == 0);
         snprintf(what, sizeof(what), "%s: cpu block 1 vs block 512", kv);
         check_engine_pair(kvs[k], one, all[k][0][1], n, V, name, what);
@@ -369,7 +370,7 @@ static void test_main_seq(const model *m, const golden *g, const golden_seq *q, 
     // (matvec, attention), vs the golden and vs the single-thread run.
     float *mt = malloc((size_t)(n * V) * sizeof(float));
     for (int v = 0; v < 3; v += 2) {
-        run_cfg c = {.be = &backend_cpu, .kv_elem = KV_F32, .block = 7, .n_threads = MULTI_THREADS,
+        run_cfg c = {.be = NULL, .kv_elem = KV_F32, .block = 7, .n_threads = MULTI_THREADS,
                      .n_prefill = v == 2 ? n_decode_prefill : 0};
         run_vs_golden(m, g, q, &c, mt, rows, name);
         char what[96];
@@ -392,7 +393,7 @@ static void prefill_decode(engine *e, const int32_t *tokens, int64_t n, int64_t 
     CHECK(engine_prefill(e, tokens, n_pre, all, NULL, NULL, &err) == 0);
     for (int64_t t = n_pre; t < n; t++) {
         CHECK(engine_decode(e, tokens[t], &err) == 0);
-        memcpy(all + t * V, e->logits, (size_t)V * sizeof(float));
+        memcpy(all + t * V, engine_logits(e), (size_t)V * sizeof(float));
     }
 }
 
@@ -406,27 +407,27 @@ static void test_determinism(const model *m, const golden_seq *q, const char *na
     o.n_ctx = n;
     o.n_threads = MULTI_THREADS;
     o.prefill_block = 7;
-    engine e1, e2;
+    engine *e1 = NULL, *e2 = NULL;
     rc_err err;
-    if (engine_init(&e1, m, &o, &err)) {
+    if (!(e1 = engine_create(m, &o, &err))) {
         CHECK_MSG(0, "%s: engine_init: %s", name, err.msg);
         return;
     }
-    if (engine_init(&e2, m, &o, &err)) {
+    if (!(e2 = engine_create(m, &o, &err))) {
         CHECK_MSG(0, "%s: engine_init: %s", name, err.msg);
-        engine_free(&e1);
+        engine_destroy(e1);
         return;
     }
     int32_t *other = malloc((size_t)n * sizeof(int32_t));
     for (int64_t t = 0; t < n; t++) other[t] = q->tokens[n - 1 - t];
     float *a = malloc((size_t)(n * V) * sizeof(float)), *b = malloc((size_t)(n * V) * sizeof(float));
     float *c = malloc((size_t)(n * V) * sizeof(float));
-    prefill_decode(&e1, other, n, n - 5, a);
-    engine_reset(&e1);
-    prefill_decode(&e1, q->tokens, n, n_pre, a);
-    prefill_decode(&e2, q->tokens, n, n_pre, b);
-    engine_reset(&e1);
-    prefill_decode(&e1, q->tokens, n, n_pre, c);
+    prefill_decode(e1, other, n, n - 5, a);
+    engine_reset(e1);
+    prefill_decode(e1, q->tokens, n, n_pre, a);
+    prefill_decode(e2, q->tokens, n, n_pre, b);
+    engine_reset(e1);
+    prefill_decode(e1, q->tokens, n, n_pre, c);
     const size_t n_bytes = (size_t)(n * V) * sizeof(float);
     CHECK_MSG(memcmp(a, b, n_bytes) == 0, "%s: reset engine and fresh engine differ", name);
     CHECK_MSG(memcmp(a, c, n_bytes) == 0, "%s: second rerun after engine_reset differs", name);
@@ -434,8 +435,8 @@ static void test_determinism(const model *m, const golden_seq *q, const char *na
     free(a);
     free(b);
     free(c);
-    engine_free(&e1);
-    engine_free(&e2);
+    engine_destroy(e1);
+    engine_destroy(e2);
 }
 
 // Bad input fails with a message and leaves the engine usable.
@@ -446,9 +447,9 @@ static void test_engine_errors(const model *m, const golden *g, const golden_seq
     o.n_threads = g_threads;
     o.kv_elem = KV_F32;
     o.prefill_block = 7;
-    engine e;
+    engine *e = NULL;
     rc_err err;
-    if (engine_init(&e, m, &o, &err)) {
+    if (!(e = engine_create(m, &o, &err))) {
         CHECK_MSG(0, "%s: engine_init: %s", name, err.msg);
         return;
     }
@@ -461,44 +462,44 @@ static void test_engine_errors(const model *m, const golden *g, const golden_seq
         int32_t saved = toks[5];
         toks[5] = bad_ids[i];
         err.msg[0] = 0;
-        CHECK_MSG(engine_prefill(&e, toks, 8, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "token"),
+        CHECK_MSG(engine_prefill(e, toks, 8, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "token"),
                   "%s: prefill with token id %d: '%s'", name, bad_ids[i], err.msg);
-        CHECK(e.n_past == 0);
+        CHECK(e->n_past == 0);
         toks[5] = saved;
         err.msg[0] = 0;
-        CHECK_MSG(engine_decode(&e, bad_ids[i], &err) == -1 && strstr(err.msg, "token"),
+        CHECK_MSG(engine_decode(e, bad_ids[i], &err) == -1 && strstr(err.msg, "token"),
                   "%s: decode of token id %d: '%s'", name, bad_ids[i], err.msg);
-        CHECK(e.n_past == 0);
+        CHECK(e->n_past == 0);
     }
     err.msg[0] = 0;
-    CHECK_MSG(engine_prefill(&e, toks, 0, NULL, NULL, NULL, &err) == -1 && err.msg[0], "%s: empty prefill", name);
+    CHECK_MSG(engine_prefill(e, toks, 0, NULL, NULL, NULL, &err) == -1 && err.msg[0], "%s: empty prefill", name);
     err.msg[0] = 0;
-    CHECK_MSG(engine_prefill(&e, toks, n_ctx + 1, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "context"),
+    CHECK_MSG(engine_prefill(e, toks, n_ctx + 1, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "context"),
               "%s: prefill of n_ctx + 1 tokens: '%s'", name, err.msg);
-    CHECK(e.n_past == 0);
+    CHECK(e->n_past == 0);
 
     // After the failures the engine still computes the right thing: fill the
     // context exactly (prefill 10 + decode 6), compare with the golden, then
     // one more token must fail.
     float *all = malloc((size_t)(n_ctx * V) * sizeof(float));
-    CHECK(engine_prefill(&e, toks, 10, all, NULL, NULL, &err) == 0);
+    CHECK(engine_prefill(e, toks, 10, all, NULL, NULL, &err) == 0);
     for (int64_t t = 10; t < n_ctx; t++) {
-        CHECK(engine_decode(&e, toks[t], &err) == 0);
-        memcpy(all + t * V, e.logits, (size_t)V * sizeof(float));
+        CHECK(engine_decode(e, toks[t], &err) == 0);
+        memcpy(all + t * V, engine_logits(e), (size_t)V * sizeof(float));
     }
-    CHECK(e.n_past == n_ctx);
+    CHECK(e->n_past == n_ctx);
     if (q->rows[n_ctx - 1] == n_ctx - 1)  // main sequence: every position is a row
         check_stats(K_F32_GOLD, TOL_F32_VS_GOLDEN, compare(all, q->exact, n_ctx, g->n_vocab), name,
                     "after rejected inputs, context filled exactly");
     err.msg[0] = 0;
-    CHECK_MSG(engine_decode(&e, toks[n_ctx], &err) == -1 && strstr(err.msg, "context"),
+    CHECK_MSG(engine_decode(e, toks[n_ctx], &err) == -1 && strstr(err.msg, "context"),
               "%s: decode past n_ctx: '%s'", name, err.msg);
-    CHECK(e.n_past == n_ctx);
+    CHECK(e->n_past == n_ctx);
     err.msg[0] = 0;
-    CHECK_MSG(engine_prefill(&e, toks, 1, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "context"),
+    CHECK_MSG(engine_prefill(e, toks, 1, NULL, NULL, NULL, &err) == -1 && strstr(err.msg, "context"),
               "%s: prefill past n_ctx: '%s'", name, err.msg);
     free(all);
-    engine_free(&e);
+    engine_destroy(e);
 }
 
 // The long sequence (llama3 model): prefill blocks and decode steps that
@@ -509,10 +510,10 @@ static void test_long_seq(const model *m, const golden *g, const golden_seq *q, 
     float *ref = malloc((size_t)(n * V) * sizeof(float));
     float *rows = malloc((size_t)(q->n_rows * V) * sizeof(float));
     const run_cfg cfgs[] = {
-        {.be = &backend_cpu, .kv_elem = KV_F32, .block = 512},  // blocks 512, 512, 76
+        {.be = NULL, .kv_elem = KV_F32, .block = 512},  // blocks 512, 512, 76
         // then decode 1010..1099: the 2 chunks of 1024 keys go to 2 threads
-        {.be = &backend_cpu, .kv_elem = KV_F32, .block = 300, .n_prefill = 1010, .n_threads = MULTI_THREADS},
-        {.be = &backend_cpu, .kv_elem = KV_F16, .block = 512, .n_threads = MULTI_THREADS},
+        {.be = NULL, .kv_elem = KV_F32, .block = 300, .n_prefill = 1010, .n_threads = MULTI_THREADS},
+        {.be = NULL, .kv_elem = KV_F16, .block = 512, .n_threads = MULTI_THREADS},
         {.be = &backend_cpu_ref, .kv_elem = KV_F32, .block = 512},
     };
     // ref: the first (fast, fp32 KV, block 512) run, for engine-vs-engine checks.
@@ -710,6 +711,7 @@ static int write_zoo_model(int i, char *path, size_t n) {
 }
 
 int main(int argc, char **argv) {
+    test_backend_setup();
     // libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it and
     // restart once (see g_threads). Without /proc the test just runs as is.
     if (!getenv("OMP_WAIT_POLICY")) {

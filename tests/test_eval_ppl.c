@@ -28,7 +28,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "test_backend.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -99,6 +100,7 @@ static const cJSON *find_result(const cJSON *results, const char *method) {
 }
 
 int main(void) {
+    test_backend_setup();
     rc_err err = {{0}};
     model m;
     if (model_load(&m, RECALL_MODEL_PATH, &err)) {
@@ -156,14 +158,15 @@ int main(void) {
               err.msg);
     CHECK(n_ids >= CTX);
     engine_opts eo = engine_default_opts();
+    eo.backend = test_backend();
     eo.n_ctx = CTX;
     eo.n_threads = 2;
     eo.kv_elem = KV_F32;
-    engine e;
-    CHECK_MSG(engine_init(&e, &m, &eo, &err) == 0, "%s", err.msg);
+    engine *e = NULL;
+    CHECK_MSG(!(e = engine_create(&m, &eo, &err)) == 0, "%s", err.msg);
     const int64_t V = m.cfg.n_vocab;
     float *logits = malloc((size_t)CTX * (size_t)V * sizeof(float));
-    CHECK_MSG(engine_prefill(&e, ids, CTX, logits, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_prefill(e, ids, CTX, logits, NULL, NULL, &err) == 0, "%s", err.msg);
     double sum = 0.0, worst = 0.0;
     int worst_i = -1;
     for (int i = 0; i < EVAL_TOKENS; i++) {
@@ -201,7 +204,7 @@ int main(void) {
 
     free(csv);
     free(logits);
-    engine_free(&e);
+    engine_destroy(e);
     free(ids);
     free(text);
     tokenizer_free(tok);

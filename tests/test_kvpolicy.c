@@ -54,7 +54,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "model/quant.h"
+#include "peek.h"
+#include "test_backend.h"
 #include "engine/sampler.h"
 #include "kv/kv_cache.h"
 #include "kv/shard.h"
@@ -204,7 +207,9 @@ static void record_store(rank_job *j, const kvpolicy_state *ps, const shard_plan
             }
             if (h->count > 0) {  // an empty head may have no arrays
                 memcpy(r->pos + o * P, h->pos, (size_t)h->count * sizeof(int64_t));
-                memcpy(r->score + o * P, h->score, (size_t)h->count * sizeof(double));
+                float *sc = peek_copy(ps->be, h->score, (size_t)h->count * sizeof(float));
+                for (int64_t i = 0; sc && i < h->count; i++) r->score[o * P + i] = sc[i];
+                free(sc);
             }
             // The store head reads KV head s * qps / group.
             const int64_t kvh = s * ps->q_per_store / (c->n_head / KV);
@@ -222,7 +227,9 @@ static void record_store(rank_job *j, const kvpolicy_state *ps, const shard_plan
                              p >= 0 && p < n + N_DECODE ? shard_owner(plan, p) : -1);
                     continue;
                 }
-                const uint8_t *gk = (const uint8_t *)h->k + (size_t)i * row, *gv = (const uint8_t *)h->v + (size_t)i * row;
+                uint8_t gk[64 * 4], gv[64 * 4];
+                peek_store_row(&ps->store, 0, l, s, i, gk);
+                peek_store_row(&ps->store, 1, l, s, i, gv);
                 if (p < n) {  // a prompt row: this rank's rows of the full prefill
                     int64_t x = 0;
                     while (x < j->n_shard && j->shard_pos[x] != p) x++;
@@ -233,7 +240,10 @@ static void record_store(rank_job *j, const kvpolicy_state *ps, const shard_plan
                                  ev, (long long)l, (long long)s, (long long)p);
                     }
                 } else {  // a decode token: the hook's k of that step (V has no independent copy)
-                    kv_convert_row(want_k, ps->store.elem, r->hk + ((p - n) * L + l) * KV * hd + kvh * hd, hd);
+                    const float *hk = r->hk + ((p - n) * L + l) * KV * hd + kvh * hd;
+                    if (ps->store.elem == KV_F32) memcpy(want_k, hk, (size_t)hd * sizeof(float));
+                    else
+                        for (int64_t d = 0; d < hd; d++) ((uint16_t *)want_k)[d] = fp32_to_fp16(hk[d]);
                     if (memcmp(gk, want_k, row)) {
                         r->rows_bad++;
                         note_bad(r, "event %d layer %lld head %lld: K row of decode position %lld differs from the hook's k",
@@ -252,7 +262,7 @@ static void record_store(rank_job *j, const kvpolicy_state *ps, const shard_plan
 static void record_event(rank_job *j, const engine *e, int ev) {
     record *r = &j->rec[j->phase];
     const int64_t V = j->m->cfg.n_vocab;
-    memcpy(r->logits + (int64_t)ev * V, e->logits, (size_t)V * sizeof(float));
+    memcpy(r->logits + (int64_t)ev * V, engine_logits(e), (size_t)V * sizeof(float));
     r->kv_null[ev] = e->kv.k == NULL;
     r->bytes_used[ev] = engine_kv_bytes_used(e);
     if (e->policy && e->policy->built) record_store(j, e->policy, &e->plan, j->c->rank, ev);
@@ -262,7 +272,7 @@ static int decode_phase(rank_job *j, engine *e, rc_err *err) {
     const int64_t V = j->m->cfg.n_vocab;
     record *r = &j->rec[j->phase];
     for (int t = 0; t < N_DECODE; t++) {
-        const int32_t next = j->cfg->forced ? j->cfg->forced[t] : argmax_logits(e->logits, V);
+        const int32_t next = j->cfg->forced ? j->cfg->forced[t] : argmax_logits(engine_logits(e), V);
         r->generated[t] = next;
         if (engine_decode(e, next, err)) return -1;
         record_event(j, e, t + 1);
@@ -285,8 +295,9 @@ static void *run_rank(void *arg) {
     o.policy = cfg->po;
     o.retain_prompt_cache = cfg->retain;
     o.on_policy_step = policy_hook;
+    o.backend = test_backend();
     o.hook_user = j;
-    engine e;
+    engine *e = NULL;
     rc_err err = {{0}};
     j->phase = 0;
     const int64_t L = c->n_layer, KV = c->n_head_kv, H = c->n_head, hd = c->head_dim;
@@ -296,61 +307,64 @@ static void *run_rank(void *arg) {
         fo.attention = ATTENTION_FULL;
         fo.retain_prompt_cache = 1;
         fo.on_policy_step = NULL;
-        int rc = engine_init(&e, j->m, &fo, &err);
-        if (rc == 0) rc = engine_prefill(&e, j->prompt, cfg->n_prompt, NULL, NULL, NULL, &err);
+        int rc = !(e = engine_create(j->m, &fo, &err));
+        if (rc == 0) rc = engine_prefill(e, j->prompt, cfg->n_prompt, NULL, NULL, NULL, &err);
         if (rc) {
             snprintf(j->err, sizeof(j->err), "full prefill: %.200s", err.msg);
             j->failed = 1;
-            engine_free(&e);
+            engine_destroy(e);
             return NULL;
         }
-        const size_t row = kv_cache_row_bytes(&e.kv);
-        j->n_shard = e.n_local;
-        j->shard_pos = malloc((size_t)(e.n_local + 1) * sizeof(int64_t));
-        j->shard_k = malloc((size_t)(L * KV * e.n_local) * row + 1);
-        j->shard_v = malloc((size_t)(L * KV * e.n_local) * row + 1);
-        memcpy(j->shard_pos, e.slot_pos, (size_t)e.n_local * sizeof(int64_t));
+        const size_t row = kv_cache_row_bytes(&e->kv);
+        j->n_shard = e->n_local;
+        j->shard_pos = malloc((size_t)(e->n_local + 1) * sizeof(int64_t));
+        j->shard_k = malloc((size_t)(L * KV * e->n_local) * row + 1);
+        j->shard_v = malloc((size_t)(L * KV * e->n_local) * row + 1);
+        memcpy(j->shard_pos, e->slot_pos, (size_t)e->n_local * sizeof(int64_t));
         for (int64_t l = 0; l < L; l++)
             for (int64_t h = 0; h < KV; h++)
-                for (int64_t x = 0; x < e.n_local; x++) {
-                    const size_t off = ((size_t)((l * KV + h) * e.n_local + x)) * row;
-                    memcpy(j->shard_k + off, kv_cache_row(&e.kv, 0, l, h, x), row);
-                    memcpy(j->shard_v + off, kv_cache_row(&e.kv, 1, l, h, x), row);
+                for (int64_t x = 0; x < e->n_local; x++) {
+                    const size_t off = ((size_t)((l * KV + h) * e->n_local + x)) * row;
+                    peek_kv_row(&e->kv, 0, l, h, x, j->shard_k + off);
+                    peek_kv_row(&e->kv, 1, l, h, x, j->shard_v + off);
                 }
-        j->win_n = e.win_n;
+        j->win_n = e->win_n;
         j->win_q = malloc(wq_n * sizeof(float));
         j->win_lse = malloc(wl_n * sizeof(float));
-        memcpy(j->win_q, e.win_q, wq_n * sizeof(float));
-        memcpy(j->win_lse, e.win_lse, wl_n * sizeof(float));
-        engine_free(&e);
+        e->be->ops->download(e->be, j->win_q, e->win_q, wq_n * sizeof(float));
+        e->be->ops->download(e->be, j->win_lse, e->win_lse, wl_n * sizeof(float));
+        engine_destroy(e);
     }
-    int rc = engine_init(&e, j->m, &o, &err);
-    if (rc == 0) rc = engine_prefill(&e, j->prompt, cfg->n_prompt, NULL, NULL, NULL, &err);
+    int rc = !(e = engine_create(j->m, &o, &err));
+    if (rc == 0) rc = engine_prefill(e, j->prompt, cfg->n_prompt, NULL, NULL, NULL, &err);
     if (rc == 0) {
         // The window every rank votes with is the full prefill's, bit for bit (the policy does not change the prefill).
-        j->win_same = e.win_n == j->win_n;
+        j->win_same = e->win_n == j->win_n;
+        float *wq = peek_copy(e->be, e->win_q, wq_n * sizeof(float)), *wl = peek_copy(e->be, e->win_lse, wl_n * sizeof(float));
         for (int64_t l = 0; l < L && j->win_same; l++)
-            j->win_same = memcmp(e.win_q + l * KVPOLICY_WINDOW_MAX * H * hd, j->win_q + l * KVPOLICY_WINDOW_MAX * H * hd,
-                                 (size_t)(e.win_n * H * hd) * sizeof(float)) == 0 &&
-                          memcmp(e.win_lse + l * KVPOLICY_WINDOW_MAX * H, j->win_lse + l * KVPOLICY_WINDOW_MAX * H,
-                                 (size_t)(e.win_n * H) * sizeof(float)) == 0;
-        record_event(j, &e, 0);
-        rc = decode_phase(j, &e, &err);
+            j->win_same = memcmp(wq + l * KVPOLICY_WINDOW_MAX * H * hd, j->win_q + l * KVPOLICY_WINDOW_MAX * H * hd,
+                                 (size_t)(e->win_n * H * hd) * sizeof(float)) == 0 &&
+                          memcmp(wl + l * KVPOLICY_WINDOW_MAX * H, j->win_lse + l * KVPOLICY_WINDOW_MAX * H,
+                                 (size_t)(e->win_n * H) * sizeof(float)) == 0;
+        free(wq);
+        free(wl);
+        record_event(j, e, 0);
+        rc = decode_phase(j, e, &err);
     }
     if (rc == 0 && cfg->do_switch) {
-        rc = engine_truncate(&e, cfg->n_prompt, &err);
-        if (rc == 0) rc = engine_set_attention(&e, cfg->switch_to, &o.recycle, &cfg->switch_po, &err);
+        rc = engine_truncate(e, cfg->n_prompt, &err);
+        if (rc == 0) rc = engine_set_attention(e, cfg->switch_to, &o.recycle, &cfg->switch_po, &err);
         j->phase = 1;
         if (rc == 0) {
-            record_event(j, &e, 0);  // not built yet: only logits and memory are recorded
-            rc = decode_phase(j, &e, &err);
+            record_event(j, e, 0);  // not built yet: only logits and memory are recorded
+            rc = decode_phase(j, e, &err);
         }
     }
     if (rc) {
         snprintf(j->err, sizeof(j->err), "%.240s", err.msg);
         j->failed = 1;
     }
-    engine_free(&e);
+    engine_destroy(e);
     return NULL;
 }
 
@@ -1045,66 +1059,66 @@ static void test_engine_errors(const model *m, const int32_t *prompt, const head
     o.kv_elem = KV_F32;
     o.prefill_block = 16;
     const kvpolicy_opts po = popts(24, 7, 0, hs);
-    engine e;
+    engine *e = NULL;
     rc_err err = {{0}};
     int rc;
 
     // Full attention, one step past the prompt: a policy needs the prompt end.
-    CHECK_MSG(engine_init(&e, m, &o, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_prefill(&e, prompt, n, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_decode(&e, 7, &err) == 0, "%s", err.msg);
+    CHECK_MSG(!(e = engine_create(m, &o, &err)) == 0, "%s", err.msg);
+    CHECK_MSG(engine_prefill(e, prompt, n, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_decode(e, 7, &err) == 0, "%s", err.msg);
     err.msg[0] = 0;
-    rc = engine_set_attention(&e, ATTENTION_SNAPKV, &o.recycle, &po, &err);
+    rc = engine_set_attention(e, ATTENTION_SNAPKV, &o.recycle, &po, &err);
     CHECK_MSG(rc != 0 && strstr(err.msg, "snapkv") && strstr(err.msg, "truncate"),
               "switching to snapkv one step after the prompt: rc %d, '%s'", rc, err.msg);
-    CHECK_MSG(e.opts.attention == ATTENTION_FULL && !e.policy, "a refused switch changed the engine");
-    CHECK_MSG(engine_decode(&e, 8, &err) == 0, "full attention after a refused switch: %s", err.msg);
+    CHECK_MSG(e->opts.attention == ATTENTION_FULL && !e->policy, "a refused switch changed the engine");
+    CHECK_MSG(engine_decode(e, 8, &err) == 0, "full attention after a refused switch: %s", err.msg);
     // Back to the prompt, the switch works and the next step compresses (and frees the full cache).
-    CHECK_MSG(engine_truncate(&e, n, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_set_attention(&e, ATTENTION_SNAPKV, &o.recycle, &po, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_decode(&e, 7, &err) == 0, "%s", err.msg);
-    CHECK(e.policy && e.policy->built && e.kv.k == NULL);
+    CHECK_MSG(engine_truncate(e, n, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_set_attention(e, ATTENTION_SNAPKV, &o.recycle, &po, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_decode(e, 7, &err) == 0, "%s", err.msg);
+    CHECK(e->policy && e->policy->built && e->kv.k == NULL);
     // Released: neither truncating to the prompt nor switching can work any more.
     err.msg[0] = 0;
-    rc = engine_truncate(&e, n, &err);
+    rc = engine_truncate(e, n, &err);
     CHECK_MSG(rc != 0 && strstr(err.msg, "released"), "truncate after the full cache was freed: rc %d, '%s'", rc, err.msg);
     err.msg[0] = 0;
-    rc = engine_set_attention(&e, ATTENTION_FULL, &o.recycle, &po, &err);
+    rc = engine_set_attention(e, ATTENTION_FULL, &o.recycle, &po, &err);
     CHECK_MSG(rc != 0 && strstr(err.msg, "released"), "switch after the full cache was freed: rc %d, '%s'", rc, err.msg);
-    CHECK_MSG(engine_decode(&e, 8, &err) == 0, "snapkv after refused calls: %s", err.msg);
-    engine_free(&e);
+    CHECK_MSG(engine_decode(e, 8, &err) == 0, "snapkv after refused calls: %s", err.msg);
+    engine_destroy(e);
 
     // A policy with the prompt retained: only the prompt end is a valid truncation.
     o.attention = ATTENTION_H2O;
     o.policy = po;
     o.retain_prompt_cache = 1;
-    CHECK_MSG(engine_init(&e, m, &o, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_prefill(&e, prompt, n, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
-    for (int t = 0; t < 3; t++) CHECK_MSG(engine_decode(&e, 9 + t, &err) == 0, "%s", err.msg);
+    CHECK_MSG(!(e = engine_create(m, &o, &err)) == 0, "%s", err.msg);
+    CHECK_MSG(engine_prefill(e, prompt, n, NULL, NULL, NULL, &err) == 0, "%s", err.msg);
+    for (int t = 0; t < 3; t++) CHECK_MSG(engine_decode(e, 9 + t, &err) == 0, "%s", err.msg);
     const int64_t bad_n[] = {n + 1, n - 1, n + 3, 0};
     for (int i = 0; i < 4; i++) {
         err.msg[0] = 0;
-        rc = engine_truncate(&e, bad_n[i], &err);
+        rc = engine_truncate(e, bad_n[i], &err);
         CHECK_MSG(rc != 0 && strstr(err.msg, "h2o") && strstr(err.msg, "40"), "truncate to %lld under h2o: rc %d, '%s'",
                   (long long)bad_n[i], rc, err.msg);
     }
-    CHECK_MSG(e.n_past == n + 3, "a refused truncation changed n_past to %lld", (long long)e.n_past);
+    CHECK_MSG(e->n_past == n + 3, "a refused truncation changed n_past to %lld", (long long)e->n_past);
     err.msg[0] = 0;
-    rc = engine_set_attention(&e, ATTENTION_ADAKV, &o.recycle, &po, &err);
+    rc = engine_set_attention(e, ATTENTION_ADAKV, &o.recycle, &po, &err);
     CHECK_MSG(rc != 0 && strstr(err.msg, "adakv"), "switching to adakv 3 steps after the prompt: rc %d, '%s'", rc, err.msg);
-    CHECK_MSG(engine_truncate(&e, n, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_set_attention(&e, ATTENTION_ADAKV, &o.recycle, &po, &err) == 0, "%s", err.msg);
-    CHECK_MSG(engine_decode(&e, 9, &err) == 0, "%s", err.msg);
-    CHECK(e.policy && e.policy->built && e.kv.k != NULL);
-    engine_free(&e);
+    CHECK_MSG(engine_truncate(e, n, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_set_attention(e, ATTENTION_ADAKV, &o.recycle, &po, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_decode(e, 9, &err) == 0, "%s", err.msg);
+    CHECK(e->policy && e->policy->built && e->kv.k != NULL);
+    engine_destroy(e);
 
     // engine_init refuses what kvpolicy_opts_validate refuses.
     o.attention = ATTENTION_HEADKV;
     o.policy.scores = NULL;
     err.msg[0] = 0;
-    rc = engine_init(&e, m, &o, &err);
+    rc = !(e = engine_create(m, &o, &err));
     CHECK_MSG(rc != 0 && strstr(err.msg, "--head-scores"), "engine_init with headkv and no scores: rc %d, '%s'", rc, err.msg);
-    if (rc == 0) engine_free(&e);
+    if (rc == 0) engine_destroy(e);
 }
 
 // ---- crafted ties, straight on the policy (one rank, no model) -------------------
@@ -1175,13 +1189,15 @@ static void direct_case(const char *label, int method, kvpolicy_opts po, int twi
         }
     rc_err err = {{0}};
     kv_cache kv;
-    CHECK_MSG(kv_cache_init(&kv, L, KV, hd, n, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(kv_cache_init(&kv, &g_cpu, L, KV, hd, n, KV_F32, &err) == 0, "%s", err.msg);
     int64_t slot_pos[D_N];
     for (int64_t l = 0; l < L; l++)
         for (int64_t h = 0; h < KV; h++)
             for (int64_t p = 0; p < n; p++) {
-                memcpy(kv_cache_row(&kv, 0, l, h, p), fr.k + ((l * KV + h) * n + p) * hd, (size_t)hd * sizeof(float));
-                memcpy(kv_cache_row(&kv, 1, l, h, p), fr.v + ((l * KV + h) * n + p) * hd, (size_t)hd * sizeof(float));
+                memcpy((float *)kv.k + kv_cache_row_index(&kv, l, h, p) * hd, fr.k + ((l * KV + h) * n + p) * hd,
+                       (size_t)hd * sizeof(float));
+                memcpy((float *)kv.v + kv_cache_row_index(&kv, l, h, p) * hd, fr.v + ((l * KV + h) * n + p) * hd,
+                       (size_t)hd * sizeof(float));
             }
     for (int64_t p = 0; p < n; p++) slot_pos[p] = p;
     shard_plan plan = {.n_ranks = 1, .zigzag = 0, .n_prompt = n};
@@ -1195,11 +1211,11 @@ static void direct_case(const char *label, int method, kvpolicy_opts po, int twi
     memcpy(j.shard_v, fr.v, (size_t)(L * KV * n * hd) * sizeof(float));
     comm *cm = comm_null_create();
     kvpolicy_state ps;
-    prompt_window win = {.n = D_WIN, .q = fr.win_q, .lse = fr.win_lse};
-    int ok = kvpolicy_init(&ps, method, &po, L, H, KV, hd, KV_F32, &err) == 0;
+    prompt_window win = {.n = D_WIN, .q = fr.win_q, .lse = fr.win_lse, .stride = D_WIN};
+    int ok = kvpolicy_init(&ps, &g_cpu, method, &po, L, H, KV, hd, KV_F32, 1, &err) == 0;
     CHECK_MSG(ok, "%s: init: %s", label, err.msg);
     if (ok) {
-        ok = kvpolicy_compress(&ps, &backend_cpu, &win, &sh, cm, &err) == 0;
+        ok = kvpolicy_compress(&ps, &win, &sh, cm, &err) == 0;
         CHECK_MSG(ok, "%s: compress: %s", label, err.msg);
     }
     if (ok) record_store(&j, &ps, &plan, 0, 0);
@@ -1216,7 +1232,7 @@ static void direct_case(const char *label, int method, kvpolicy_opts po, int twi
                 memcpy(v + hd, v, (size_t)hd * sizeof(float));
             }
             int64_t rows = 0;
-            ok = kvpolicy_attend(&ps, &backend_cpu, l, q, k, v, pos, 1, o, lse, &rows, &err) == 0;
+            ok = kvpolicy_attend(&ps, l, q, k, v, pos, 1, o, lse, &rows, &err) == 0;
             memcpy(r->hq + (t * L + l) * H * hd, q, sizeof(q));
             memcpy(r->hk + (t * L + l) * KV * hd, k, sizeof(k));
             memcpy(r->hlse + (t * L + l) * H, lse, sizeof(lse));
@@ -1281,6 +1297,7 @@ static void test_direct_ties(void) {
 // ---- main --------------------------------------------------------------------
 
 int main(void) {
+    test_backend_setup();
     const double t0 = now_s();
     char path[64];
     rc_err err = {{0}};

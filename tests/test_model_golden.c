@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
 #include "engine/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -118,17 +118,17 @@ static float *run_model(const model *m, const int32_t *tokens, int64_t n, int64_
     o.n_ctx = n;
     o.n_threads = 2;
     o.kv_elem = kv_elem;
-    engine e;
+    engine *e = NULL;
     rc_err err = {{0}};
-    CHECK_MSG(engine_init(&e, m, &o, &err) == 0, "%s", err.msg);
+    CHECK_MSG(!(e = engine_create(m, &o, &err)) == 0, "%s", err.msg);
     float *logits = malloc((size_t)(n * V) * sizeof(float));
     int64_t n_prefill = n - n_decode > 0 ? n - n_decode : 1;
-    CHECK_MSG(engine_prefill(&e, tokens, n_prefill, logits, NULL, NULL, &err) == 0, "%s", err.msg);
+    CHECK_MSG(engine_prefill(e, tokens, n_prefill, logits, NULL, NULL, &err) == 0, "%s", err.msg);
     for (int64_t t = n_prefill; t < n; t++) {
-        CHECK_MSG(engine_decode(&e, tokens[t], &err) == 0, "%s", err.msg);
-        memcpy(logits + t * V, e.logits, (size_t)V * sizeof(float));
+        CHECK_MSG(engine_decode(e, tokens[t], &err) == 0, "%s", err.msg);
+        memcpy(logits + t * V, engine_logits(e), (size_t)V * sizeof(float));
     }
-    engine_free(&e);
+    engine_destroy(e);
     return logits;
 }
 
@@ -199,19 +199,19 @@ static void check_greedy(const model *m, const tokenizer *tok) {
     engine_opts o = engine_default_opts();
     o.n_ctx = n_prompt + N_GREEDY;
     o.n_threads = 2;
-    engine e;
-    CHECK(engine_init(&e, m, &o, &err) == 0);
-    CHECK(engine_prefill(&e, prompt, n_prompt, NULL, NULL, NULL, &err) == 0);
+    engine *e = NULL;
+    CHECK(!(e = engine_create(m, &o, &err)) == 0);
+    CHECK(engine_prefill(e, prompt, n_prompt, NULL, NULL, NULL, &err) == 0);
     int n_match = 0;
     for (int i = 0; i < N_GREEDY; i++) {
-        int32_t next = argmax_logits(e.logits, m->cfg.n_vocab);
+        int32_t next = argmax_logits(engine_logits(e), m->cfg.n_vocab);
         if (next != expected[i]) break;
         n_match++;
-        if (i + 1 < N_GREEDY) CHECK(engine_decode(&e, next, &err) == 0);
+        if (i + 1 < N_GREEDY) CHECK(engine_decode(e, next, &err) == 0);
     }
     printf("greedy: %d/%d tokens identical to the reference\n", n_match, N_GREEDY);
     CHECK_MSG(n_match == N_GREEDY, "greedy generation diverges from the reference at step %d", n_match);
-    engine_free(&e);
+    engine_destroy(e);
     free(ids);
     free(text);
 }

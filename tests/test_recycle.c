@@ -31,7 +31,9 @@
 
 #include "check.h"
 #include "core/hash.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "peek.h"
+#include "test_backend.h"
 #include "engine/sampler.h"
 #include "policy/recycle.h"
 #include "tiny_model.h"
@@ -117,6 +119,20 @@ static int cmp_i64(const void *a, const void *b) {
 
 // The selection of one layer rebuilt from the hook's q/lse, by definition:
 // p = exp(scale q_g.k_j - lse_g) over every position of the single rank's
+#define ROW_MAX 1024  // bytes of one K row in these tests' models
+
+// Whether recycled-cache slot `slot` holds the full cache's rows at slot `kv_slot`.
+static int same_rows(const recycle_cache *rc, const engine *e, int64_t l, int64_t h, int64_t slot, int64_t kv_slot) {
+    uint8_t a[ROW_MAX], b[ROW_MAX];
+    const size_t n = kv_cache_row_bytes(&e->kv);
+    for (int which = 0; which < 2; which++) {
+        peek_recycle_row(rc, which, l, h, slot, a);
+        peek_kv_row(&e->kv, which, l, h, kv_slot, b);
+        if (memcmp(a, b, n)) return 0;
+    }
+    return 1;
+}
+
 // full (fp32) K cache, combined over the KV group, max-pooled with the window
 // cut at the sequence ends, the top K by (score desc, position asc). All in
 // double. Called on one rank only (the CHECKs are not thread-safe).
@@ -131,7 +147,7 @@ static void brute_check(rank_job *j, const engine *e, int ev, int64_t l) {
     CHECK(e->kv.elem == KV_F32);
     for (int64_t i = 0; i < e->n_local; i++) CHECK_MSG(e->slot_pos[i] == i, "one rank: slot %lld holds %lld", (long long)i, (long long)e->slot_pos[i]);
     const kv_view kk = kv_cache_k(&e->kv, l);
-    const float *kd = kk.data;
+    float *kd = peek_copy(e->be, kk.data, (size_t)(KV * kk.head_stride) * sizeof(float));
     const float *q = j->hq + l * H * hd, *lse = j->hlse + l * H;
     double *agg = malloc((size_t)n * sizeof(double)), *pooled = malloc((size_t)n * sizeof(double));
     ref_entry *ref = malloc((size_t)n * sizeof(ref_entry));
@@ -178,8 +194,7 @@ static void brute_check(rank_job *j, const engine *e, int ev, int64_t l) {
                           j->cfg->label, ev, (long long)l, (long long)h, (long long)i - 1, (long long)got[i - 1],
                           pooled[got[i - 1]], (long long)i, (long long)got[i], pooled[got[i]]);
             // The cached K/V rows are the full cache's rows of that position (one rank: slot = position).
-            CHECK_MSG(memcmp(recycle_cache_row(rc, 0, l, h, slot), kv_cache_row(&e->kv, 0, l, h, got[i]), kv_cache_row_bytes(&e->kv)) == 0 &&
-                          memcmp(recycle_cache_row(rc, 1, l, h, slot), kv_cache_row(&e->kv, 1, l, h, got[i]), kv_cache_row_bytes(&e->kv)) == 0,
+            CHECK_MSG(same_rows(rc, e, l, h, slot, got[i]),
                       "%s event %d layer %lld head %lld: cached K/V row of position %lld differs from the full cache",
                       j->cfg->label, ev, (long long)l, (long long)h, (long long)got[i]);
         }
@@ -213,7 +228,7 @@ static void brute_check(rank_job *j, const engine *e, int ev, int64_t l) {
                   detail);
     }
     j->n_brute++;
-    free(agg); free(pooled); free(ref); free(got); free(want);
+    free(agg); free(pooled); free(ref); free(got); free(want); free(kd);
 }
 
 // Records the recycled cache and the hook calls after event ev.
@@ -240,17 +255,18 @@ static void record_event(rank_job *j, const engine *e, int ev) {
             for (int64_t i = 0; i < cnt; i++) {
                 const int64_t slot = recycle_cache_slot(rc, l, h, i);
                 sc[i] = rc->score[recycle_cache_row_index(rc, l, h, slot)];
-                hsh = fnv1a(hsh, recycle_cache_row(rc, 0, l, h, slot), kv_cache_row_bytes(&rc->rows));
-                hsh = fnv1a(hsh, recycle_cache_row(rc, 1, l, h, slot), kv_cache_row_bytes(&rc->rows));
+                uint8_t row[2][ROW_MAX];
+                peek_recycle_row(rc, 0, l, h, slot, row[0]);
+                peek_recycle_row(rc, 1, l, h, slot, row[1]);
+                hsh = fnv1a(hsh, row[0], kv_cache_row_bytes(&rc->rows));
+                hsh = fnv1a(hsh, row[1], kv_cache_row_bytes(&rc->rows));
                 // A selected position this rank owns: the cached rows are its shard's rows.
                 // (Right after a rebuild every entry is a selected shard row.)
                 const int rebuilt = ev == 0 || e->last_step.layer_full[l];
                 if (rebuilt) {
                     for (int64_t s = 0; s < e->n_local; s++)
                         if (e->slot_pos[s] == pos[i]) {
-                            if (memcmp(recycle_cache_row(rc, 0, l, h, slot), kv_cache_row(&e->kv, 0, l, h, s), kv_cache_row_bytes(&e->kv)) ||
-                                memcmp(recycle_cache_row(rc, 1, l, h, slot), kv_cache_row(&e->kv, 1, l, h, s), kv_cache_row_bytes(&e->kv)))
-                                j->rows_bad++;
+                            if (!same_rows(rc, e, l, h, slot, s)) j->rows_bad++;
                             break;
                         }
                 }
@@ -268,7 +284,7 @@ static int warmup_sequence(rank_job *j, engine *e, rc_err *err) {
     const int64_t V = j->m->cfg.n_vocab;
     if (engine_prefill(e, j->prompt + 31, 50, NULL, NULL, NULL, err)) return -1;
     for (int t = 0; t < 10; t++)
-        if (engine_decode(e, argmax_logits(e->logits, V), err)) return -1;
+        if (engine_decode(e, argmax_logits(engine_logits(e), V), err)) return -1;
     engine_reset(e);
     return 0;
 }
@@ -289,57 +305,58 @@ static void *run_rank(void *arg) {
     o.recycle = cfg->ro;
     o.on_full_attention = hook;
     o.hook_user = j;
-    engine e;
+    o.backend = test_backend();
+    engine *e = NULL;
     rc_err err = {{0}};
-    int rc = engine_init(&e, j->m, &o, &err);
-    if (rc == 0 && cfg->warmup) rc = warmup_sequence(j, &e, &err);
+    int rc = !(e = engine_create(j->m, &o, &err));
+    if (rc == 0 && cfg->warmup) rc = warmup_sequence(j, e, &err);
     int64_t base_full[8] = {0}, base_recycled[8] = {0};  // the warm-up's per-layer counts
     if (rc == 0)
-        for (int64_t l = 0; l < L && l < 8; l++) base_full[l] = e.stats.layer_full[l], base_recycled[l] = e.stats.layer_recycled[l];
+        for (int64_t l = 0; l < L && l < 8; l++) base_full[l] = e->stats.layer_full[l], base_recycled[l] = e->stats.layer_recycled[l];
     memset(j->hcalled, 0, (size_t)L);
     if (rc == 0 && cfg->n_prompt > 0) {
         const int64_t first = cfg->prefill_split > 0 ? cfg->prefill_split : cfg->n_prompt;
-        rc = engine_prefill(&e, j->prompt, first, NULL, NULL, NULL, &err);
+        rc = engine_prefill(e, j->prompt, first, NULL, NULL, NULL, &err);
         if (rc == 0 && first < cfg->n_prompt) {
             memset(j->hcalled, 0, (size_t)L);  // the second call's rebuild is the one recorded
-            rc = engine_prefill(&e, j->prompt + first, cfg->n_prompt - first, NULL, NULL, NULL, &err);
+            rc = engine_prefill(e, j->prompt + first, cfg->n_prompt - first, NULL, NULL, NULL, &err);
         }
     }
     if (rc) {
         fprintf(stderr, "%s rank %d: %s\n", cfg->label, j->c->rank, err.msg);
         j->failed = 1;
-        engine_free(&e);
+        engine_destroy(e);
         return NULL;
     }
     if (cfg->n_prompt > 0) {  // without a prompt there are no logits before the first token
-        memcpy(j->logits, e.logits, (size_t)V * sizeof(float));
-        record_event(j, &e, 0);
+        memcpy(j->logits, engine_logits(e), (size_t)V * sizeof(float));
+        record_event(j, e, 0);
     }
     for (int t = 0; t < N_DECODE; t++) {
-        int32_t next = cfg->forced ? cfg->forced[t] : argmax_logits(e.logits, V);
+        int32_t next = cfg->forced ? cfg->forced[t] : argmax_logits(engine_logits(e), V);
         j->generated[t] = next;
         const comm_counters before = j->c->counters[COMM_PHASE_DECODE];
-        if (engine_decode(&e, next, &err)) {
+        if (engine_decode(e, next, &err)) {
             fprintf(stderr, "%s rank %d: %s\n", cfg->label, j->c->rank, err.msg);
             j->failed = 1;
             break;
         }
         const comm_counters *after = &j->c->counters[COMM_PHASE_DECODE];
         const int ev = t + 1;
-        memcpy(j->logits + (int64_t)ev * V, e.logits, (size_t)V * sizeof(float));
-        j->n_full[ev] = e.last_step.n_full_layers;
-        memcpy(j->layer_full + ev * L, e.last_step.layer_full, (size_t)L);
-        j->step_calls[ev] = e.last_step.comm_calls;
-        j->step_bytes[ev] = e.last_step.comm_bytes;
+        memcpy(j->logits + (int64_t)ev * V, engine_logits(e), (size_t)V * sizeof(float));
+        j->n_full[ev] = e->last_step.n_full_layers;
+        memcpy(j->layer_full + ev * L, e->last_step.layer_full, (size_t)L);
+        j->step_calls[ev] = e->last_step.comm_calls;
+        j->step_bytes[ev] = e->last_step.comm_bytes;
         j->ctr_calls[ev] = after->n_calls - before.n_calls;
         j->ctr_bytes[ev] = (after->bytes_sent - before.bytes_sent) + (after->bytes_recv - before.bytes_recv);
-        record_event(j, &e, ev);
+        record_event(j, e, ev);
     }
     for (int64_t l = 0; l < L && l < 8; l++) {
-        j->layer_full_stats[l] = e.stats.layer_full[l] - base_full[l];
-        j->layer_recycled_stats[l] = e.stats.layer_recycled[l] - base_recycled[l];
+        j->layer_full_stats[l] = e->stats.layer_full[l] - base_full[l];
+        j->layer_recycled_stats[l] = e->stats.layer_recycled[l] - base_recycled[l];
     }
-    engine_free(&e);
+    engine_destroy(e);
     return NULL;
 }
 
@@ -594,7 +611,9 @@ static void expect_positions(const recycle_cache *c, int64_t layer, int64_t h, c
 static void expect_row(const recycle_cache *c, int64_t layer, int64_t h, int64_t i, float kbase, float vbase,
                        const char *what) {
     const int64_t hd = c->rows.head_dim, slot = recycle_cache_slot(c, layer, h, i);
-    const float *k = recycle_cache_row(c, 0, layer, h, slot), *v = recycle_cache_row(c, 1, layer, h, slot);
+    float k[64], v[64];
+    peek_recycle_row(c, 0, layer, h, slot, k);
+    peek_recycle_row(c, 1, layer, h, slot, v);
     int ok = 1;
     for (int64_t d = 0; d < hd; d++) ok &= k[d] == kbase + 0.01f * (float)d && v[d] == vbase + 0.01f * (float)d;
     CHECK_MSG(ok, "%s: layer %lld head %lld entry %lld: K/V row is not the appended one (K[0] %g, want %g)", what,
@@ -605,8 +624,8 @@ static void test_recycle_cache_append(void) {
     enum { NL = 2, NKV = 2, HD = 4, KC = 3 };
     recycle_cache c;
     rc_err err = {{0}};
-    CHECK_MSG(recycle_cache_init(&c, NL, NKV, HD, NULL, KC, KV_F32, &err) == 0, "%s", err.msg);
-    CHECK(recycle_cache_init(&(recycle_cache){0}, NL, NKV, HD, NULL, 0, KV_F32, &err) != 0);  // k = 0 refused
+    CHECK_MSG(recycle_cache_init(&c, &g_cpu, NL, NKV, HD, NULL, KC, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK(recycle_cache_init(&(recycle_cache){0}, &g_cpu, NL, NKV, HD, NULL, 0, KV_F32, &err) != 0);  // k = 0 refused
     float kr[NKV * HD], vr[NKV * HD];
     // Position p, head h: K row starts at 100p + 10h, V row at -(100p + 10h).
     for (int64_t p = 10; p < 12; p++) {
@@ -677,9 +696,9 @@ static void test_rebuild_one_rank(void) {
     o.group_agg = GROUP_AGG_MAX;
     recycle_state rs;
     rc_err err = {{0}};
-    CHECK_MSG(recycle_init(&rs, &o, 1, NH, NKV, HD, 64, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(recycle_init(&rs, &g_cpu, &o, 1, NH, NKV, HD, 64, KV_F32, 1, &err) == 0, "%s", err.msg);
     kv_cache kv;
-    CHECK_MSG(kv_cache_init(&kv, 1, NKV, HD, N, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(kv_cache_init(&kv, &g_cpu, 1, NKV, HD, N, KV_F32, &err) == 0, "%s", err.msg);
     float k[N * NKV * HD], v[N * NKV * HD];
     int64_t slot_pos[N];
     for (int j = 0; j < N; j++) {
@@ -687,7 +706,7 @@ static void test_rebuild_one_rank(void) {
         fill_row(v + j * HD, HD, -(float)(1000 + j));
         slot_pos[j] = j;
     }
-    kv_cache_store(&kv, 0, 0, N, k, v);
+    CHECK(kv_cache_store(&kv, 0, 0, N, k, v, &err) == 0);
     // raw (NH, N) scaled scores; lse 0 so p = exp(raw). Head 0 favours 7 then 2,
     // head 1 favours 9 then 4; with max over the group the top 4 best-first are
     // 7 (-0.1), 9 (-0.2), 2 (-0.3), 4 (-0.4); everything else is <= -3.
@@ -735,7 +754,7 @@ static void test_rebuild_one_rank(void) {
     // exp(-0.15). Best first: 0, 1, 2, then 6 by position among the tie.
     recycle_free(&rs);
     o.pool_kernel = 3;
-    CHECK_MSG(recycle_init(&rs, &o, 1, NH, NKV, HD, 64, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(recycle_init(&rs, &g_cpu, &o, 1, NH, NKV, HD, 64, KV_F32, 1, &err) == 0, "%s", err.msg);
     CHECK_MSG(recycle_rebuild(&rs, 0, raw, lse, qmean, &sh, cm, &err) == 0, "%s", err.msg);
     const int64_t want5[] = {6, 2, 1, 0};
     expect_positions(&rs.cache, 0, 0, want5, 4, "rebuild with pooling (kernel 3)");
@@ -744,14 +763,14 @@ static void test_rebuild_one_rank(void) {
     recycle_free(&rs);
     o.pool_kernel = 1;
     o.group_agg = GROUP_AGG_MEAN;
-    CHECK_MSG(recycle_init(&rs, &o, 1, NH, NKV, HD, 64, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(recycle_init(&rs, &g_cpu, &o, 1, NH, NKV, HD, 64, KV_F32, 1, &err) == 0, "%s", err.msg);
     CHECK_MSG(recycle_rebuild(&rs, 0, raw, lse, qmean, &sh, cm, &err) == 0, "%s", err.msg);
     const int64_t want6[] = {9, 3, 7, 1};
     expect_positions(&rs.cache, 0, 0, want6, 4, "rebuild with mean aggregation");
     // First query head only: 1 (-0.05), 7 (-0.1), 2 (-0.3), then 0 (-3.0).
     recycle_free(&rs);
     o.group_agg = GROUP_AGG_FIRST;
-    CHECK_MSG(recycle_init(&rs, &o, 1, NH, NKV, HD, 64, KV_F32, &err) == 0, "%s", err.msg);
+    CHECK_MSG(recycle_init(&rs, &g_cpu, &o, 1, NH, NKV, HD, 64, KV_F32, 1, &err) == 0, "%s", err.msg);
     CHECK_MSG(recycle_rebuild(&rs, 0, raw, lse, qmean, &sh, cm, &err) == 0, "%s", err.msg);
     const int64_t want7[] = {0, 2, 7, 1};
     expect_positions(&rs.cache, 0, 0, want7, 4, "rebuild with the first head");
@@ -819,7 +838,7 @@ static void test_validate(void) {
     recycle_state rs;
     recycle_opts bad = d;
     bad.k = n_ctx + 1;
-    CHECK(recycle_init(&rs, &bad, 1, 2, 1, 4, n_ctx, KV_F32, &err) != 0);
+    CHECK(recycle_init(&rs, &g_cpu, &bad, 1, 2, 1, 4, n_ctx, KV_F32, 1, &err) != 0);
 }
 
 // ---- main --------------------------------------------------------------------
@@ -835,6 +854,7 @@ static recycle_opts ropts(int64_t k, int64_t stride, int64_t pool, int agg) {
 }
 
 int main(void) {
+    test_backend_setup();
     test_recycle_cache_append();
     test_rebuild_one_rank();
     test_validate();
@@ -934,7 +954,7 @@ int main(void) {
         {  // the allocation is not uniform and keeps the total
             recycle_state rs;
             rc_err err = {{0}};
-            CHECK_MSG(recycle_init(&rs, &sel[5].ro, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, 200, KV_F32, &err) == 0,
+            CHECK_MSG(recycle_init(&rs, &g_cpu, &sel[5].ro, c->n_layer, c->n_head, c->n_head_kv, c->head_dim, 200, KV_F32, 1, &err) == 0,
                       "%s", err.msg);
             int64_t total = 0, lo = INT64_MAX, hi = 0;
             for (int64_t l = 0; l < c->n_layer; l++)

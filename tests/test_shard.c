@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "test_backend.h"
 #include "engine/sampler.h"
 #include "tiny_model.h"
 
@@ -39,35 +40,36 @@ static void *run_rank(void *arg) {
     rank_job *j = arg;
     const int64_t V = j->m->cfg.n_vocab;
     engine_opts o = engine_default_opts();
+    o.backend = test_backend();
     o.n_ctx = j->n_prompt + N_DECODE + 1;
     o.n_threads = 1;
     o.kv_elem = j->kv_elem;
     o.prefill_block = 5;  // several blocks per rank, uneven
     o.comm = j->c;
     o.zigzag = j->zigzag;
-    engine e;
+    engine *e = NULL;
     rc_err err = {{0}};
-    if (engine_init(&e, j->m, &o, &err) || engine_prefill(&e, j->prompt, j->n_prompt, NULL, NULL, NULL, &err)) {
+    if (!(e = engine_create(j->m, &o, &err)) || engine_prefill(e, j->prompt, j->n_prompt, NULL, NULL, NULL, &err)) {
         fprintf(stderr, "rank %d: %s\n", j->c->rank, err.msg);
         j->failed = 1;
         return NULL;
     }
-    memcpy(j->logits, e.logits, (size_t)V * sizeof(float));
+    memcpy(j->logits, engine_logits(e), (size_t)V * sizeof(float));
     for (int t = 0; t < N_DECODE; t++) {
-        int32_t next = argmax_logits(e.logits, V);
+        int32_t next = argmax_logits(engine_logits(e), V);
         j->generated[t] = next;
-        if (engine_decode(&e, next, &err)) {
+        if (engine_decode(e, next, &err)) {
             fprintf(stderr, "rank %d: %s\n", j->c->rank, err.msg);
             j->failed = 1;
             break;
         }
-        memcpy(j->logits + (int64_t)(t + 1) * V, e.logits, (size_t)V * sizeof(float));
+        memcpy(j->logits + (int64_t)(t + 1) * V, engine_logits(e), (size_t)V * sizeof(float));
     }
-    j->n_local = e.n_local;
-    j->capacity = e.kv.capacity;
+    j->n_local = e->n_local;
+    j->capacity = e->kv.capacity;
     j->prefill = j->c->counters[COMM_PHASE_PREFILL];
     j->decode = j->c->counters[COMM_PHASE_DECODE];
-    engine_free(&e);
+    engine_destroy(e);
     return NULL;
 }
 
@@ -127,6 +129,7 @@ static void test_runs_vs_owner(void) {
 }
 
 int main(void) {
+    test_backend_setup();
     test_runs_vs_owner();
     char path[64];
     rc_err err = {{0}};

@@ -260,8 +260,8 @@ int cmd_bench(int argc, char **argv) {
     eo.kv_elem = kv_elem;
     eo.comm = cm;
     eo.retain_prompt_cache = 1;  // every method starts from the same prefill
-    engine e;
-    if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
+    engine *e = engine_create(&m, &eo, &err);
+    if (!e) cli_die_err(&err);
     int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
     random_tokens(ids, n_ctx, V, BENCH_SEED);
     const double weight_bytes = (double)model_weight_bytes_per_token(&m);
@@ -280,9 +280,9 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_prefill; i++) {
         double best = 1e30;
         for (int64_t r = 0; r < reps + 1; r++) {  // one untimed warm-up
-            engine_reset(&e);
+            engine_reset(e);
             double t0 = cli_now();
-            if (engine_prefill(&e, ids, prefill_lens[i], NULL, NULL, NULL, &err)) cli_die_err(&err);
+            if (engine_prefill(e, ids, prefill_lens[i], NULL, NULL, NULL, &err)) cli_die_err(&err);
             double dt = cli_now() - t0;
             if (r > 0 && dt < best) best = dt;
         }
@@ -292,7 +292,7 @@ int cmd_bench(int argc, char **argv) {
         bench_row *row = &rows[n_rows++];
         *row = (bench_row){.test = "prefill", .budget = -1, .depth = -1, .tokens = prefill_lens[i], .seconds = best,
                            .tok_s = (double)prefill_lens[i] / best, .wrong = -1,
-                           .kv_mib = max_over_ranks(cm, (double)engine_kv_bytes_used(&e) / (1 << 20)),
+                           .kv_mib = max_over_ranks(cm, (double)engine_kv_bytes_used(e) / (1 << 20)),
                            .peak_rss_mib = max_over_ranks(cm, cli_peak_rss_mib())};
         if (csv) {
             csv_row(csv, row, cm->size, n_threads, kv_name, command);
@@ -306,9 +306,9 @@ int cmd_bench(int argc, char **argv) {
     int64_t total_wrong = 0;
     for (int i = 0; i < n_depths; i++) {
         const int64_t D = depths[i];
-        engine_reset(&e);
-        if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
-        if (D > 0 && engine_prefill(&e, ids, D, NULL, NULL, NULL, &err)) cli_die_err(&err);
+        engine_reset(e);
+        if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
+        if (D > 0 && engine_prefill(e, ids, D, NULL, NULL, NULL, &err)) cli_die_err(&err);
         double full_tps = 0.0;
         int have_first = 0;
         const int depth_rows = n_rows;
@@ -329,13 +329,13 @@ int cmd_bench(int argc, char **argv) {
                 if (kvpolicy_opts_validate(bm->attention - ATTENTION_STREAMING, &po, m.cfg.n_layer, m.cfg.n_head, &err))
                     cli_die_err(&err);
             }
-            if (engine_truncate(&e, D, &err) || engine_set_attention(&e, bm->attention, &ro, &po, &err))
+            if (engine_truncate(e, D, &err) || engine_set_attention(e, bm->attention, &ro, &po, &err))
                 cli_die_err(&err);
             // Step 1 (untimed) builds the recycled cache; for full attention it
             // doubles as the correctness probe.
-            if (engine_decode(&e, ids[D], &err)) cli_die_err(&err);
+            if (engine_decode(e, ids[D], &err)) cli_die_err(&err);
             if (bm->attention == ATTENTION_FULL && !have_first) {
-                memcpy(first_logits, e.logits, (size_t)V * sizeof(float));
+                memcpy(first_logits, engine_logits(e), (size_t)V * sizeof(float));
                 have_first = 1;
             }
             comm_counters before = cm->counters[COMM_PHASE_DECODE];
@@ -344,18 +344,18 @@ int cmd_bench(int argc, char **argv) {
             double t0 = cli_now();
             for (int64_t t = 0; t < decode_tokens; t++) {
                 double ts = cli_now();
-                if (engine_decode(&e, ids[D + 1 + t], &err)) cli_die_err(&err);
-                int kind = e.last_step.n_full_layers > 0 ? 0 : 3;
+                if (engine_decode(e, ids[D + 1 + t], &err)) cli_die_err(&err);
+                int kind = engine_last_step(e)->n_full_layers > 0 ? 0 : 3;
                 acc[kind] += cli_now() - ts;
                 acc[kind + 1] += 1;
-                acc[kind + 2] += (double)e.last_step.kv_bytes_read;
+                acc[kind + 2] += (double)engine_last_step(e)->kv_bytes_read;
             }
             double dt = cli_now() - t0;
             double comm_per_step =
                 (double)(cm->counters[COMM_PHASE_DECODE].bytes_recv - before.bytes_recv) / (double)decode_tokens;
             // Every rank's clock ends when its last step ends: report the slowest
             // rank's times and the whole machine's K/V reads.
-            double kv_mib = (double)engine_kv_bytes_used(&e) / (1 << 20), peak_rss = cli_peak_rss_mib();
+            double kv_mib = (double)engine_kv_bytes_used(e) / (1 << 20), peak_rss = cli_peak_rss_mib();
             double mine[9] = {dt, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], kv_mib, peak_rss}, all[64 * 9];
             if (cm->size <= 64 && comm_allgather(cm, mine, sizeof(mine), all, &err) == 0) {
                 for (int r = 1; r < cm->size; r++) {
@@ -405,12 +405,12 @@ int cmd_bench(int argc, char **argv) {
         int64_t wrong = -1;  // -1: not verified
         if (have_first && D <= verify_max) {
             // Independent path: prefill D+1 tokens at once (tiled GEMM attention).
-            engine_reset(&e);
-            if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
-            if (engine_prefill(&e, ids, D + 1, NULL, NULL, NULL, &err)) cli_die_err(&err);
+            engine_reset(e);
+            if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
+            if (engine_prefill(e, ids, D + 1, NULL, NULL, NULL, &err)) cli_die_err(&err);
             wrong = 0;
             for (int64_t v = 0; v < V; v++)
-                if (!isfinite(first_logits[v]) || fabsf(first_logits[v] - e.logits[v]) > 1e-2f + 1e-3f * fabsf(e.logits[v]))
+                if (!isfinite(first_logits[v]) || fabsf(first_logits[v] - engine_logits(e)[v]) > 1e-2f + 1e-3f * fabsf(engine_logits(e)[v]))
                     wrong++;
             snprintf(wrong_s, sizeof(wrong_s), "%lld", (long long)wrong);
         }
@@ -441,7 +441,7 @@ int cmd_bench(int argc, char **argv) {
     if (!rank0) fclose(out);
     free(first_logits);
     free(ids);
-    engine_free(&e);
+    engine_destroy(e);
     model_free(&m);
     comm_destroy(cm);
     return total_wrong ? 1 : 0;

@@ -145,8 +145,8 @@ int eval_ppl_main(int argc, char **argv) {
     eo.comm = cm;
     eo.zigzag = o.zigzag;
     eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
-    engine e;
-    if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
+    engine *e = engine_create(&m, &eo, &err);
+    if (!e) cli_die_err(&err);
 
     FILE *csv = NULL;
     char csv_path[4096], json_path[4096];
@@ -179,30 +179,30 @@ int eval_ppl_main(int argc, char **argv) {
         char status[160];
         snprintf(status, sizeof(status), "ctx %lld: prefill %lld tokens", (long long)ctx, (long long)n_prefix);
         eval_progress_status(&prog, status);
-        engine_reset(&e);
-        if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
-        if (engine_prefill(&e, ids, n_prefix, NULL, NULL, NULL, &err)) cli_die_err(&err);
-        memcpy(prompt_logits, e.logits, (size_t)V * sizeof(float));
+        engine_reset(e);
+        if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
+        if (engine_prefill(e, ids, n_prefix, NULL, NULL, NULL, &err)) cli_die_err(&err);
+        memcpy(prompt_logits, engine_logits(e), (size_t)V * sizeof(float));
         const double nll_first = token_nll(prompt_logits, V, ids[n_prefix]);
         for (int ri = 0; ri < n_runs[ci]; ri++) {
             const eval_run *r = &runs[ci][ri];
             snprintf(status, sizeof(status), "ctx %lld: %s budget %lld", (long long)ctx, r->label, (long long)r->budget);
             eval_progress_status(&prog, status);
             const double t0 = cli_now();
-            if (engine_truncate(&e, n_prefix, &err) || eval_set_run(&e, r, &err)) cli_die_err(&err);
+            if (engine_truncate(e, n_prefix, &err) || eval_set_run(e, r, &err)) cli_die_err(&err);
             double *nll = res[ri].nll, sum = nll[0] = nll_first;
             uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
             for (int64_t i = 1; i < eval_tokens; i++) {
-                if (engine_decode(&e, ids[n_prefix + i - 1], &err)) cli_die_err(&err);
-                hash = fnv1a(hash, e.logits, (size_t)V * sizeof(float));
-                sum += nll[i] = token_nll(e.logits, V, ids[n_prefix + i]);
+                if (engine_decode(e, ids[n_prefix + i - 1], &err)) cli_die_err(&err);
+                hash = fnv1a(hash, engine_logits(e), (size_t)V * sizeof(float));
+                sum += nll[i] = token_nll(engine_logits(e), V, ids[n_prefix + i]);
             }
             const double secs = cli_now() - t0;
             n_steps += eval_tokens - 1;
             all_hash = fnv1a(all_hash, &hash, sizeof(hash));
             char what[200];
             snprintf(what, sizeof(what), "ctx %lld %s", (long long)ctx, r->label);
-            eval_gather_run(cm, hash, (double)engine_kv_bytes_used(&e), secs, &res[ri].kv_bytes, &res[ri].seconds, what);
+            eval_gather_run(cm, hash, (double)engine_kv_bytes_used(e), secs, &res[ri].kv_bytes, &res[ri].seconds, what);
             res[ri].mean_nll = sum / (double)eval_tokens;
             res[ri].ppl = exp(res[ri].mean_nll);
             eval_progress_step(&prog, 1, (double)eval_tokens, status);
@@ -274,7 +274,7 @@ int eval_ppl_main(int argc, char **argv) {
     free(res);
     free(prompt_logits);
     for (int ci = 0; ci < o.n_ctx; ci++) free(runs[ci]);
-    engine_free(&e);
+    engine_destroy(e);
     free(ids);
     tokenizer_free(tok);
     model_free(&m);

@@ -202,15 +202,15 @@ static void on_prefill(void *user, int64_t done, int64_t total) {
 static int64_t decode_answer(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
                              uint64_t *hash) {
     rc_err err = {{0}};
-    const int64_t V = e->m->cfg.n_vocab;
+    const int64_t V = engine_model(e)->cfg.n_vocab;
     int64_t n = 0;
     int32_t next = first;
     while (!tokenizer_is_eog(tok, next)) {
         out[n++] = next;
         if (n == max_new) break;  // the last token needs no forward pass
         if (engine_decode(e, next, &err)) cli_die_err(&err);
-        *hash = fnv1a(*hash, e->logits, (size_t)V * sizeof(float));
-        next = eval_argmax(e->logits, V);
+        *hash = fnv1a(*hash, engine_logits(e), (size_t)V * sizeof(float));
+        next = eval_argmax(engine_logits(e), V);
     }
     return n;
 }
@@ -498,8 +498,8 @@ int eval_ruler_main(int argc, char **argv) {
         eo.comm = cm;
         eo.zigzag = a.c.zigzag;
         eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
-        engine e;
-        if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
+        engine *e = engine_create(&m, &eo, &err);
+        if (!e) cli_die_err(&err);
         const int64_t V = m.cfg.n_vocab;
         float *prompt_logits = malloc((size_t)V * sizeof(float));
         int32_t *answer = malloc((size_t)engine_n_ctx * sizeof(int32_t));
@@ -549,11 +549,11 @@ int eval_ruler_main(int argc, char **argv) {
 
                     prefill_status ps = {.prog = &prog};
                     snprintf(ps.what, sizeof(ps.what), "ctx %lld %s #%lld", (long long)ctx, a.tasks[t], (long long)s);
-                    engine_reset(&e);
-                    if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
-                    if (engine_prefill(&e, ids, n_prompt, NULL, prog.bar ? on_prefill : NULL, &ps, &err))
+                    engine_reset(e);
+                    if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
+                    if (engine_prefill(e, ids, n_prompt, NULL, prog.bar ? on_prefill : NULL, &ps, &err))
                         cli_die_err(&err);
-                    memcpy(prompt_logits, e.logits, (size_t)V * sizeof(float));
+                    memcpy(prompt_logits, engine_logits(e), (size_t)V * sizeof(float));
                     uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
                     const int32_t first = eval_argmax(prompt_logits, V);
                     char line[1024];
@@ -566,9 +566,9 @@ int eval_ruler_main(int argc, char **argv) {
                         snprintf(status, sizeof(status), "%s: %s budget %lld", ps.what, r->label, (long long)r->budget);
                         eval_progress_status(&prog, status);
                         const double t0 = cli_now();
-                        if (engine_truncate(&e, n_prompt, &err) || eval_set_run(&e, r, &err)) cli_die_err(&err);
+                        if (engine_truncate(e, n_prompt, &err) || eval_set_run(e, r, &err)) cli_die_err(&err);
                         uint64_t run_hash = hash;
-                        const int64_t n_new = decode_answer(&e, tok, first, max_new, answer, &run_hash);
+                        const int64_t n_new = decode_answer(e, tok, first, max_new, answer, &run_hash);
                         const double secs = cli_now() - t0;
                         n_steps += n_new;
                         all_hash = fnv1a(all_hash, &run_hash, sizeof(run_hash));
@@ -576,7 +576,7 @@ int eval_ruler_main(int argc, char **argv) {
                         char what[256];
                         snprintf(what, sizeof(what), "ctx %lld %s sample %lld %s", (long long)ctx, a.tasks[t],
                                  (long long)s, r->label);
-                        eval_gather_run(cm, run_hash, (double)engine_kv_bytes_used(&e), secs, &kv_max, &sec_max, what);
+                        eval_gather_run(cm, run_hash, (double)engine_kv_bytes_used(e), secs, &kv_max, &sec_max, what);
                         if (rank0) {
                             char *output = detokenize(tok, answer, n_new);
                             const double score = ruler_score(&sample, output);
@@ -630,7 +630,7 @@ int eval_ruler_main(int argc, char **argv) {
         eval_progress_end(&prog);
         free(answer);
         free(prompt_logits);
-        engine_free(&e);
+        engine_destroy(e);
     }
     // Every run's logits were compared across ranks as it finished; this line
     // states it once for the whole evaluation.

@@ -99,24 +99,24 @@ typedef struct rank_stats {
 } rank_stats;
 
 static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
-    rank_stats mine = {.n_local = e->n_local, .kv_mib = (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
-                       .prefill_scratch_mib = (double)e->stats.prefill_transient_bytes / (1024.0 * 1024.0),
+    rank_stats mine = {.n_local = engine_rows_held(e), .kv_mib = (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
+                       .prefill_scratch_mib = (double)engine_get_stats(e)->prefill_transient_bytes / (1024.0 * 1024.0),
                        .peak_rss_mib = cli_peak_rss_mib()};
     memcpy(mine.counters, cm->counters, sizeof(mine.counters));
-    mine.kv_bytes_read = e->stats.kv_bytes_read;
-    if (e->policy) {
-        mine.n_local = kv_store_rows(&e->policy->store);
-        mine.rows_evicted = e->policy->stats.rows_evicted;
+    mine.kv_bytes_read = engine_get_stats(e)->kv_bytes_read;
+    if (engine_policy(e)) {
+        mine.n_local = kv_store_rows(&engine_policy(e)->store);
+        mine.rows_evicted = engine_policy(e)->stats.rows_evicted;
     }
-    if (e->recycle) {
-        mine.rs = e->recycle->stats;
-        mine.recycled_mib = (double)e->recycle->cache.rows.n_bytes / (1024.0 * 1024.0);
+    if (engine_recycle(e)) {
+        mine.rs = engine_recycle(e)->stats;
+        mine.recycled_mib = (double)engine_recycle(e)->cache.rows.n_bytes / (1024.0 * 1024.0);
     }
     rank_stats *all = malloc((size_t)cm->size * sizeof(rank_stats));
     rc_err err = {{0}};
     if (comm_allgather(cm, &mine, sizeof(mine), all, &err)) cli_die_err(&err);
     if (cm->rank == 0) {
-        const double steps = e->stats.n_decode_tokens > 0 ? (double)e->stats.n_decode_tokens : 1.0;
+        const double steps = engine_get_stats(e)->n_decode_tokens > 0 ? (double)engine_get_stats(e)->n_decode_tokens : 1.0;
         fprintf(stderr, "recall: stats: %d rank%s, logits bitwise identical on all ranks (hash %016llx)\n", cm->size,
                 cm->size > 1 ? "s" : "", (unsigned long long)hash);
         for (int r = 0; r < cm->size; r++) {
@@ -125,37 +125,37 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
             fprintf(stderr,
                     "recall: stats: rank %d: KV %lld %s (%.1f MiB) | prefill %lld calls, %.2f MB sent, %.2f MB "
                     "received, scratch %.1f MiB | decode %lld calls, %.0f bytes received per step | peak RSS %.1f MiB\n",
-                    r, (long long)rs->n_local, e->policy ? "rows kept (all layers and heads)" : "positions", rs->kv_mib,
+                    r, (long long)rs->n_local, engine_policy(e) ? "rows kept (all layers and heads)" : "positions", rs->kv_mib,
                     (long long)p->n_calls, (double)p->bytes_sent / 1e6,
                     (double)p->bytes_recv / 1e6, rs->prefill_scratch_mib, (long long)d->n_calls,
                     (double)d->bytes_recv / steps, rs->peak_rss_mib);
             fprintf(stderr, "recall: stats: rank %d: decode attention read %.2f MB of K/V per step\n", r,
                     (double)rs->kv_bytes_read / steps / 1e6);
-            if (e->policy)
+            if (engine_policy(e))
                 fprintf(stderr, "recall: stats: rank %d: %s evicted %lld rows while decoding%s\n", r,
-                        attention_kind_name(e->opts.attention), (long long)rs->rows_evicted,
-                        e->opts.retain_prompt_cache ? "" : "; the full cache was freed after the prompt");
-            if (e->recycle)
+                        attention_kind_name(engine_get_opts(e)->attention), (long long)rs->rows_evicted,
+                        engine_get_opts(e)->retain_prompt_cache ? "" : "; the full cache was freed after the prompt");
+            if (engine_recycle(e))
                 fprintf(stderr,
                         "recall: stats: rank %d: recycled cache %.1f MiB | %lld layer rebuilds: %lld rows fetched, %lld "
                         "reused | rows sent %.3f MB, %.3f MB saved by not resending held rows\n",
                         r, rs->recycled_mib, (long long)rs->rs.n_rebuilds, (long long)rs->rs.rows_fetched,
                         (long long)rs->rs.rows_reused, (double)rs->rs.bytes_sent / 1e6, (double)rs->rs.bytes_saved / 1e6);
         }
-        const engine_stats *s = &e->stats;
+        const engine_stats *s = engine_get_stats(e);
         const int64_t n_rec_steps = s->n_decode_tokens - s->n_full_steps;
-        if (e->policy)
+        if (engine_policy(e))
             fprintf(stderr, "recall: stats: decode steps: %lld under %s (%.1f ms each)\n", (long long)s->n_decode_tokens,
-                    attention_kind_name(e->opts.attention),
+                    attention_kind_name(engine_get_opts(e)->attention),
                     s->n_decode_tokens ? 1e3 * s->decode_seconds / (double)s->n_decode_tokens : 0.0);
         else
             fprintf(stderr, "recall: stats: decode steps: %lld with full attention (%.1f ms each), %lld all-recycled (%.1f ms each)\n",
                 (long long)s->n_full_steps, s->n_full_steps ? 1e3 * s->full_step_seconds / (double)s->n_full_steps : 0.0,
                 (long long)n_rec_steps,
                 n_rec_steps ? 1e3 * (s->decode_seconds - s->full_step_seconds) / (double)n_rec_steps : 0.0);
-        if (e->recycle) {
+        if (engine_recycle(e)) {
             fprintf(stderr, "recall: stats: full/recycled steps per layer:");
-            for (int64_t l = 0; l < e->m->cfg.n_layer; l++)
+            for (int64_t l = 0; l < engine_model(e)->cfg.n_layer; l++)
                 fprintf(stderr, " %lld/%lld", (long long)s->layer_full[l], (long long)s->layer_recycled[l]);
             fprintf(stderr, "\n");
         }
@@ -172,15 +172,15 @@ static int cmp_i64(const void *a, const void *b) {
 // that `rebuilt` marks (NULL: all layers): equal on every rank count exactly
 // when the selections are. 0 when nothing was rebuilt.
 static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
-    if (!e->recycle) return 0;
-    const recycle_cache *c = &e->recycle->cache;
+    if (!engine_recycle(e)) return 0;
+    const recycle_cache *c = &engine_recycle(e)->cache;
     int64_t *pos = malloc((size_t)c->k * sizeof(int64_t));
     uint64_t h = FNV1A_INIT;
     int any = 0;
-    for (int64_t l = 0; l < e->m->cfg.n_layer; l++) {
+    for (int64_t l = 0; l < engine_model(e)->cfg.n_layer; l++) {
         if (rebuilt && !rebuilt[l]) continue;
         any = 1;
-        for (int64_t kh = 0; kh < e->m->cfg.n_head_kv; kh++) {
+        for (int64_t kh = 0; kh < engine_model(e)->cfg.n_head_kv; kh++) {
             int64_t n = recycle_cache_positions(c, l, kh, pos);
             qsort(pos, (size_t)n, sizeof(int64_t), cmp_i64);
             const int64_t words[3] = {l, kh, n};
@@ -192,8 +192,8 @@ static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
 }
 
 static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t step, int32_t token) {
-    const engine_step *st = &e->last_step;
-    const int64_t n_layer = e->m->cfg.n_layer;
+    const engine_step *st = engine_last_step(e);
+    const int64_t n_layer = engine_model(e)->cfg.n_layer;
     char layers[1024];
     int64_t n = n_layer < (int64_t)sizeof(layers) - 1 ? n_layer : (int64_t)sizeof(layers) - 1;
     for (int64_t l = 0; l < n; l++) layers[l] = st->layer_full[l] ? 'F' : 'R';
@@ -205,7 +205,7 @@ static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t 
             cm->rank, (long long)step, (long long)st->pos, token, st->seconds, (long long)st->n_full_layers, layers,
             (long long)st->kv_bytes_read, (long long)st->comm_calls, (long long)st->comm_bytes,
             (long long)st->rows_reused, (long long)st->rows_fetched,
-            (unsigned long long)(e->recycle && st->n_full_layers ? selection_hash(e, st->layer_full) : 0));
+            (unsigned long long)(engine_recycle(e) && st->n_full_layers ? selection_hash(e, st->layer_full) : 0));
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -331,14 +331,14 @@ int cmd_generate(int argc, char **argv) {
     eo.prefill_block = prefill_block;
     eo.comm = cm;
     eo.zigzag = zigzag;
-    engine e;
-    if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
+    engine *e = engine_create(&m, &eo, &err);
+    if (!e) cli_die_err(&err);
     sampler smp;
     if (sampler_init(&smp, m.cfg.n_vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)) cli_die_err(&err);
 
     progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
     int long_prompt = n_ids > prefill_block && rank0;
-    if (engine_prefill(&e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
+    if (engine_prefill(e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
 
     FILE *lf = NULL, *tf = NULL;
     if (logits_out && rank0 && !(lf = fopen(logits_out, "wb"))) cli_die("%s: cannot open for writing", logits_out);
@@ -350,21 +350,21 @@ int cmd_generate(int argc, char **argv) {
         const comm_counters *pc = &cm->counters[COMM_PHASE_PREFILL];
         fprintf(tf, "{\"event\":\"prefill\",\"rank\":%d,\"ranks\":%d,\"tokens\":%lld,\"seconds\":%.6f,"
                 "\"comm_calls\":%lld,\"comm_bytes\":%lld,\"selection\":\"%016llx\"}\n",
-                cm->rank, cm->size, (long long)e.stats.n_prefill_tokens, e.stats.prefill_seconds,
+                cm->rank, cm->size, (long long)engine_get_stats(e)->n_prefill_tokens, engine_get_stats(e)->prefill_seconds,
                 (long long)pc->n_calls, (long long)(pc->bytes_sent + pc->bytes_recv),
-                (unsigned long long)selection_hash(&e, NULL));
+                (unsigned long long)selection_hash(e, NULL));
     }
     uint64_t logits_hash = FNV1A_INIT;  // over every step's logits
     tokenizer_stream st = {.show_special = show_special};
     size_t piece_cap = rank0 ? tokenizer_decode_cap(tok) : 1;
     char *piece = malloc(piece_cap + 1);
     for (int64_t i = 0; i < n_predict; i++) {
-        logits_hash = fnv1a(logits_hash, e.logits, (size_t)m.cfg.n_vocab * sizeof(float));
+        logits_hash = fnv1a(logits_hash, engine_logits(e), (size_t)m.cfg.n_vocab * sizeof(float));
         // Every rank chooses from the same logits with the same sampler state.
-        int32_t next = sampler_pick(&smp, e.logits);
+        int32_t next = sampler_pick(&smp, engine_logits(e));
         if (lf) {
             fwrite(&next, sizeof(next), 1, lf);
-            fwrite(e.logits, sizeof(float), (size_t)m.cfg.n_vocab, lf);
+            fwrite(engine_logits(e), sizeof(float), (size_t)m.cfg.n_vocab, lf);
         }
         if (tokenizer_is_eog(tok, next)) break;
         if (rank0) {
@@ -373,8 +373,8 @@ int cmd_generate(int argc, char **argv) {
             fflush(stdout);
         }
         if (i + 1 == n_predict) break;  // the last token needs no forward pass
-        if (engine_decode(&e, next, &err)) cli_die_err(&err);
-        if (tf) write_trace_step(tf, &e, cm, i + 1, next);
+        if (engine_decode(e, next, &err)) cli_die_err(&err);
+        if (tf) write_trace_step(tf, e, cm, i + 1, next);
     }
     if (lf) fclose(lf);
     if (tf) fclose(tf);
@@ -393,8 +393,8 @@ int cmd_generate(int argc, char **argv) {
         if (hashes[r] != hashes[0]) cli_die("rank %d's logits differ from rank 0's (hash %016llx vs %016llx)", r,
                                             (unsigned long long)hashes[r], (unsigned long long)hashes[0]);
 
-    const engine_stats *s = &e.stats;
-    if (rank0 && e.recycle) {
+    const engine_stats *s = engine_get_stats(e);
+    if (rank0 && engine_recycle(e)) {
         char desc[256];
         cli_attention_describe(&eo, desc, sizeof(desc));
         fprintf(stderr, "recall: %s: %lld of %lld decode steps ran full attention in some layer\n", desc,
@@ -408,12 +408,12 @@ int cmd_generate(int argc, char **argv) {
                 s->prefill_seconds > 0 ? (double)s->n_prefill_tokens / s->prefill_seconds : 0.0,
                 (long long)s->n_decode_tokens, s->decode_seconds,
                 s->decode_seconds > 0 ? (double)s->n_decode_tokens / s->decode_seconds : 0.0, cm->size,
-                cm->size > 1 ? "s" : "", n_threads, (double)engine_kv_bytes_used(&e) / (1024.0 * 1024.0),
+                cm->size > 1 ? "s" : "", n_threads, (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
                 cm->size > 1 ? " on rank 0" : "", cli_peak_rss_mib());
-    if (want_stats) print_rank_stats(cm, &e, hashes[0]);
+    if (want_stats) print_rank_stats(cm, e, hashes[0]);
     free(hashes);
     sampler_free(&smp);
-    engine_free(&e);
+    engine_destroy(e);
     free(ids);
     tokenizer_free(tok);
     model_free(&m);

@@ -82,12 +82,12 @@ static void usage(FILE *out) {
 
 // ---------------------------------------------------------------- attention
 
-// The attention of one decode step, rebuilt layer by layer in the engine's
-// on_full_attention hook: p_hj = exp(q_h . k_j / sqrt(head_dim) - lse_h), the
-// probabilities of the softmax the engine just computed (lse: natural log).
+// The attention of one decode step, layer by layer, from the engine's
+// on_attention_scores hook: p_hj = exp(s_hj - lse_h), the probabilities of the
+// softmax the engine just computed, from the scores its attention op returned
+// (lse: natural log).
 typedef struct attn_capture {
-    const engine *e;
-    int64_t n_layer, n_head, group, head_dim;
+    int64_t n_layer, n_head;
     int n_threads;
     float *attn;            // (n_layer * n_head, n_total) of the last step, row stride n_total
     int64_t cap;            // positions a row can hold
@@ -96,25 +96,22 @@ typedef struct attn_capture {
     double worst_row_sum_error;
 } attn_capture;
 
-static void on_full_attention(void *user, int64_t layer, int64_t n_total, const float *q, const float *lse) {
+static void on_attention_scores(void *user, int64_t layer, int64_t n_total, const float *scores,
+                                const int64_t *key_pos, int64_t n_keys, const float *lse) {
     attn_capture *ac = user;
-    if (n_total > ac->cap || layer < 0 || layer >= ac->n_layer) return;  // caught by the caller's checks
+    if (n_total > ac->cap || n_keys != n_total || layer < 0 || layer >= ac->n_layer)
+        return;  // caught by the caller's checks (one rank holds every position)
     ac->n_total = n_total;
     ac->n_layers_seen++;
-    const float scale = 1.0f / sqrtf((float)ac->head_dim);
-    const int64_t hd = ac->head_dim;
     double worst = 0.0;
 #pragma omp parallel for num_threads(ac->n_threads) schedule(static) reduction(max : worst)
     for (int64_t h = 0; h < ac->n_head; h++) {
-        const float *qh = q + h * hd;  // q: (n_head, head_dim)
         float *row = ac->attn + (layer * ac->n_head + h) * n_total;
+        const float *s = scores + h * n_keys;  // scores: (n_head, n_keys)
         double sum = 0.0;
-        for (int64_t j = 0; j < n_total; j++) {  // one rank: slot j holds position j
-            const float *k = kv_cache_row(&ac->e->kv, 0, layer, h / ac->group, j);
-            float s = 0.0f;
-            for (int64_t d = 0; d < hd; d++) s += qh[d] * k[d];
-            row[j] = expf(s * scale - lse[h]);
-            sum += row[j];
+        for (int64_t j = 0; j < n_keys; j++) {
+            row[key_pos[j]] = expf(s[j] - lse[h]);
+            sum += row[key_pos[j]];
         }
         double errv = isnan(sum) ? INFINITY : fabs(sum - 1.0);
         if (errv > worst) worst = errv;
@@ -572,20 +569,17 @@ int cmd_profile_heads(int argc, char **argv) {
     engine_opts eo = engine_default_opts();
     eo.n_ctx = max_len + max_new + 1;
     eo.n_threads = n_threads;
-    eo.kv_elem = KV_F32;  // the hook reads K rows straight from the cache
     eo.comm = cm;
     eo.attention = ATTENTION_FULL;
     const int64_t n_heads_total = cfg->n_layer * cfg->n_head;
-    attn_capture cap = {.n_layer = cfg->n_layer, .n_head = cfg->n_head, .group = cfg->n_head / cfg->n_head_kv,
-                        .head_dim = cfg->head_dim, .n_threads = n_threads, .cap = eo.n_ctx};
+    attn_capture cap = {.n_layer = cfg->n_layer, .n_head = cfg->n_head, .n_threads = n_threads, .cap = eo.n_ctx};
     cap.attn = malloc((size_t)n_heads_total * (size_t)cap.cap * sizeof(float));
     if (!cap.attn) cli_die("out of memory for the attention rows (%lld heads x %lld positions)",
                            (long long)n_heads_total, (long long)cap.cap);
-    eo.on_full_attention = on_full_attention;
+    eo.on_attention_scores = on_attention_scores;
     eo.hook_user = &cap;
-    engine e;
-    if (engine_init(&e, &m, &eo, &err)) cli_die_err(&err);
-    cap.e = &e;
+    engine *e = engine_create(&m, &eo, &err);
+    if (!e) cli_die_err(&err);
 
     double *totals = calloc((size_t)n_heads_total, sizeof(double));
     double *ex_score = malloc((size_t)n_heads_total * sizeof(double));
@@ -618,9 +612,9 @@ int cmd_profile_heads(int argc, char **argv) {
                 if (sized_prompt(&ps, bpt, lengths[li], depths[di], seed, &pp, &err)) cli_die_err(&err);
                 const int64_t n = pp.n_ids;
                 memcpy(seq, pp.ids, (size_t)n * sizeof(int32_t));
-                engine_reset(&e);
+                engine_reset(e);
                 meter.t0 = cli_now();
-                if (engine_prefill(&e, pp.ids, n - 1, NULL, show_prefill ? on_prefill : NULL, &meter, &err))
+                if (engine_prefill(e, pp.ids, n - 1, NULL, show_prefill ? on_prefill : NULL, &meter, &err))
                     cli_die_err(&err);
                 memset(ex_score, 0, (size_t)n_heads_total * sizeof(double));
                 tokenizer_stream st = {0};
@@ -633,16 +627,16 @@ int cmd_profile_heads(int argc, char **argv) {
                 const int64_t n_steps = kind == PROBE_R2 && pp.n_expected < max_new ? pp.n_expected : max_new;
                 for (int64_t step = 0; step < n_steps; step++) {
                     cap.n_layers_seen = 0;
-                    if (engine_decode(&e, cur, &err)) cli_die_err(&err);
+                    if (engine_decode(e, cur, &err)) cli_die_err(&err);
                     if (cap.n_layers_seen != cfg->n_layer || cap.n_total != n + step)
                         cli_die("profile-heads: the engine reported attention for %lld of %lld layers over %lld "
                                 "positions (expected %lld)", (long long)cap.n_layers_seen, (long long)cfg->n_layer,
                                 (long long)cap.n_total, (long long)(n + step));
                     if (cap.worst_row_sum_error > ROW_SUM_TOLERANCE)
-                        cli_die("profile-heads: attention rows rebuilt from the KV cache sum to 1 +- %.3g, not "
-                                "within %.0e: the cache does not hold what the engine attended to",
+                        cli_die("profile-heads: attention rows from the engine's scores sum to 1 +- %.3g, not "
+                                "within %.0e: the scores are not the softmax the engine computed",
                                 cap.worst_row_sum_error, ROW_SUM_TOLERANCE);
-                    int32_t next = argmax_logits(e.logits, cfg->n_vocab);
+                    int32_t next = argmax_logits(engine_logits(e), cfg->n_vocab);
                     if (tokenizer_is_eog(tok, next)) break;
                     if (kind == PROBE_R)
                         probe_r_step(cap.attn, n_heads_total, cap.n_total, seq, pp.needle, next, pp.n_answer,
@@ -755,7 +749,7 @@ int cmd_profile_heads(int argc, char **argv) {
     free(seq);
     free(ex_score);
     free(totals);
-    engine_free(&e);
+    engine_destroy(e);
     free(cap.attn);
     tokenizer_free(tok);
     model_free(&m);

@@ -106,6 +106,31 @@ static const comm_ops null_ops = {
     .destroy = null_destroy,
 };
 
+static void expose(const backend *be, int on) {
+    if (be && be->ops->expose) be->ops->expose(be, on);
+}
+
+int comm_allgather_buf(comm *c, const backend *be, const void *send, size_t n_bytes, void *recv, rc_err *err) {
+    expose(be, 1);
+    int rc = comm_allgather(c, send, n_bytes, recv, err);
+    expose(be, 0);
+    return rc;
+}
+
+int comm_allgatherv_buf(comm *c, const backend *be, const void *send, const size_t *counts, void *recv, rc_err *err) {
+    expose(be, 1);
+    int rc = comm_allgatherv(c, send, counts, recv, err);
+    expose(be, 0);
+    return rc;
+}
+
+int comm_bcast_buf(comm *c, const backend *be, void *buf, size_t n_bytes, int root, rc_err *err) {
+    expose(be, 1);
+    int rc = comm_bcast(c, buf, n_bytes, root, err);
+    expose(be, 0);
+    return rc;
+}
+
 comm *comm_null_create(void) {
     comm *c = calloc(1, sizeof(*c));
     if (!c) return NULL;

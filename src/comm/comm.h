@@ -9,7 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 enum comm_phase { COMM_PHASE_SETUP = 0, COMM_PHASE_PREFILL, COMM_PHASE_DECODE, COMM_PHASE_COUNT };
 
@@ -51,6 +56,13 @@ int comm_bcast(comm *c, void *buf, size_t n_bytes, int root, rc_err *err);
 int comm_barrier(comm *c, rc_err *err);
 void comm_destroy(comm *c);
 
+// The same collectives on backend buffers: the communicator's data path,
+// the one place besides the backend that touches them (as NCCL reads device
+// memory). Counted like the host calls. be: the backend that owns the buffers.
+int comm_allgather_buf(comm *c, const backend *be, const void *send, size_t n_bytes, void *recv, rc_err *err);
+int comm_allgatherv_buf(comm *c, const backend *be, const void *send, const size_t *counts, void *recv, rc_err *err);
+int comm_bcast_buf(comm *c, const backend *be, void *buf, size_t n_bytes, int root, rc_err *err);
+
 comm *comm_null_create(void);
 
 // MPI: initializes MPI (MPI_Init_thread, FUNNELED) if needed, sets
@@ -66,5 +78,9 @@ int comm_launched_by_mpi(void);
 // exchange; comms[r] must be used by exactly one thread each, all calling the
 // same collectives in the same order (like real ranks).
 int comm_sim_create(int size, comm **comms, rc_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,14 +8,17 @@
 #include "backend/backend.h"
 #include "core/status.h"
 #include "comm/comm.h"
-#include "kv/kv_cache.h"
-#include "kv/shard.h"
 #include "model/model.h"
 #include "policy/kvpolicy.h"
 #include "policy/recycle.h"
 
-// full and recycled keep every position (sharded); the rest are KV-compression
-// policies (policy/kvpolicy.h), in the order of enum kv_method.
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// The attention methods: full and recycled keep every position (sharded);
+// the rest are KV-compression policies (policy/kvpolicy.h). Each id maps to
+// its policy through the engine's method table, never by position.
 enum attention_kind {
     ATTENTION_FULL = 0,
     ATTENTION_RECYCLED,
@@ -27,14 +30,17 @@ enum attention_kind {
     ATTENTION_HEADKV,
     ATTENTION_KIND_COUNT
 };
-static inline int attention_kind_is_policy(int kind) { return kind >= ATTENTION_STREAMING && kind < ATTENTION_KIND_COUNT; }
+int attention_kind_is_policy(int kind);
+// The KV-compression method (enum kv_method) of a policy kind; -1 for full and recycled.
+int attention_kind_policy(int kind);
 
 typedef struct engine_opts {
     int64_t n_ctx;           // positions the cache holds (prompt + generated)
-    int n_threads;
+    int n_threads;           // CPU backends: threads of this engine's kernels
     int kv_elem;             // KV_F16 (default) or KV_F32
     int64_t prefill_block;   // tokens per prefill block
     const backend_ops *backend;  // NULL: the fast CPU backend
+    int device;              // device index for device backends (-1: the backend's default)
     comm *comm;              // NULL: a single process (null communicator)
     int zigzag;              // prompt ownership: zigzag chunks instead of contiguous ranges
     int attention;           // enum attention_kind
@@ -44,16 +50,23 @@ typedef struct engine_opts {
     // methods can be run from the same prefill (eval, bench). Off: the full
     // cache is freed and only the policy's rows stay in memory.
     int retain_prompt_cache;
-    // Test and analysis hook (may be NULL): called on every rank for each layer
-    // whose attention state over all n_total positions is known (a full decode
-    // step after the merge; in recycled mode also the last prompt position at
-    // prefill end). q: (n_head, head_dim) after RoPE; lse: (n_head), global.
+    // Test and analysis hooks (may be NULL). They receive host copies, made
+    // only when a hook is set. on_full_attention: called on every rank for
+    // each layer whose attention state over all n_total positions is known (a
+    // full decode step after the merge; in recycled mode also the last prompt
+    // position at prefill end). q: (n_head, head_dim) after RoPE; lse: (n_head), global.
     void (*on_full_attention)(void *user, int64_t layer, int64_t n_total, const float *q, const float *lse);
     // The same for a KV-compression policy's decode layer, after the merge and
     // before the policy updates its scores and evicts: the token at `pos`; q:
     // (n_head, head_dim) and k: (n_kv_heads, head_dim) after RoPE; lse:
     // (n_head) over the rows the policy keeps (all ranks).
     void (*on_policy_step)(void *user, int64_t layer, int64_t pos, const float *q, const float *k, const float *lse);
+    // At a full-attention decode layer (full or recycled mode): this rank's
+    // raw scaled scores s_hj = q_h . k_j / sqrt(head_dim), scores: (n_head,
+    // n_keys), of the keys at key_pos: (n_keys); lse: (n_head) global. The
+    // attention probabilities are exp(s_hj - lse_h).
+    void (*on_attention_scores)(void *user, int64_t layer, int64_t n_total, const float *scores,
+                                const int64_t *key_pos, int64_t n_keys, const float *lse);
     void *hook_user;
 } engine_opts;
 
@@ -87,43 +100,15 @@ typedef struct engine_step {
 
 typedef void (*engine_progress_fn)(void *user, int64_t done, int64_t total);
 
-typedef struct engine {
-    const model *m;
-    const backend_ops *be;
-    engine_opts opts;
-    comm *comm;              // opts.comm or an owned null communicator
-    comm *own_comm;
-    shard_plan plan;         // fixed by the first prefill of a sequence
-    kv_cache kv;             // this rank's shard: slot i holds position slot_pos[i]
-    int64_t *slot_pos;       // (kv.capacity)
-    int64_t n_local;         // slots in use
-    int64_t n_past;          // positions of the sequence processed (on all ranks)
-    engine_stats stats;
-    engine_step last_step;
-    recycle_state *recycle;  // when opts.attention == ATTENTION_RECYCLED
-    kvpolicy_state *policy;  // when opts.attention is a KV-compression kind
-    int64_t n_prompt_end;    // n_past after the last prefill
-    // The last win_n prompt positions' queries (after RoPE) and lse, every
-    // layer, on every rank: the vote of the SnapKV-family policies.
-    int64_t win_n;
-    float *win_q;            // (n_layer, KVPOLICY_WINDOW_MAX, n_head, head_dim)
-    float *win_lse;          // (n_layer, KVPOLICY_WINDOW_MAX, n_head)
-    float *raw_scores;       // (n_head, kv.capacity): a full step's scores of this rank's keys
-    float *query_mean;       // (head_dim)
-    float *logits;           // (n_vocab): logits of the last processed position
-    // scratch for one block of up to opts.prefill_block tokens (row-major per token)
-    float *x, *xn, *q, *k, *v, *att, *proj, *gate, *up;
-    float *lse;
-    int64_t *pos;
-    float *o_parts, *lse_parts;  // (n_ranks, n_head, head_dim), (n_ranks, n_head): gathered decode states
-    float *state_send;           // (n_head * head_dim + n_head): this rank's o then lse
-    float *state_recv;           // (n_ranks, n_head * head_dim + n_head): every rank's, in rank order
-} engine;
+// The engine is opaque: its state lives in backend buffers the caller must
+// not touch; what callers need comes through the accessors below.
+typedef struct engine engine;
 
-int engine_init(engine *e, const model *m, const engine_opts *opts, rc_err *err);
+// Sets up the backend (its weights, the engine's buffers) for one sequence at a time.
+engine *engine_create(const model *m, const engine_opts *opts, rc_err *err);
+void engine_destroy(engine *e);  // NULL is fine
 const char *attention_kind_name(int kind);
 int attention_kind_from_name(const char *name);  // -1 when unknown
-void engine_free(engine *e);
 void engine_reset(engine *e);  // forget the sequence, keep the buffers
 
 // Switches the attention method between decode steps. A recycled cache is
@@ -147,17 +132,37 @@ size_t engine_kv_bytes_used(const engine *e);
 // Processes n tokens at positions n_past..n_past+n-1. Every rank passes the
 // same tokens; each computes and keeps only the positions it owns, exchanging
 // K/V per layer. In recycled mode the last position's scores build each
-// layer's recycled cache. logits_all, if non-NULL, receives (n, n_vocab) logits for
-// every position (one rank only); e->logits always ends holding the last
-// position's logits, identical on every rank. progress (may be NULL) is called
-// after each layer. On several ranks a sequence has one prefill, at n_past 0.
+// layer's recycled cache. logits_all, if non-NULL, receives (n, n_vocab)
+// logits for every position (host memory; one rank only); engine_logits then
+// holds the last position's logits, identical on every rank. progress (may be
+// NULL) is called after each layer. On several ranks a sequence has one
+// prefill, at n_past 0.
 int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
                    void *user, rc_err *err);
 // One token: appends it at position n_past (to its owner's shard) and fills
-// e->logits. Every rank passes the same token. A full-attention layer
+// the logits. Every rank passes the same token. A full-attention layer
 // all-gathers (o, lse) and merges the ranks' partial attention (and, in
 // recycled mode, rebuilds that layer's recycled cache); a recycled layer
 // attends over the replicated recycled cache with no communication.
 int engine_decode(engine *e, int32_t token, rc_err *err);
+
+// ---- accessors
+const float *engine_logits(const engine *e);  // (n_vocab) the last position's logits, host memory
+int64_t engine_n_past(const engine *e);
+int64_t engine_n_prompt(const engine *e);      // n_past after the last prefill
+int engine_attention(const engine *e);         // enum attention_kind in use
+const engine_opts *engine_get_opts(const engine *e);
+const model *engine_model(const engine *e);
+comm *engine_comm(const engine *e);
+const backend *engine_backend(const engine *e);
+const engine_stats *engine_get_stats(const engine *e);
+const engine_step *engine_last_step(const engine *e);
+int64_t engine_rows_held(const engine *e);     // positions this rank holds (under a policy: rows kept)
+const recycle_state *engine_recycle(const engine *e);   // NULL unless recycled attention is set
+const kvpolicy_state *engine_policy(const engine *e);   // NULL unless a KV-compression policy is set
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int recycle_cache_init(recycle_cache *c, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim, const int64_t *caps,
+int recycle_cache_init(recycle_cache *c, const backend *be, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim, const int64_t *caps,
                        int64_t k, int elem, rc_err *err) {
     memset(c, 0, sizeof(*c));
     const int64_t n_heads = n_layer * n_kv_heads;
@@ -14,7 +14,8 @@ int recycle_cache_init(recycle_cache *c, int64_t n_layer, int64_t n_kv_heads, in
     c->off = malloc((size_t)n_heads * sizeof(int64_t));
     c->count = calloc((size_t)n_heads, sizeof(int64_t));
     c->head = calloc((size_t)n_heads, sizeof(int64_t));
-    if (!c->cap || !c->off || !c->count || !c->head) {
+    c->append_slot = malloc((size_t)n_kv_heads * sizeof(int64_t));
+    if (!c->cap || !c->off || !c->count || !c->head || !c->append_slot) {
         recycle_cache_free(c);
         return rc_fail(err, "out of memory for the recycled cache");
     }
@@ -32,7 +33,7 @@ int recycle_cache_init(recycle_cache *c, int64_t n_layer, int64_t n_kv_heads, in
         c->k = c->cap[i] > c->k ? c->cap[i] : c->k;
         c->uniform &= c->cap[i] == c->cap[0];
     }
-    if (kv_cache_init(&c->rows, 1, 1, head_dim, total, elem, err)) {
+    if (kv_cache_init(&c->rows, be, 1, 1, head_dim, total, elem, err)) {
         recycle_cache_free(c);
         return -1;
     }
@@ -55,6 +56,7 @@ void recycle_cache_free(recycle_cache *c) {
     free(c->order);
     free(c->count);
     free(c->head);
+    free(c->append_slot);
     memset(c, 0, sizeof(*c));
 }
 
@@ -73,12 +75,10 @@ int64_t recycle_cache_cap(const recycle_cache *c, int64_t layer, int64_t kv_head
 
 int64_t recycle_cache_total_rows(const recycle_cache *c) { return c->rows.capacity; }
 
-void *recycle_cache_row(const recycle_cache *c, int which, int64_t layer, int64_t kv_head, int64_t slot) {
-    return kv_cache_row(&c->rows, which, 0, 0, recycle_cache_row_index(c, layer, kv_head, slot));
-}
-
 static kv_view head_view(const recycle_cache *c, int which, int64_t layer, int64_t kv_head, int64_t stride) {
-    return (kv_view){.data = recycle_cache_row(c, which, layer, kv_head, 0), .elem = c->rows.elem, .head_stride = stride};
+    const size_t off = (size_t)recycle_cache_row_index(c, layer, kv_head, 0) * kv_cache_row_bytes(&c->rows);
+    return (kv_view){.data = (const uint8_t *)(which ? c->rows.v : c->rows.k) + off, .elem = c->rows.elem,
+                     .head_stride = stride};
 }
 
 kv_view recycle_cache_k(const recycle_cache *c, int64_t layer) { return head_view(c, 0, layer, 0, c->k * c->rows.head_dim); }
@@ -106,9 +106,12 @@ void recycle_cache_append(recycle_cache *c, int64_t layer, int64_t pos, const fl
         }
         c->pos[c->off[lh] + slot] = pos;
         c->score[c->off[lh] + slot] = INFINITY;
-        kv_convert_row(recycle_cache_row(c, 0, layer, h, slot), c->rows.elem, k_row + h * hd, hd);
-        kv_convert_row(recycle_cache_row(c, 1, layer, h, slot), c->rows.elem, v_row + h * hd, hd);
+        c->append_slot[h] = c->off[lh] + slot;
     }
+    // All rows as one flat head: row (0, h) of k_row goes to row append_slot[h].
+    kv_view kk = kv_cache_k(&c->rows, 0), vv = kv_cache_v(&c->rows, 0);
+    kk.head_stride = vv.head_stride = 0;
+    c->rows.be->ops->kv_write(c->rows.be, &kk, &vv, c->append_slot, k_row, v_row, 1, H, hd);
 }
 
 int64_t recycle_cache_positions(const recycle_cache *c, int64_t layer, int64_t kv_head, int64_t *out) {

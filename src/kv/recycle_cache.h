@@ -16,8 +16,16 @@
 #include "core/status.h"
 #include "kv/kv_cache.h"
 
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif
+
 typedef struct recycle_cache {
-    kv_cache rows;        // one block of all rows: (layer, KV head) at row offset off[], slot after slot
+    kv_cache rows;        // one block of all rows (backend buffers): (layer, KV head) at row offset off[], slot after slot
     int64_t n_layer, n_kv_heads;
     int64_t k;            // the largest capacity of any (layer, KV head)
     int uniform;          // every capacity is k: a layer's heads sit at a fixed stride (one attention call)
@@ -28,10 +36,11 @@ typedef struct recycle_cache {
     int64_t *order;       // (total rows): per (layer, KV head), a ring of slots in logical order
     int64_t *count;       // (n_layer, n_kv_heads): rows in use
     int64_t *head;        // (n_layer, n_kv_heads): ring index of the front entry
+    int64_t *append_slot; // (n_kv_heads): scratch, the rows an append writes
 } recycle_cache;
 
 // caps: (n_layer, n_kv_heads) capacities, or NULL for k everywhere.
-int recycle_cache_init(recycle_cache *c, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim, const int64_t *caps,
+int recycle_cache_init(recycle_cache *c, const backend *be, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim, const int64_t *caps,
                        int64_t k, int elem, rc_err *err);
 void recycle_cache_free(recycle_cache *c);
 void recycle_cache_clear(recycle_cache *c);
@@ -49,18 +58,21 @@ int64_t recycle_cache_total_rows(const recycle_cache *c);  // capacity over all 
 
 // Slot of logical entry i of a layer and KV head (0 = front, the lowest score).
 int64_t recycle_cache_slot(const recycle_cache *c, int64_t layer, int64_t kv_head, int64_t i);
-// Row index (into pos/score/rows) of a slot.
+// Row index (into pos/score, and the rows of c->rows.k / .v for copy_rows) of a slot.
 static inline int64_t recycle_cache_row_index(const recycle_cache *c, int64_t layer, int64_t kv_head, int64_t slot) {
     return c->off[layer * c->n_kv_heads + kv_head] + slot;
 }
-void *recycle_cache_row(const recycle_cache *c, int which, int64_t layer, int64_t kv_head, int64_t slot);
 
 // Appends the token at `pos` at the tail of every KV head of a layer,
 // dropping the front entry of a head that is full.
-// k_row, v_row: (n_kv_heads, head_dim) fp32, converted to the cache type.
+// k_row, v_row: (n_kv_heads, head_dim) fp32 backend buffers, converted to the cache type.
 void recycle_cache_append(recycle_cache *c, int64_t layer, int64_t pos, const float *k_row, const float *v_row);
 
 // Positions of one layer and KV head in logical order (front first); returns the count.
 int64_t recycle_cache_positions(const recycle_cache *c, int64_t layer, int64_t kv_head, int64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

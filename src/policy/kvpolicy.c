@@ -4,9 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "policy/budget.h"
+extern const kv_policy_ops kvp_streaming, kvp_h2o, kvp_snapkv, kvp_pyramidkv, kvp_adakv, kvp_headkv;
 
-static const char *const method_names[KV_METHOD_COUNT] = {"streaming", "h2o", "snapkv", "pyramidkv", "adakv", "headkv"};
+// The registry: enum kv_method order.
+static const kv_policy_ops *const registry[KV_METHOD_COUNT] = {
+    [KV_METHOD_STREAMING] = &kvp_streaming, [KV_METHOD_H2O] = &kvp_h2o,     [KV_METHOD_SNAPKV] = &kvp_snapkv,
+    [KV_METHOD_PYRAMIDKV] = &kvp_pyramidkv, [KV_METHOD_ADAKV] = &kvp_adakv, [KV_METHOD_HEADKV] = &kvp_headkv,
+};
+
+const kv_policy_ops *kv_policy_get(int method) {
+    return method >= 0 && method < KV_METHOD_COUNT ? registry[method] : NULL;
+}
 
 kvpolicy_opts kvpolicy_default_opts(void) {
     return (kvpolicy_opts){.budget = 1024, .window = 8, .sinks = 4, .pool_kernel = 7, .headkv_beta = 1.5,
@@ -14,44 +22,37 @@ kvpolicy_opts kvpolicy_default_opts(void) {
 }
 
 const char *kv_method_name(int method) {
-    return method >= 0 && method < KV_METHOD_COUNT ? method_names[method] : "unknown";
+    const kv_policy_ops *ops = kv_policy_get(method);
+    return ops ? ops->name : "unknown";
 }
 
 int kv_method_from_name(const char *name) {
     for (int i = 0; i < KV_METHOD_COUNT; i++)
-        if (strcmp(name, method_names[i]) == 0) return i;
+        if (strcmp(name, registry[i]->name) == 0) return i;
     return -1;
 }
 
-static int snap_family(int method) {
-    return method == KV_METHOD_SNAPKV || method == KV_METHOD_PYRAMIDKV || method == KV_METHOD_ADAKV ||
-           method == KV_METHOD_HEADKV;
-}
-
 int kvpolicy_opts_validate(int method, const kvpolicy_opts *o, int64_t n_layer, int64_t n_head, rc_err *err) {
-    if (method < 0 || method >= KV_METHOD_COUNT) return rc_fail(err, "unknown KV-compression method %d", method);
+    const kv_policy_ops *ops = kv_policy_get(method);
+    if (!ops) return rc_fail(err, "unknown KV-compression method %d", method);
     if (o->budget < 1) return rc_fail(err, "--kv-budget must be at least 1 (got %lld)", (long long)o->budget);
     if (o->window < 1 || o->window > KVPOLICY_WINDOW_MAX)
         return rc_fail(err, "--kv-window must lie in [1, %d] (got %lld)", KVPOLICY_WINDOW_MAX, (long long)o->window);
     if (o->pool_kernel < 1 || o->pool_kernel % 2 == 0)
         return rc_fail(err, "--kv-pool must be an odd number >= 1 (got %lld)", (long long)o->pool_kernel);
     if (o->sinks < 0) return rc_fail(err, "--kv-sinks must be >= 0 (got %lld)", (long long)o->sinks);
-    if (method == KV_METHOD_STREAMING && o->budget <= o->sinks)
-        return rc_fail(err, "streaming: --kv-budget %lld leaves no room beside the %lld sink tokens (--kv-sinks)",
-                       (long long)o->budget, (long long)o->sinks);
-    if (method == KV_METHOD_H2O && o->budget < 2)
-        return rc_fail(err, "h2o: --kv-budget must be at least 2 (half heavy hitters, half recent)");
-    if (snap_family(method) && o->budget < o->window)
-        return rc_fail(err, "%s: --kv-budget %lld is smaller than the observation window %lld (--kv-window)",
-                       method_names[method], (long long)o->budget, (long long)o->window);
+    if (ops->validate && ops->validate(o, n_layer, n_head, err)) return -1;
+    if (ops->keeps_window && o->budget < o->window)
+        return rc_fail(err, "%s: --kv-budget %lld is smaller than the observation window %lld (--kv-window)", ops->name,
+                       (long long)o->budget, (long long)o->window);
     if (!(o->headkv_beta > 1.0) || !isfinite(o->headkv_beta))
         return rc_fail(err, "--headkv-beta must be a number > 1 (got %g)", o->headkv_beta);
     if (!(o->pyramid_beta >= 1.0) || !isfinite(o->pyramid_beta))
         return rc_fail(err, "--pyramid-beta must be a number >= 1 (got %g)", o->pyramid_beta);
     if (!(o->ada_floor >= 0.0 && o->ada_floor <= 1.0))
         return rc_fail(err, "--ada-floor must lie in [0, 1] (got %g)", o->ada_floor);
-    if (method == KV_METHOD_HEADKV) {
-        if (!o->scores) return rc_fail(err, "headkv needs head-importance scores (--head-scores FILE)");
+    if (ops->head_scores) {  // checked last: they come from a file
+        if (!o->scores) return rc_fail(err, "%s needs head-importance scores (--head-scores FILE)", ops->name);
         if (o->scores->n_layer != n_layer || o->scores->n_head != n_head)
             return rc_fail(err, "--head-scores: the scores are for %lld layers x %lld heads, the model has %lld x %lld",
                            (long long)o->scores->n_layer, (long long)o->scores->n_head, (long long)n_layer,
@@ -60,11 +61,13 @@ int kvpolicy_opts_validate(int method, const kvpolicy_opts *o, int64_t n_layer, 
     return 0;
 }
 
-int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_t n_layer, int64_t n_head,
-                  int64_t n_kv, int64_t head_dim, int kv_elem, rc_err *err) {
+int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpolicy_opts *o, int64_t n_layer,
+                  int64_t n_head, int64_t n_kv, int64_t head_dim, int kv_elem, int n_ranks, rc_err *err) {
     memset(ps, 0, sizeof(*ps));
     if (kvpolicy_opts_validate(method, o, n_layer, n_head, err)) return -1;
     ps->method = method;
+    ps->ops = kv_policy_get(method);
+    ps->be = be;
     ps->o = *o;
     ps->n_layer = n_layer;
     ps->n_head = n_head;
@@ -72,12 +75,17 @@ int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_
     ps->head_dim = head_dim;
     ps->n_store = o->per_query_head ? n_head : n_kv;
     ps->q_per_store = n_head / ps->n_store;
-    ps->n_threads = 1;
-    if (kv_store_init(&ps->store, n_layer, ps->n_store, head_dim, kv_elem, err)) return -1;
+    if (kv_store_init(&ps->store, be, n_layer, ps->n_store, head_dim, kv_elem, err)) return -1;
+    if (dist_scratch_init(&ps->ds, be, n_ranks, err)) {
+        kvpolicy_free(ps);
+        return -1;
+    }
     ps->budget = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->held = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
-    ps->row_buf = malloc(2 * kv_store_row_bytes(&ps->store));
-    if (!ps->budget || !ps->held || !ps->row_buf) {
+    ps->base = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
+    ps->cand = calloc((size_t)(ps->n_store * (n_ranks + 1)), sizeof(scored_pos));
+    ps->k_tmp = calloc((size_t)ps->n_store, sizeof(int64_t));
+    if (!ps->budget || !ps->held || !ps->base || !ps->cand || !ps->k_tmp) {
         kvpolicy_free(ps);
         return rc_fail(err, "out of memory for the KV policy");
     }
@@ -86,10 +94,13 @@ int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_
 
 void kvpolicy_free(kvpolicy_state *ps) {
     kv_store_free(&ps->store);
+    dist_scratch_free(&ps->ds);
+    if (ps->raw) ps->be->ops->free(ps->be, ps->raw);
     free(ps->budget);
     free(ps->held);
-    free(ps->raw);
-    free(ps->row_buf);
+    free(ps->base);
+    free(ps->cand);
+    free(ps->k_tmp);
     memset(ps, 0, sizeof(*ps));
 }
 
@@ -105,173 +116,96 @@ int64_t kvpolicy_kv_head(const kvpolicy_state *ps, int64_t store_head) {
 
 // ---- compression at the end of the prompt --------------------------------------
 
-// Per-head prompt budgets (window excluded) for the methods that fix them up
-// front: (n_layer, n_store).
-static int static_budgets(const kvpolicy_state *ps, int64_t b, int64_t *out, rc_err *err) {
-    const int64_t L = ps->n_layer, S = ps->n_store;
-    if (ps->method == KV_METHOD_PYRAMIDKV) {
-        int64_t *per_layer = malloc((size_t)L * sizeof(int64_t));
-        if (!per_layer) return rc_fail(err, "out of memory");
-        int rc = budget_pyramid(L, b, ps->o.pyramid_beta, per_layer, err);
-        for (int64_t l = 0; rc == 0 && l < L; l++)
-            for (int64_t s = 0; s < S; s++) out[l * S + s] = per_layer[l];
-        free(per_layer);
-        return rc;
-    }
-    if (ps->method == KV_METHOD_HEADKV) {
-        double *sc = malloc((size_t)(L * S) * sizeof(double));
-        if (!sc) return rc_fail(err, "out of memory");
-        if (S == ps->n_head) memcpy(sc, ps->o.scores->score, (size_t)(L * S) * sizeof(double));
-        else budget_group_scores(ps->o.scores->score, L, ps->n_head, S, sc);
-        int rc = budget_headkv(sc, L * S, b, ps->o.headkv_beta, out, err);
-        free(sc);
-        return rc;
-    }
-    for (int64_t i = 0; i < L * S; i++) out[i] = b;
-    return 0;
+// Per-layer buffers of a compression (not the decode path).
+typedef struct compress_bufs {
+    float *votes, *raw, *o, *lse;   // backend
+    scored_pos *sel;                // (S, k_max) host
+    int64_t *n_sel, *slots, *pos, *cols;
+} compress_bufs;
+
+static void free_compress_bufs(const backend *be, compress_bufs *b) {
+    if (b->votes) be->ops->free(be, b->votes);
+    if (b->raw) be->ops->free(be, b->raw);
+    if (b->o) be->ops->free(be, b->o);
+    if (b->lse) be->ops->free(be, b->lse);
+    free(b->sel); free(b->n_sel); free(b->slots); free(b->pos); free(b->cols);
 }
 
-typedef struct ada_entry {
-    float score;
-    int64_t head, pos;
-} ada_entry;
-
-static int cmp_ada(const void *a, const void *b) {
-    const ada_entry *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    if (x->head != y->head) return x->head < y->head ? -1 : 1;
-    return (x->pos > y->pos) - (x->pos < y->pos);
-}
-
-// Ada-KV: every head keeps its best `floor` entries; the rest of the layer's
-// S * b go to the best remaining entries of any head. lists: (S, k_max) best
-// first; returns each head's count in k.
-static int ada_allocate(int64_t S, int64_t b, double floor_frac, const scored_pos *lists, int64_t k_max,
-                        const int64_t *n_list, int64_t *k, rc_err *err) {
-    const int64_t fl = (int64_t)floor(floor_frac * (double)b);
-    int64_t pool = S * b, n_rest = 0;
-    for (int64_t s = 0; s < S; s++) {
-        k[s] = n_list[s] < fl ? n_list[s] : fl;
-        pool -= k[s];
-        n_rest += n_list[s] - k[s];
+// votes[s, j] = sum over the voting positions w (the last Wv of the prompt)
+// of the mean over the query heads of store head s of exp(s_hj - lse_h), for
+// every key j at or before w: each voter's exact probabilities.
+static void vote(kvpolicy_state *ps, int64_t layer, const prompt_window *win, int64_t Wv, const shard_ctx *sh,
+                 compress_bufs *b) {
+    const backend *be = ps->be;
+    const int64_t H = ps->n_head, hd = ps->head_dim, n = sh->n_total, nl = sh->n_local;
+    const float scale = 1.0f / sqrtf((float)hd);
+    kv_view kk = kv_cache_k(sh->kv, layer), vv = kv_cache_v(sh->kv, layer);
+    for (int64_t w = 0; w < Wv; w++) {
+        const int64_t pw = n - Wv + w, row = layer * win->stride + win->n - Wv + w;
+        int64_t n_seen = 0;  // keys at or before the voter: a prefix, positions ascend
+        while (n_seen < nl && sh->slot_pos[n_seen] <= pw) n_seen++;
+        be->ops->attn_decode_scores(be, b->o, b->lse, b->raw, win->q + row * H * hd, &kk, &vv, nl, H, ps->n_kv, hd,
+                                    scale);
+        be->ops->score_reduce(be, b->votes, b->raw, win->lse + row * H, H, ps->n_store, nl, nl, n_seen,
+                              SCORE_ACC_MEAN_P);
     }
-    ada_entry *rest = malloc((size_t)(n_rest + 1) * sizeof(ada_entry));
-    if (!rest) return rc_fail(err, "out of memory");
-    int64_t t = 0;
-    for (int64_t s = 0; s < S; s++)
-        for (int64_t i = k[s]; i < n_list[s]; i++)
-            rest[t++] = (ada_entry){lists[s * k_max + i].score, s, lists[s * k_max + i].pos};
-    qsort(rest, (size_t)n_rest, sizeof(ada_entry), cmp_ada);
-    // Each head's list is best first, so taking the best entries overall takes
-    // a prefix of every list.
-    for (int64_t i = 0; i < n_rest && i < pool; i++) k[rest[i].head]++;
-    free(rest);
-    return 0;
 }
 
-int kvpolicy_compress(kvpolicy_state *ps, const backend_ops *be, const prompt_window *win, const shard_ctx *sh,
-                      comm *cm, rc_err *err) {
-    const int64_t L = ps->n_layer, S = ps->n_store, H = ps->n_head, hd = ps->head_dim, qps = ps->q_per_store;
+int kvpolicy_compress(kvpolicy_state *ps, const prompt_window *win, const shard_ctx *sh, comm *cm, rc_err *err) {
+    const backend *be = ps->be;
+    const int64_t L = ps->n_layer, S = ps->n_store, H = ps->n_head, hd = ps->head_dim;
     const int64_t n = sh->n_total, nl = sh->n_local, B = ps->o.budget;
     const int64_t Wv = win->n < ps->o.window ? win->n : ps->o.window;  // voting positions
-    const int64_t w_off = win->n - Wv;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int snap = snap_family(ps->method);
     const int keep_all = B >= n;  // a budget that covers the prompt compresses nothing (as SnapKV's reference code)
-    const int needs_scores = ps->method == KV_METHOD_H2O || (!keep_all && snap);
+    const int votes = ps->ops->votes && (!keep_all || ps->ops->decode_scores);  // H2O keeps the votes as scores
     kv_store_clear(&ps->store);
     ps->built = 0;
-
     int rc = -1;
-    const int64_t b_prompt = snap ? B - Wv : B;  // SnapKV family: the window is kept on top of the selection
-    const int64_t recent = ps->method == KV_METHOD_H2O ? B / 2 : 0;
-    int64_t *base = malloc((size_t)(L * S) * sizeof(int64_t));
-    int64_t *k = malloc((size_t)S * sizeof(int64_t)), *n_sel = malloc((size_t)S * sizeof(int64_t));
-    float *raw = malloc((size_t)(H * nl + 1) * sizeof(float));
-    float *agg = malloc((size_t)(S * nl + 1) * sizeof(float)), *pooled = malloc((size_t)(S * nl + 1) * sizeof(float));
-    float *o_tmp = malloc((size_t)(H * hd) * sizeof(float)), *lse_tmp = malloc((size_t)H * sizeof(float));
+    int64_t k_max = n > 0 ? n : 1;
+    compress_bufs b = {0};
+    b.raw = votes ? be->ops->alloc(be, (size_t)(H * nl) * sizeof(float)) : NULL;
+    b.o = votes ? be->ops->alloc(be, (size_t)(H * hd) * sizeof(float)) : NULL;
+    b.lse = votes ? be->ops->alloc(be, (size_t)H * sizeof(float)) : NULL;
+    b.sel = malloc((size_t)(S * k_max) * sizeof(scored_pos));
+    b.n_sel = calloc((size_t)S, sizeof(int64_t));
+    b.slots = malloc((size_t)(nl + 1) * sizeof(int64_t));
+    b.pos = malloc((size_t)(nl + 1) * sizeof(int64_t));
+    b.cols = malloc((size_t)(nl + 1) * sizeof(int64_t));
     uint8_t *keep = malloc((size_t)(nl + 1));
-    scored_pos *sel = NULL;
-    if (!base || !k || !n_sel || !raw || !agg || !pooled || !o_tmp || !lse_tmp || !keep) goto oom;
-    if (snap && !keep_all && static_budgets(ps, b_prompt, base, err)) goto done;
-    int64_t k_max = 1;
-    if (ps->method == KV_METHOD_ADAKV) k_max = S * b_prompt;
-    else if (snap)
-        for (int64_t i = 0; i < L * S; i++) k_max = base[i] > k_max ? base[i] : k_max;
-    else k_max = B;
-    if (k_max > n) k_max = n;
-    if (k_max < 1) k_max = 1;
-    if (!(sel = malloc((size_t)(S * k_max) * sizeof(scored_pos)))) goto oom;
+    if ((votes && (!b.raw || !b.o || !b.lse)) || !b.sel || !b.n_sel || !b.slots || !b.pos || !b.cols || !keep)
+        goto oom;
+    if (!keep_all && ps->ops->begin_prompt && ps->ops->begin_prompt(ps, n, Wv, err)) goto done;
 
     for (int64_t l = 0; l < L; l++) {
-        for (int64_t s = 0; s < S; s++) n_sel[s] = 0;
-        if (needs_scores) {
-            // Sum over the voting queries (and the query heads a store head
-            // serves) of exp(s - lse): each query's exact probabilities.
-            kv_view kk = kv_cache_k(sh->kv, l), vv = kv_cache_v(sh->kv, l);
-            memset(agg, 0, (size_t)(S * nl) * sizeof(float));
-            for (int64_t w = 0; w < Wv; w++) {
-                const int64_t pw = n - Wv + w;
-                const float *qw = win->q + ((l * win->n) + w_off + w) * H * hd;
-                const float *lw = win->lse + ((l * win->n) + w_off + w) * H;
-                be->attn_decode_scores(o_tmp, lse_tmp, raw, qw, &kk, &vv, nl, H, ps->n_kv, hd, scale);
-                for (int64_t h = 0; h < H; h++) {
-                    float *a = agg + (h / qps) * nl;
-                    const float *r = raw + h * nl;
-                    for (int64_t j = 0; j < nl && sh->slot_pos[j] <= pw; j++) a[j] += expf(r[j] - lw[h]);
-                }
-            }
-            if (qps > 1)
-                for (int64_t i = 0; i < S * nl; i++) agg[i] /= (float)qps;
+        prompt_keep pk = {.sinks = 0, .tail = n, .k_max = k_max, .sel = b.sel, .n_sel = b.n_sel};
+        for (int64_t s = 0; s < S; s++) b.n_sel[s] = 0;
+        if (votes) {  // fresh zeros for each layer's sums
+            if (b.votes) be->ops->free(be, b.votes);
+            if (!(b.votes = be->ops->alloc(be, (size_t)(S * nl) * sizeof(float)))) goto oom;
+            vote(ps, l, win, Wv, sh, &b);
         }
-        if (!keep_all && ps->method == KV_METHOD_H2O) {
-            for (int64_t s = 0; s < S; s++) k[s] = B - recent;
-            if (dist_topk(agg, S, k, k_max, n - recent, sh, cm, sel, n_sel, err)) goto done;
-        } else if (!keep_all && snap) {
-            const float *scores = agg;
-            for (int64_t s = 0; s < S; s++)  // the window is kept anyway: it takes no part in the ranking
-                for (int64_t j = 0; j < nl; j++)
-                    if (sh->slot_pos[j] >= n - Wv) agg[s * nl + j] = -INFINITY;
-            if (ps->o.pool_kernel > 1) {
-                if (dist_maxpool(agg, pooled, S, ps->o.pool_kernel, sh, cm, ps->n_threads, err)) goto done;
-                scores = pooled;
-            }
-            for (int64_t s = 0; s < S; s++)  // a head whose budget exceeds the candidates keeps them all
-                k[s] = ps->method == KV_METHOD_ADAKV || base[l * S + s] > k_max ? k_max : base[l * S + s];
-            if (dist_topk(scores, S, k, k_max, n - Wv, sh, cm, sel, n_sel, err)) goto done;
-            if (ps->method == KV_METHOD_ADAKV) {
-                if (ada_allocate(S, b_prompt, ps->o.ada_floor, sel, k_max, n_sel, k, err)) goto done;
-                for (int64_t s = 0; s < S; s++) n_sel[s] = k[s];
-            }
-        }
+        if (!keep_all && ps->ops->select_prompt(ps, l, b.votes, Wv, sh, cm, &pk, err)) goto done;
         // This rank's kept rows, in position order.
         for (int64_t s = 0; s < S; s++) {
             memset(keep, 0, (size_t)nl);
-            int64_t kept_global = 0;
-            if (keep_all) {
-                memset(keep, 1, (size_t)nl);
-                kept_global = n;
-            } else if (ps->method == KV_METHOD_STREAMING) {
-                for (int64_t j = 0; j < nl; j++)
-                    keep[j] = sh->slot_pos[j] < ps->o.sinks || sh->slot_pos[j] >= n - (B - ps->o.sinks);
-                kept_global = B;
-            } else {
-                const int64_t tail = snap ? Wv : recent;  // always kept: the window, or H2O's recent half
-                for (int64_t j = 0; j < nl; j++) keep[j] = sh->slot_pos[j] >= n - tail;
-                for (int64_t i = 0; i < n_sel[s]; i++) {
-                    int64_t j = dist_find_pos(sh->slot_pos, nl, sel[s * k_max + i].pos);
-                    if (j >= 0) keep[j] = 1;
-                }
-                kept_global = n_sel[s] + tail;
+            for (int64_t j = 0; j < nl; j++) keep[j] = sh->slot_pos[j] < pk.sinks || sh->slot_pos[j] >= n - pk.tail;
+            for (int64_t i = 0; i < b.n_sel[s]; i++) {
+                const int64_t j = dist_find_pos(sh->slot_pos, nl, b.sel[s * k_max + i].pos);
+                if (j >= 0) keep[j] = 1;
             }
-            const int64_t kvh = kvpolicy_kv_head(ps, s);
+            int64_t m = 0;
             for (int64_t j = 0; j < nl; j++) {
                 if (!keep[j]) continue;
-                const double score = needs_scores ? agg[s * nl + j] : 0.0;
-                if (kv_store_append(&ps->store, l, s, sh->slot_pos[j], kv_cache_row(sh->kv, 0, l, kvh, j),
-                                    kv_cache_row(sh->kv, 1, l, kvh, j), score, err))
-                    goto done;
+                b.slots[m] = j;
+                b.pos[m] = sh->slot_pos[j];
+                b.cols[m++] = s * nl + j;
             }
+            const int64_t kvh = kvpolicy_kv_head(ps, s);
+            if (kv_store_append_from(&ps->store, l, s, m, b.pos, sh->kv, l, kvh, b.slots, votes ? b.votes : NULL,
+                                     b.cols, err))
+                goto done;
+            const int64_t tail = pk.tail < n ? pk.tail : n, sinks = pk.sinks < n - tail ? pk.sinks : n - tail;
+            const int64_t kept_global = sinks + tail + b.n_sel[s];
             ps->budget[l * S + s] = kept_global;
             ps->held[l * S + s] = kept_global;
             ps->stats.rows_kept_prompt += kept_global;
@@ -284,35 +218,36 @@ int kvpolicy_compress(kvpolicy_state *ps, const backend_ops *be, const prompt_wi
 oom:
     rc_fail(err, "out of memory compressing the KV cache");
 done:
-    free(base); free(k); free(n_sel); free(raw); free(agg); free(pooled); free(o_tmp); free(lse_tmp); free(keep);
-    free(sel);
+    free_compress_bufs(be, &b);
+    free(keep);
     return rc;
 }
 
 // ---- decode -----------------------------------------------------------------------
 
-int kvpolicy_attend(kvpolicy_state *ps, const backend_ops *be, int64_t layer, const float *q, const float *k,
-                    const float *v, int64_t pos, int owner, float *o, float *lse, int64_t *rows_read, rc_err *err) {
+int kvpolicy_attend(kvpolicy_state *ps, int64_t layer, const float *q, const float *k, const float *v, int64_t pos,
+                    int owner, float *o, float *lse, int64_t *rows_read, rc_err *err) {
+    const backend *be = ps->be;
     const int64_t S = ps->n_store, hd = ps->head_dim, qps = ps->q_per_store;
-    const size_t row = kv_store_row_bytes(&ps->store);
     const float scale = 1.0f / sqrtf((float)hd);
     for (int64_t s = 0; s < S; s++) {
         ps->held[layer * S + s]++;
         if (!owner) continue;
         const int64_t kvh = kvpolicy_kv_head(ps, s);
-        kv_convert_row(ps->row_buf, ps->store.elem, k + kvh * hd, hd);
-        kv_convert_row(ps->row_buf + row, ps->store.elem, v + kvh * hd, hd);
-        if (kv_store_append(&ps->store, layer, s, pos, ps->row_buf, ps->row_buf + row, 0.0, err)) return -1;
+        if (kv_store_append(&ps->store, layer, s, pos, k + kvh * hd, v + kvh * hd, err)) return -1;
     }
-    const int h2o = ps->method == KV_METHOD_H2O;
-    if (h2o) {
+    const int scores = ps->ops->decode_scores;
+    if (scores) {
         int64_t need = 0;
         for (int64_t s = 0; s < S; s++) need += qps * kv_store_head_at(&ps->store, layer, s)->count;
         if (need > ps->raw_cap) {
-            float *r = realloc(ps->raw, (size_t)need * sizeof(float));
-            if (!r) return rc_fail(err, "out of memory for attention scores");
-            ps->raw = r;
-            ps->raw_cap = need;
+            const int64_t cap = need + need / 2;
+            if (ps->raw) be->ops->free(be, ps->raw);
+            if (!(ps->raw = be->ops->alloc(be, (size_t)cap * sizeof(float)))) {
+                ps->raw_cap = 0;
+                return rc_fail(err, "out of memory for attention scores");
+            }
+            ps->raw_cap = cap;
         }
     }
     int64_t off = 0;
@@ -320,86 +255,16 @@ int kvpolicy_attend(kvpolicy_state *ps, const backend_ops *be, int64_t layer, co
         const int64_t cnt = kv_store_head_at(&ps->store, layer, s)->count;
         kv_view kk = kv_store_k(&ps->store, layer, s), vv = kv_store_v(&ps->store, layer, s);
         const float *qs = q + s * qps * hd;
-        if (h2o) be->attn_decode_scores(o + s * qps * hd, lse + s * qps, ps->raw + off, qs, &kk, &vv, cnt, qps, 1, hd, scale);
-        else be->attn_decode(o + s * qps * hd, lse + s * qps, qs, &kk, &vv, cnt, qps, 1, hd, scale);
+        if (scores)
+            be->ops->attn_decode_scores(be, o + s * qps * hd, lse + s * qps, ps->raw + off, qs, &kk, &vv, cnt, qps, 1,
+                                        hd, scale);
+        else be->ops->attn_decode(be, o + s * qps * hd, lse + s * qps, qs, &kk, &vv, cnt, qps, 1, hd, scale);
         off += qps * cnt;
         *rows_read += cnt;
     }
     return 0;
 }
 
-typedef struct evict_cand {
-    double score;
-    int64_t pos;
-} evict_cand;
-
 int kvpolicy_after_step(kvpolicy_state *ps, int64_t layer, const float *lse, int64_t n_total, comm *cm, rc_err *err) {
-    const int64_t S = ps->n_store, qps = ps->q_per_store, B = ps->o.budget;
-    if (ps->method == KV_METHOD_STREAMING) {
-        for (int64_t s = 0; s < S; s++) {
-            if (ps->held[layer * S + s] <= B) continue;
-            const int64_t gone = n_total - 1 - (B - ps->o.sinks);  // the oldest row outside the sinks
-            kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
-            int64_t i = dist_find_pos(h->pos, h->count, gone);
-            if (i >= 0) {
-                kv_store_remove(&ps->store, layer, s, i);
-                ps->stats.rows_evicted++;
-            }
-            ps->held[layer * S + s]--;
-        }
-        return 0;
-    }
-    if (ps->method != KV_METHOD_H2O) return 0;
-    // Accumulate this step's attention, then evict the lowest-scoring row
-    // outside the recent half wherever a head holds more than its budget.
-    const int64_t limit = n_total - B / 2;
-    int over = 0;
-    evict_cand *mine = calloc((size_t)S, sizeof(evict_cand));
-    evict_cand *all = calloc((size_t)(S * cm->size), sizeof(evict_cand));
-    if (!mine || !all) {
-        free(mine);
-        free(all);
-        return rc_fail(err, "out of memory");
-    }
-    int64_t off = 0;
-    for (int64_t s = 0; s < S; s++) {
-        kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
-        const float *r = ps->raw + off;
-        for (int64_t j = 0; j < h->count; j++) {
-            double p = 0.0;
-            for (int64_t g = 0; g < qps; g++) p += expf(r[g * h->count + j] - lse[s * qps + g]);
-            h->score[j] += p / (double)qps;
-        }
-        off += qps * h->count;
-        mine[s] = (evict_cand){INFINITY, INT64_MAX};
-        for (int64_t j = 0; j < h->count && h->pos[j] < limit; j++)
-            if (h->score[j] < mine[s].score || (h->score[j] == mine[s].score && h->pos[j] < mine[s].pos))
-                mine[s] = (evict_cand){h->score[j], h->pos[j]};
-        over |= ps->held[layer * S + s] > B;
-    }
-    // held is replicated, so every rank agrees on whether to talk.
-    int rc = 0;
-    if (over) {
-        if (cm->size > 1) rc = comm_allgather(cm, mine, (size_t)S * sizeof(evict_cand), all, err);
-        else memcpy(all, mine, (size_t)S * sizeof(evict_cand));
-        for (int64_t s = 0; rc == 0 && s < S; s++) {
-            if (ps->held[layer * S + s] <= B) continue;
-            evict_cand best = {INFINITY, INT64_MAX};
-            for (int r = 0; r < cm->size; r++) {
-                const evict_cand *c = &all[r * S + s];
-                if (c->score < best.score || (c->score == best.score && c->pos < best.pos)) best = *c;
-            }
-            if (best.pos == INT64_MAX) continue;  // nothing outside the recent half
-            kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
-            int64_t i = dist_find_pos(h->pos, h->count, best.pos);
-            if (i >= 0) {
-                kv_store_remove(&ps->store, layer, s, i);
-                ps->stats.rows_evicted++;
-            }
-            ps->held[layer * S + s]--;
-        }
-    }
-    free(mine);
-    free(all);
-    return rc;
+    return ps->ops->after_step ? ps->ops->after_step(ps, layer, lse, n_total, cm, err) : 0;
 }

@@ -21,8 +21,13 @@
 #include "comm/comm.h"
 #include "core/status.h"
 #include "kv/kv_store.h"
+#include "kv/shard.h"
 #include "policy/dist_select.h"
 #include "policy/head_scores.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 enum kv_method {
     KV_METHOD_STREAMING = 0,
@@ -59,8 +64,45 @@ typedef struct kvpolicy_stats {
     int64_t rows_evicted;      // rows this rank evicted while decoding
 } kvpolicy_stats;
 
-typedef struct kvpolicy_state {
+typedef struct kvpolicy_state kvpolicy_state;
+
+// What one layer keeps of the prompt, per store head: positions < sinks,
+// positions >= n - tail, and the selected ones (host lists, best first).
+typedef struct prompt_keep {
+    int64_t sinks, tail;
+    int64_t k_max;        // stride of sel
+    scored_pos *sel;      // (S, k_max)
+    int64_t *n_sel;       // (S)
+} prompt_keep;
+
+// One KV-compression method. Adding one is a file with its table plus a line
+// in the registry (kvpolicy.c) and in the attention methods (engine).
+typedef struct kv_policy_ops {
+    const char *name;
+    int votes;           // the prompt's last window positions vote: per-position sums of exp(s - lse)
+    int decode_scores;   // decode attention keeps each step's raw scores for after_step
+    int keeps_window;    // the voting window is always kept, beside the budget's selection
+    int head_scores;     // needs head-importance scores (--head-scores)
+    // The method's own checks, after the common ones and before the betas and
+    // the head scores (NULL: none), naming the flag.
+    int (*validate)(const kvpolicy_opts *o, int64_t n_layer, int64_t n_head, rc_err *err);
+    // Called once per compression before the layers (may be NULL): per-head budgets etc.
+    int (*begin_prompt)(kvpolicy_state *ps, int64_t n_prompt, int64_t n_window, rc_err *err);
+    // One layer's choice of prompt rows (the budget is below the prompt).
+    // votes: (n_store, sh->n_local) backend sums over the voters, or NULL.
+    int (*select_prompt)(kvpolicy_state *ps, int64_t layer, float *votes, int64_t n_window, const shard_ctx *sh,
+                         comm *cm, prompt_keep *keep, rc_err *err);
+    // After a decode step's merge (lse: (n_head) global, backend): scores and
+    // eviction; n_total counts the new token. NULL: nothing to do.
+    int (*after_step)(kvpolicy_state *ps, int64_t layer, const float *lse, int64_t n_total, comm *cm, rc_err *err);
+} kv_policy_ops;
+
+const kv_policy_ops *kv_policy_get(int method);  // NULL when unknown
+
+struct kvpolicy_state {
     int method;
+    const kv_policy_ops *ops;
+    const backend *be;
     kvpolicy_opts o;
     int64_t n_layer, n_head, n_kv, head_dim;
     int64_t n_store;       // store heads per layer: n_kv, or n_head per query head
@@ -70,41 +112,47 @@ typedef struct kvpolicy_state {
     int64_t n_prompt;      // positions the compression saw
     int64_t *budget;       // (n_layer, n_store): rows each head keeps from the prompt
     int64_t *held;         // (n_layer, n_store): rows each head holds over all ranks (replicated count)
-    float *raw;            // decode scratch: one layer's raw scores, head after head
+    int64_t *base;         // (n_layer, n_store): a method's per-head prompt budgets (window excluded)
+    float *raw;            // backend, decode scratch: one layer's raw scores, head after head
     int64_t raw_cap;
-    uint8_t *row_buf;      // one K and one V row in the store's type
+    dist_scratch ds;
+    scored_pos *cand;      // host scratch for eviction candidates
+    int64_t *k_tmp;        // (n_store) host scratch
     kvpolicy_stats stats;
-    int n_threads;
-} kvpolicy_state;
+};
 
-int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_t n_layer, int64_t n_head,
-                  int64_t n_kv, int64_t head_dim, int kv_elem, rc_err *err);
+int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpolicy_opts *o, int64_t n_layer,
+                  int64_t n_head, int64_t n_kv, int64_t head_dim, int kv_elem, int n_ranks, rc_err *err);
 void kvpolicy_free(kvpolicy_state *ps);
 void kvpolicy_reset(kvpolicy_state *ps);  // drops the store; the next decode step compresses again
 
 // The KV head a store head reads.
 int64_t kvpolicy_kv_head(const kvpolicy_state *ps, int64_t store_head);
 
-// The prompt's vote: the last n_win positions' queries (after RoPE) and lse.
+// The prompt's vote: the last n positions' queries (after RoPE) and lse, backend buffers.
 typedef struct prompt_window {
     int64_t n;            // positions, the last n of the prompt
-    const float *q;       // (n_layer, n, n_head, head_dim)
-    const float *lse;     // (n_layer, n, n_head)
+    const float *q;       // (n_layer, stride, n_head, head_dim): rows [0, n) of each layer are used
+    const float *lse;     // (n_layer, stride, n_head)
+    int64_t stride;       // rows per layer
 } prompt_window;
 
 // Builds the store from this rank's full shard at the end of the prompt
 // (sh->n_total = prompt length). Collective on several ranks.
-int kvpolicy_compress(kvpolicy_state *ps, const backend_ops *be, const prompt_window *win, const shard_ctx *sh,
-                      comm *cm, rc_err *err);
+int kvpolicy_compress(kvpolicy_state *ps, const prompt_window *win, const shard_ctx *sh, comm *cm, rc_err *err);
 
 // Decode, per layer: the owner appends the new token's rows (k, v: (n_kv,
-// head_dim) fp32); then every store head's partial attention state over this
-// rank's rows goes to o: (n_head, head_dim) and lse: (n_head).
-int kvpolicy_attend(kvpolicy_state *ps, const backend_ops *be, int64_t layer, const float *q, const float *k,
-                    const float *v, int64_t pos, int owner, float *o, float *lse, int64_t *rows_read, rc_err *err);
+// head_dim) fp32 backend buffers); then every store head's partial attention
+// state over this rank's rows goes to o: (n_head, head_dim) and lse: (n_head).
+int kvpolicy_attend(kvpolicy_state *ps, int64_t layer, const float *q, const float *k, const float *v, int64_t pos,
+                    int owner, float *o, float *lse, int64_t *rows_read, rc_err *err);
 // After the merge (lse: (n_head), global): H2O adds this step's attention to
 // its scores and evicts; StreamingLLM evicts the oldest non-sink row. n_total
 // counts the new token. Collective for H2O on several ranks.
 int kvpolicy_after_step(kvpolicy_state *ps, int64_t layer, const float *lse, int64_t n_total, comm *cm, rc_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -27,6 +27,10 @@
 #include "policy/head_scores.h"
 #include "policy/select.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum recycle_schedule { RECYCLE_STRIDE = 0, RECYCLE_DYNAMIC = 1 };
 // uniform: every layer and KV head holds K rows. headkv: the HeadKV
 // allocation of the same total (n_layer x n_kv x K) by head importance.
@@ -63,49 +67,64 @@ typedef struct recycle_stats {
 
 typedef struct recycle_state {
     recycle_opts o;
+    const backend *be;
     recycle_cache cache;
     int64_t n_layer, n_head, n_kv, head_dim, n_ctx;
-    float *saved_query;       // (n_layer, head_dim): mean query at the layer's last full step
+    int n_ranks;
+    float *saved_query;       // (n_layer, head_dim), host: mean query at the layer's last full step
     uint8_t *built;           // (n_layer): C_p exists
     int64_t step;             // decode steps since the cache was first built by a prefill
     uint64_t decision_hash;   // every decision so far; ranks compare it at full steps
     recycle_stats stats;
-    int n_threads;            // per-KV-head work of a rebuild runs on up to this many threads
-    // scratch, sized for `cap_local` keys
+    // scratch, sized once (per-key buffers for `cap_local` keys by recycle_reserve)
     int64_t cap_local;
-    float *probs;             // (n_head, cap_local)
-    float *agg;               // (n_kv, cap_local)
-    float *pooled;            // (n_kv, cap_local)
-    scored_pos *cand;         // (n_kv, cap_local)
-    scored_pos *lists;        // (n_kv * k) this rank's lists
-    scored_pos *all_lists;    // (R * n_kv * k)
-    scored_pos *merged;       // (n_kv * k)
+    float *agg, *pooled;      // (n_kv, cap_local) backend: combined and pooled scores
+    dist_scratch ds;
+    scored_pos *lists;        // (n_kv * k) host: this rank's lists, back to back
+    scored_pos *all_lists;    // (n_ranks * n_kv * k)
+    scored_pos *merged;       // (n_kv, k) the merged selection per KV head
+    int64_t *k_of;            // (n_ranks, n_kv): list lengths every rank derives from the plan
+    int64_t *n_sel, *list_off;     // (n_kv), (n_kv + 1)
+    int64_t *slot_of;         // (k) per selected entry: its cache slot
+    uint8_t *used;            // (k) slots taken
     int32_t *old_slot;        // (n_ctx): old cache slot + 1 of a position, 0 = absent
+    struct recycle_need *need;     // (n_kv * k) rows the cache lacks
+    int64_t *idx_dst, *idx_src;    // (2 * n_kv * k) copy_rows index lists
+    size_t *counts;           // (n_ranks)
+    int64_t *sizes, *cursor;  // (n_ranks)
+    void *send, *recv;        // backend rows in transit (several ranks): (2 * n_kv * k) rows each
 } recycle_state;
 
-int recycle_init(recycle_state *rs, const recycle_opts *o, int64_t n_layer, int64_t n_head, int64_t n_kv,
-                 int64_t head_dim, int64_t n_ctx, int kv_elem, rc_err *err);
+int recycle_init(recycle_state *rs, const backend *be, const recycle_opts *o, int64_t n_layer, int64_t n_head,
+                 int64_t n_kv, int64_t head_dim, int64_t n_ctx, int kv_elem, int n_ranks, rc_err *err);
 void recycle_free(recycle_state *rs);
 void recycle_reset(recycle_state *rs);  // a new sequence
-// Grows the per-key scratch to cap_local keys.
+// Sizes the per-key scratch for cap_local keys of this rank.
 int recycle_reserve(recycle_state *rs, int64_t cap_local, rc_err *err);
 
 // Starts a decode step (step numbers count from 1 after the prefill).
 void recycle_begin_step(recycle_state *rs);
 
-// Mean over query heads of q: (n_head, head_dim) -> (head_dim).
-void recycle_mean_query(const recycle_state *rs, const float *q, float *out);
+// 1 when deciding `layer` this step needs the mean query on the host (the
+// dynamic schedule's check steps): one head_dim vector to download.
+int recycle_needs_query(const recycle_state *rs, int64_t layer);
 
-// 1 when `layer` runs full attention this step. query_mean: this step's mean
-// query (the dynamic schedule compares it with the saved one). Replicated
-// inputs only, so every rank decides the same; the decision enters
-// decision_hash.
-int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_mean);
+// 1 when `layer` runs full attention this step. query_mean_host: this step's
+// mean query over heads, before RoPE (required when recycle_needs_query says
+// so, else may be NULL); the dynamic schedule compares it with the saved
+// one. Replicated inputs only, so every rank decides the same; the decision
+// enters decision_hash.
+int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_mean_host);
 
 // Rebuilds layer's C_p after a full step. raw: (n_head, sh->n_local) scaled
 // scores of this rank's keys; lse: (n_head) the merged (global) lse;
-// query_mean is saved for the dynamic schedule. Collective on several ranks.
+// query_mean: (head_dim), saved for the dynamic schedule. All three are
+// backend buffers. Collective on several ranks.
 int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const float *query_mean,
                     const shard_ctx *sh, comm *cm, rc_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

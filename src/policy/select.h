@@ -11,10 +11,7 @@
 
 #include <stdint.h>
 
-typedef struct scored_pos {
-    float score;
-    int64_t pos;   // absolute position in the sequence, in [0, 2^32)
-} scored_pos;
+#include "backend/backend.h"  // scored_pos
 
 // 1 when a comes before b in the selection order.
 int scored_pos_before(const scored_pos *a, const scored_pos *b);
