@@ -10,7 +10,12 @@
 //  3. The attention state (o, lse), lse = natural log of the softmax
 //     denominator: merging shards in order equals attention over their union,
 //     merging with empty states is exact and NaN-free.
-//  4. Argmax ties go to the lowest index.
+//  4. Argmax ties go to the lowest index; NaN never wins.
+//  5. The engine's element-wise, data-movement and selection ops (add,
+//     add_bias, embed, kv_write, copy_rows, copy_2d, mean_heads,
+//     score_reduce, maxpool_rows, topk_rows) and the memory entries, against
+//     closed forms and brute force written here, then cpu against cpu_ref;
+//     a few through the strict backend; two instances with their own thread counts.
 // Every output buffer is pre-filled with NaN (an element a kernel forgets to
 // write fails the finite check) and followed by guard words (an out-of-bounds
 // write fails). KV caches are filled with NaN outside the rows an op may read,
@@ -25,9 +30,20 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend_strict.h"
 #include "check.h"
 #include "model/quant.h"
 #include "quantize_ref.h"
+
+// Kernels report scratch they cannot get instead of aborting; the test asks
+// for more than any allocator grants, so ASan must return NULL too.
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+
+// One instance per backend table, made in main (two threads for the fast one).
+static backend g_ref, g_cpu;
+
+static const backend *inst(const backend_ops *ops) { return ops == &backend_cpu_ref ? &g_ref : &g_cpu; }
 
 // ---- tolerances ----
 //
@@ -121,11 +137,11 @@ typedef struct op_stats {
     double worst_ratio;  // largest |a-b| / (atol + rtol |b|): below 1 passes
 } op_stats;
 
-enum { ST_SPEC, ST_RMSNORM, ST_MATMUL, ST_ROPE, ST_SWIGLU, ST_DECODE, ST_PREFILL, ST_MERGE, ST_SHARDS, ST_COUNT };
+enum { ST_SPEC, ST_RMSNORM, ST_MATMUL, ST_ROPE, ST_SWIGLU, ST_DECODE, ST_PREFILL, ST_MERGE, ST_SHARDS, ST_SCORE, ST_COUNT };
 static op_stats g_stats[ST_COUNT] = {
     {"spec (cpu_ref vs naive)", 0, 0, 0}, {"rmsnorm", 0, 0, 0}, {"matmul", 0, 0, 0},
     {"rope", 0, 0, 0}, {"swiglu", 0, 0, 0}, {"attn_decode", 0, 0, 0},
-    {"attn_prefill", 0, 0, 0}, {"merge", 0, 0, 0}, {"shard merge", 0, 0, 0},
+    {"attn_prefill", 0, 0, 0}, {"merge", 0, 0, 0}, {"shard merge", 0, 0, 0}, {"score_reduce", 0, 0, 0},
 };
 
 typedef struct cmp_result {
@@ -435,7 +451,7 @@ static void test_spec_attention(void) {
                 for (int64_t h = 0; h < n_q; h++) naive_attention(on + h * hd, &ln[h], q + h * hd, &k, &v, h / group, n, scale);
                 float *o = out_new(n_q * hd), *lse = out_new(n_q);
                 kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
-                ref->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, (float)scale);
+                ref->attn_decode(&g_ref, o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, (float)scale);
                 float *onf = to_floats(on, n_q * hd), *lnf = to_floats(ln, n_q);
                 snprintf(what, sizeof what, "spec decode %s hd=%lld n=%lld o", kv_name(elem), (long long)hd, (long long)n);
                 compare(ST_SPEC, what, o, onf, n_q * hd, TOL_SPEC, NULL);
@@ -459,7 +475,7 @@ static void test_spec_attention(void) {
                                 pos0 + t + 1, scale);
         float *o = out_new(n_tok * n_q * hd), *lse = out_new(n_tok * n_q);
         kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
-        ref->attn_prefill(o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, (float)scale);
+        ref->attn_prefill(&g_ref, o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, (float)scale);
         float *onf = to_floats(on, n_tok * n_q * hd), *lnf = to_floats(ln, n_tok * n_q);
         snprintf(what, sizeof what, "spec prefill %s o", kv_name(elem));
         compare(ST_SPEC, what, o, onf, n_tok * n_q * hd, TOL_SPEC, NULL);
@@ -490,7 +506,7 @@ static void test_attention_closed_forms(const backend_ops *be) {
             float *q = floats_new(n_q * hd);
             for (int64_t i = 0; i < n_q * hd; i++) q[i] = 0.0f;
             float *o = out_new(n_q * hd), *lse = out_new(n_q);
-            be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.25f);
+            be->attn_decode(inst(be), o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.25f);
             for (int64_t h = 0; h < n_q; h++) lse_want[h] = (float)log((double)n);
             snprintf(what, sizeof what, "%s q=0 %s n=%lld: o = mean V", be->name, kv_name(elem), (long long)n);
             compare(ST_SPEC, what, o, mean, n_q * hd, TOL_ATTN, NULL);
@@ -510,7 +526,7 @@ static void test_attention_closed_forms(const backend_ops *be) {
                 float scale = 2.0f;
                 o = out_new(n_q * hd);
                 lse = out_new(n_q);
-                be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, scale);
+                be->attn_decode(inst(be), o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, scale);
                 for (int64_t h = 0; h < n_q; h++) lse_want[h] = (float)((double)scale * 2.0 * q[h * hd] + log((double)n));
                 snprintf(what, sizeof what, "%s equal keys s=%+d %s n=%lld: o = mean V", be->name, 200 * sign, kv_name(elem),
                          (long long)n);
@@ -527,7 +543,7 @@ static void test_attention_closed_forms(const backend_ops *be) {
             for (int64_t i = 0; i < n_q * hd; i++) q[i] = (i % hd == 1) ? 300.0f : rand_normal();
             o = out_new(n_q * hd);
             lse = out_new(n_q);
-            be->attn_decode(o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 1.0f);
+            be->attn_decode(inst(be), o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, 1.0f);
             float *vstar = floats_new(n_q * hd);
             for (int64_t h = 0; h < n_q; h++) {
                 lse_want[h] = (float)(300.0 + log1p((double)(n - 1) * exp(-300.0)));
@@ -549,7 +565,7 @@ static void test_attention_closed_forms(const backend_ops *be) {
         test_kv k = kv_new(elem, n_kv, 0, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, 0, hd, -1.0f, 1.0f);
         kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
         float *q = normal_new(n_q * hd, 1.0f), *o = out_new(n_q * hd), *lse = out_new(n_q);
-        be->attn_decode(o, lse, q, &kvk, &kvv, 0, n_q, n_kv, hd, 0.2f);
+        be->attn_decode(inst(be), o, lse, q, &kvk, &kvv, 0, n_q, n_kv, hd, 0.2f);
         int ok = 1;
         for (int64_t i = 0; i < n_q * hd; i++) ok &= f32_bits(o[i]) == 0;  // +0.0
         for (int64_t h = 0; h < n_q; h++) ok &= lse[h] == -INFINITY;
@@ -578,7 +594,7 @@ static void test_attention_closed_forms(const backend_ops *be) {
                 }
             }
         float *o = out_new(n_tok * n_q * hd), *lse = out_new(n_tok * n_q);
-        be->attn_prefill(o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, 0.125f);
+        be->attn_prefill(inst(be), o, lse, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, 0.125f);
         snprintf(what, sizeof what, "%s prefill q=0 %s: o = causal mean V", be->name, kv_name(elem));
         compare(ST_SPEC, what, o, want, n_tok * n_q * hd, TOL_ATTN, NULL);
         snprintf(what, sizeof what, "%s prefill q=0 %s: lse = ln(pos+1)", be->name, kv_name(elem));
@@ -604,7 +620,7 @@ static void test_spec_rmsnorm_swiglu(void) {
             double rms = sqrt(ss / (double)n + (double)eps);
             for (int64_t i = 0; i < n; i++) want[r * n + i] = (double)x[r * n + i] / rms * w[i];
         }
-        ref->rmsnorm(out, x, w, n_rows, n, eps);
+        ref->rmsnorm(&g_ref, out, x, w, n_rows, n, eps);
         float *wf = to_floats(want, n_rows * n);
         snprintf(what, sizeof what, "spec rmsnorm n=%lld", (long long)n);
         compare(ST_SPEC, what, out, wf, n_rows * n, TOL_SPEC, NULL);
@@ -621,7 +637,7 @@ static void test_spec_rmsnorm_swiglu(void) {
             w[i] = 1.0f;
             want[i] = -1.0f;
         }
-        be->rmsnorm(out, x, w, 1, n, 0.0f);
+        be->rmsnorm(inst(be), out, x, w, 1, n, 0.0f);
         snprintf(what, sizeof what, "%s rmsnorm constant row", be->name);
         compare(ST_SPEC, what, out, want, n, TOL_SPEC, NULL);
         free(out);
@@ -635,7 +651,7 @@ static void test_spec_rmsnorm_swiglu(void) {
         for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) g[i] = specials[i];
         double *want = malloc((size_t)n * sizeof(double));
         for (int64_t i = 0; i < n; i++) want[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-        ref->swiglu(out, g, u, n);
+        ref->swiglu(&g_ref, out, g, u, n);
         float *wf = to_floats(want, n);
         compare(ST_SPEC, "spec swiglu", out, wf, n, TOL_SPEC, NULL);
         CHECK(out[0] == 0.0f);
@@ -676,7 +692,7 @@ static void test_rope_matrix(const backend_ops *be) {
                 want[b * hd + a] = (float)-sin(th);
                 want[b * hd + b] = (float)cos(th);
             }
-            be->rope(x, n_tok, 1, hd, pos, &rt);
+            be->rope(inst(be), x, n_tok, 1, hd, pos, &rt);
             snprintf(what, sizeof what, "%s rope matrix neox=%d pos=%lld", be->name, neox, (long long)positions[pi]);
             compare(ST_SPEC, what, x, want, n_tok * hd, (tol){1e-12, 1e-7, 1e-6}, NULL);
             CHECK(guard_intact(x, n_tok * hd));
@@ -700,7 +716,7 @@ static void test_rope_properties(const backend_ops *be) {
             int64_t n = n_tok * n_heads * hd;
             float *x0 = normal_new(n, 1.0f), *x = out_new(n);
             memcpy(x, x0, (size_t)n * sizeof(float));
-            be->rope(x, n_tok, n_heads, hd, pos, &rt);
+            be->rope(inst(be), x, n_tok, n_heads, hd, pos, &rt);
             CHECK(guard_intact(x, n) && all_finite(x, n));
             // pos 0 (token 0) is the identity, bitwise; dims >= rot_dim are untouched everywhere.
             CHECK_MSG(same_bits(x, x0, n_heads * hd), "%s rope pos 0 is identity (neox=%d rot=%lld)", be->name, neox,
@@ -720,7 +736,7 @@ static void test_rope_properties(const backend_ops *be) {
             CHECK_MSG(untouched, "%s rope leaves dims >= rot_dim alone (neox=%d)", be->name, neox);
             CHECK_MSG(norms, "%s rope keeps each pair's norm (neox=%d rot=%lld)", be->name, neox, (long long)rot);
             // Rotating back by -pos returns the input.
-            be->rope(x, n_tok, n_heads, hd, neg, &rt);
+            be->rope(inst(be), x, n_tok, n_heads, hd, neg, &rt);
             snprintf(what, sizeof what, "%s rope pos then -pos (neox=%d rot=%lld)", be->name, neox, (long long)rot);
             compare(ST_SPEC, what, x, x0, n, (tol){1e-12, 2e-6, 2e-6}, NULL);
             free(x0); free(x);
@@ -732,8 +748,8 @@ static void test_rope_properties(const backend_ops *be) {
         rope_table ra = {inv_freq, rot, 0}, rn = {inv_freq, rot, 1};
         float a[8] = {1, 2, 3, 4, 5, 6, 7, 8}, b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
         int64_t pos = 3;
-        be->rope(a, 1, 1, 8, &pos, &ra);
-        be->rope(b, 1, 1, 8, &pos, &rn);
+        be->rope(inst(be), a, 1, 1, 8, &pos, &ra);
+        be->rope(inst(be), b, 1, 1, 8, &pos, &rn);
         CHECK(!same_bits(a, b, 8));
     }
 }
@@ -749,7 +765,7 @@ static void test_spec_matmul(void) {
             float *x = normal_new(n_tok * n_in, 1.0f), *out = out_new(n_tok * n_out);
             double *want = malloc((size_t)(n_tok * n_out) * sizeof(double)), *abs_sum = malloc((size_t)(n_tok * n_out) * sizeof(double));
             naive_matmul(want, abs_sum, x, &tw.w, n_tok);
-            backend_cpu_ref.matmul(out, x, &tw.w, n_tok);
+            backend_cpu_ref.matmul(&g_ref, out, x, &tw.w, n_tok);
             // ref rounds each dequantized weight to float (Q4_1's d q + m) and the sum once:
             // at most ~1 ulp of each term plus 1 ulp of the result.
             double *atol = malloc((size_t)(n_tok * n_out) * sizeof(double));
@@ -789,8 +805,8 @@ static void matmul_case(const test_weight *tw, int64_t n_tok, const char *label)
     float *x_copy = floats_new(n_tok * n_in);
     memcpy(x_copy, x, (size_t)(n_tok * n_in) * sizeof(float));
     float *ref = out_new(n_tok * n_out), *got = out_new(n_tok * n_out);
-    backend_cpu_ref.matmul(ref, x, w, n_tok);
-    backend_cpu.matmul(got, x, w, n_tok);
+    backend_cpu_ref.matmul(&g_ref, ref, x, w, n_tok);
+    backend_cpu.matmul(&g_cpu, got, x, w, n_tok);
     // Per-element bound from sum_k |w_ok x_k| (the dot product's condition).
     double *atol = malloc((size_t)(n_tok * n_out) * sizeof(double));
     float *row = floats_new(n_in);
@@ -860,8 +876,8 @@ static void test_rmsnorm_vs_ref(void) {
                 int64_t n = ns[a], n_rows = 3;
                 float *x = normal_new(n_rows * n, scales[b]), *w = normal_new(n, 1.0f);
                 float *ref = out_new(n_rows * n), *got = out_new(n_rows * n);
-                backend_cpu_ref.rmsnorm(ref, x, w, n_rows, n, epss[e]);
-                backend_cpu.rmsnorm(got, x, w, n_rows, n, epss[e]);
+                backend_cpu_ref.rmsnorm(&g_ref, ref, x, w, n_rows, n, epss[e]);
+                backend_cpu.rmsnorm(&g_cpu, got, x, w, n_rows, n, epss[e]);
                 snprintf(what, sizeof what, "rmsnorm n=%lld scale=%g eps=%g", (long long)n, (double)scales[b], (double)epss[e]);
                 compare(ST_RMSNORM, what, got, ref, n_rows * n, TOL_FP32, NULL);
                 CHECK(guard_intact(got, n_rows * n));
@@ -883,8 +899,8 @@ static void test_swiglu_vs_ref(void) {
                 if (i % 4 == 0) u[3 * i] = 0.0f;
             }
         float *ref = out_new(n), *got = out_new(n);
-        backend_cpu_ref.swiglu(ref, g, u, n);
-        backend_cpu.swiglu(got, g, u, n);
+        backend_cpu_ref.swiglu(&g_ref, ref, g, u, n);
+        backend_cpu.swiglu(&g_cpu, got, g, u, n);
         snprintf(what, sizeof what, "swiglu n=%lld", (long long)n);
         // atol 1e-30: for g < -88 the fast exp clamps e^-g, giving ~1e-36 where the
         // true value underflows to ~0; harmless and far below any signal.
@@ -907,8 +923,8 @@ static void test_rope_vs_ref(void) {
             float *x = normal_new(n, 1.0f), *ref = out_new(n), *got = out_new(n);
             memcpy(ref, x, (size_t)n * sizeof(float));
             memcpy(got, x, (size_t)n * sizeof(float));
-            backend_cpu_ref.rope(ref, n_tok, n_heads, hd, pos, &rt);
-            backend_cpu.rope(got, n_tok, n_heads, hd, pos, &rt);
+            backend_cpu_ref.rope(&g_ref, ref, n_tok, n_heads, hd, pos, &rt);
+            backend_cpu.rope(&g_cpu, got, n_tok, n_heads, hd, pos, &rt);
             snprintf(what, sizeof what, "rope neox=%d hd=%lld rot=%lld", neox, (long long)hd, (long long)rot);
             compare(ST_ROPE, what, got, ref, n, TOL_FP32, NULL);
             CHECK(guard_intact(got, n));
@@ -928,8 +944,8 @@ static void decode_case(int elem, int64_t n_keys, int64_t n_kv, int64_t group, i
     float *q = normal_new(n_q * hd, q_sigma), *q_copy = floats_new(n_q * hd);
     memcpy(q_copy, q, (size_t)(n_q * hd) * sizeof(float));
     float *o_ref = out_new(n_q * hd), *l_ref = out_new(n_q), *o = out_new(n_q * hd), *l = out_new(n_q);
-    backend_cpu_ref.attn_decode(o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
-    backend_cpu.attn_decode(o, l, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    backend_cpu_ref.attn_decode(&g_ref, o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    backend_cpu.attn_decode(&g_cpu, o, l, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
     snprintf(what, sizeof what, "decode %s n_keys=%lld kv=%lld group=%lld hd=%lld q_sigma=%g", kv_name(elem),
              (long long)n_keys, (long long)n_kv, (long long)group, (long long)hd, (double)q_sigma);
     compare(ST_DECODE, what, o, o_ref, n_q * hd, TOL_ATTN, NULL);
@@ -951,7 +967,7 @@ static void decode_case(int elem, int64_t n_keys, int64_t n_kv, int64_t group, i
     for (int b = 0; b < 2; b++) {
         float *o2 = out_new(n_q * hd), *l2 = out_new(n_q), *sc = out_new(n_q * n_keys);
         float *o1 = b ? o : o_ref, *l1 = b ? l : l_ref;
-        bes[b]->attn_decode_scores(o2, l2, sc, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+        bes[b]->attn_decode_scores(inst(bes[b]), o2, l2, sc, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
         CHECK_MSG(same_bits(o2, o1, n_q * hd) && same_bits(l2, l1, n_q), "%s: %s scores variant, same o/lse", what,
                   bes[b]->name);
         int64_t bad = 0;
@@ -993,6 +1009,7 @@ static void test_decode_vs_ref(void) {
 
 // Fast decode splits keys into fixed chunks merged in chunk order, and
 // matvec gives each row to one thread: neither depends on the thread count.
+// Each count is its own instance.
 static void test_thread_count_invariance(void) {
     int64_t n_kv = 2, group = 3, hd = 64, n_q = n_kv * group, n_keys = 3000;
     test_kv k = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f);
@@ -1002,14 +1019,16 @@ static void test_thread_count_invariance(void) {
     test_weight tw = weight_new(GGML_TYPE_Q4_1, 576, 100, 0);
     float *x = normal_new(576, 1.0f), *mv[3];
     for (int t = 0; t < 3; t++) {
-        backend_cpu_set_threads(t + 1);
+        backend bt;
+        rc_err err;
+        CHECK(backend_init(&bt, &backend_cpu, t + 1, -1, &err) == 0);
         o[t] = out_new(n_q * hd);
         l[t] = out_new(n_q);
         mv[t] = out_new(100);
-        backend_cpu.attn_decode(o[t], l[t], q, &kvk, &kvv, n_keys, n_q, n_kv, hd, 0.125f);
-        backend_cpu.matmul(mv[t], x, &tw.w, 1);
+        backend_cpu.attn_decode(&bt, o[t], l[t], q, &kvk, &kvv, n_keys, n_q, n_kv, hd, 0.125f);
+        backend_cpu.matmul(&bt, mv[t], x, &tw.w, 1);
+        backend_shutdown(&bt);
     }
-    backend_cpu_set_threads(2);
     for (int t = 1; t < 3; t++) {
         CHECK_MSG(same_bits(o[t], o[0], n_q * hd) && same_bits(l[t], l[0], n_q), "decode with %d threads == 1 thread", t + 1);
         CHECK_MSG(same_bits(mv[t], mv[0], 100), "matvec with %d threads == 1 thread", t + 1);
@@ -1031,9 +1050,9 @@ static void prefill_case(int elem, int64_t n_tok, int64_t pos0, int64_t n_kv, in
     float *q = normal_new(n_o, q_sigma), *q_copy = floats_new(n_o);
     memcpy(q_copy, q, (size_t)n_o * sizeof(float));
     float *o_ref = out_new(n_o), *l_ref = out_new(n_l), *o = out_new(n_o), *l = out_new(n_l), *o2 = out_new(n_o);
-    backend_cpu_ref.attn_prefill(o_ref, l_ref, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
-    backend_cpu.attn_prefill(o, l, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
-    backend_cpu.attn_prefill(o2, NULL, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    backend_cpu_ref.attn_prefill(&g_ref, o_ref, l_ref, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    backend_cpu.attn_prefill(&g_cpu, o, l, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
+    backend_cpu.attn_prefill(&g_cpu, o2, NULL, q, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, scale);
     snprintf(what, sizeof what, "prefill %s n_tok=%lld pos0=%lld kv=%lld group=%lld hd=%lld q_sigma=%g", kv_name(elem),
              (long long)n_tok, (long long)pos0, (long long)n_kv, (long long)group, (long long)hd, (double)q_sigma);
     compare(ST_PREFILL, what, o, o_ref, n_o, TOL_ATTN, NULL);
@@ -1092,8 +1111,8 @@ static void test_merge(void) {
             float *op, *lp;
             merge_parts_new(&op, &lp, n_parts, n_heads, hd, spreads[b], 3);
             float *o_ref = out_new(n_heads * hd), *l_ref = out_new(n_heads), *o = out_new(n_heads * hd), *l = out_new(n_heads);
-            backend_cpu_ref.merge(o_ref, l_ref, op, lp, n_parts, n_heads, hd);
-            backend_cpu.merge(o, l, op, lp, n_parts, n_heads, hd);
+            backend_cpu_ref.merge(&g_ref, o_ref, l_ref, op, lp, n_parts, n_heads, hd);
+            backend_cpu.merge(&g_cpu, o, l, op, lp, n_parts, n_heads, hd);
             snprintf(what, sizeof what, "merge n_parts=%lld spread=%g", (long long)n_parts, spreads[b]);
             compare(ST_MERGE, what, o, o_ref, n_heads * hd, TOL_FP32, NULL);
             compare(ST_MERGE, what, l, l_ref, n_heads, TOL_FP32, NULL);
@@ -1133,7 +1152,7 @@ static void test_merge(void) {
             float op[2 * 2 * 12], lp[4] = {0.0f, 3.0f, 0.0f, 3.0f}, want[2 * 12], *o = out_new(n_heads * hd), *l = out_new(n_heads);
             for (int i = 0; i < 2 * 2 * 12; i++) op[i] = rand_normal();
             for (int i = 0; i < 2 * 12; i++) want[i] = 0.5f * (op[i] + op[2 * 12 + i]);
-            be->merge(o, l, op, lp, 2, n_heads, hd);
+            be->merge(inst(be), o, l, op, lp, 2, n_heads, hd);
             snprintf(what, sizeof what, "%s merge of equal lse: o = mean", be->name);
             compare(ST_SPEC, what, o, want, n_heads * hd, TOL_SPEC, NULL);
             CHECK_CLOSE(l[0], log(2.0), 1e-7, 1e-7);
@@ -1146,7 +1165,7 @@ static void test_merge(void) {
             for (int i = 0; i < 3 * 2 * 12; i++) op[i] = n_parts == 3 ? NAN : 0.0f;  // garbage must not leak
             for (int i = 0; i < 6; i++) lp[i] = -INFINITY;
             float *o = out_new(n_heads * hd), *l = out_new(n_heads);
-            be->merge(o, l, op, lp, n_parts, n_heads, hd);
+            be->merge(inst(be), o, l, op, lp, n_parts, n_heads, hd);
             int ok = 1;
             for (int64_t i = 0; i < n_heads * hd; i++) ok &= f32_bits(o[i]) == 0;  // +0.0, not NaN
             for (int64_t h = 0; h < n_heads; h++) ok &= l[h] == -INFINITY;
@@ -1172,7 +1191,7 @@ static void test_merge(void) {
                     }
                 }
                 float *o = out_new(n_heads * hd), *l = out_new(n_heads);
-                be->merge(o, l, op, lp, n_parts, n_heads, hd);
+                be->merge(inst(be), o, l, op, lp, n_parts, n_heads, hd);
                 CHECK_MSG(same_bits(o, so, n_heads * hd) && same_bits(l, sl, n_heads),
                           "%s merge with empty states is exact (layout %d)", be->name, li);
                 free(o); free(l);
@@ -1198,18 +1217,18 @@ static void shard_case(const backend_ops *be, int elem, int64_t n_keys, const in
         // A view whose position 0 is the shard's first key.
         kv_view kvk = kv_view_at(&k, cuts[s]), kvv = kv_view_at(&v, cuts[s]);
         float *o = out_new(n_q * hd), *l = out_new(n_q);
-        be->attn_decode(o, l, q, &kvk, &kvv, cuts[s + 1] - cuts[s], n_q, n_kv, hd, scale);
+        be->attn_decode(inst(be), o, l, q, &kvk, &kvv, cuts[s + 1] - cuts[s], n_q, n_kv, hd, scale);
         CHECK(guard_intact(o, n_q * hd) && guard_intact(l, n_q));
         memcpy(op + s * n_q * hd, o, (size_t)(n_q * hd) * sizeof(float));
         memcpy(lp + s * n_q, l, (size_t)n_q * sizeof(float));
         free(o); free(l);
     }
     float *om = out_new(n_q * hd), *lm = out_new(n_q);
-    be->merge(om, lm, op, lp, n_shards, n_q, hd);
+    be->merge(inst(be), om, lm, op, lp, n_shards, n_q, hd);
     kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
     float *o_all = out_new(n_q * hd), *l_all = out_new(n_q), *o_ref = out_new(n_q * hd), *l_ref = out_new(n_q);
-    be->attn_decode(o_all, l_all, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
-    backend_cpu_ref.attn_decode(o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    be->attn_decode(inst(be), o_all, l_all, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
+    backend_cpu_ref.attn_decode(&g_ref, o_ref, l_ref, q, &kvk, &kvv, n_keys, n_q, n_kv, hd, scale);
     int len = snprintf(what, sizeof what, "%s shards %s n_keys=%lld%s cuts", be->name, kv_name(elem), (long long)n_keys, label);
     for (int s = 0; s <= n_shards && len < (int)sizeof what - 12; s++)
         len += snprintf(what + len, sizeof what - (size_t)len, " %lld", (long long)cuts[s]);
@@ -1223,10 +1242,10 @@ static void shard_case(const backend_ops *be, int elem, int64_t n_keys, const in
     if (n_shards >= 2) {
         int split = n_shards / 2;
         float *o2 = floats_new(2 * n_q * hd), *l2 = floats_new(2 * n_q);
-        be->merge(o2, l2, op, lp, split, n_q, hd);
-        be->merge(o2 + n_q * hd, l2 + n_q, op + split * n_q * hd, lp + split * n_q, n_shards - split, n_q, hd);
+        be->merge(inst(be), o2, l2, op, lp, split, n_q, hd);
+        be->merge(inst(be), o2 + n_q * hd, l2 + n_q, op + split * n_q * hd, lp + split * n_q, n_shards - split, n_q, hd);
         float *oh = out_new(n_q * hd), *lh = out_new(n_q);
-        be->merge(oh, lh, o2, l2, 2, n_q, hd);
+        be->merge(inst(be), oh, lh, o2, l2, 2, n_q, hd);
         snprintf(what, sizeof what, "%s hierarchical merge %s n_keys=%lld%s", be->name, kv_name(elem), (long long)n_keys, label);
         compare(ST_SHARDS, what, oh, om, n_q * hd, TOL_FP32, NULL);
         compare(ST_SHARDS, what, lh, lm, n_q, TOL_FP32, NULL);
@@ -1283,17 +1302,23 @@ static void test_argmax(void) {
     for (int bi = 0; bi < 2; bi++) {
         const backend_ops *be = bes[bi];
         float one[1] = {-5.0f};
-        CHECK(be->argmax(one, 1) == 0);
+        CHECK(be->argmax(inst(be), one, 1) == 0);
         float same[9] = {2, 2, 2, 2, 2, 2, 2, 2, 2};
-        CHECK(be->argmax(same, 9) == 0);
+        CHECK(be->argmax(inst(be), same, 9) == 0);
         float tie[10] = {0, 1, 3, 7, -1, 7, 2, 7, 0, 6};
-        CHECK(be->argmax(tie, 10) == 3);
+        CHECK(be->argmax(inst(be), tie, 10) == 3);
         float last[5] = {-INFINITY, -3, -2, -1, 0};
-        CHECK(be->argmax(last, 5) == 4);
+        CHECK(be->argmax(inst(be), last, 5) == 4);
         float neg[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        CHECK(be->argmax(neg, 4) == 0);
+        CHECK(be->argmax(inst(be), neg, 4) == 0);
         float zeros[3] = {-0.0f, 0.0f, 0.0f};  // -0 == +0: a tie
-        CHECK(be->argmax(zeros, 3) == 0);
+        CHECK(be->argmax(inst(be), zeros, 3) == 0);
+        float nan_first[4] = {NAN, 1, 2, NAN};  // NaN never wins ...
+        CHECK_MSG(be->argmax(inst(be), nan_first, 4) == 2, "%s argmax skips NaN", be->name);
+        float nan_mid[3] = {-1, NAN, -2};
+        CHECK(be->argmax(inst(be), nan_mid, 3) == 0);
+        float all_nan[3] = {NAN, NAN, NAN};  // ... unless nothing else is there
+        CHECK(be->argmax(inst(be), all_nan, 3) == 0);
         // A vocabulary-sized vector with the maximum repeated at later positions.
         int64_t n = 49152;
         float *x = normal_new(n, 1.0f);
@@ -1304,7 +1329,7 @@ static void test_argmax(void) {
         for (int64_t i = 1; i < n; i++)
             if (x[i] > x[want]) want = i;
         CHECK(want == 31337);
-        CHECK_MSG(be->argmax(x, n) == 31337, "%s argmax = %lld", be->name, (long long)be->argmax(x, n));
+        CHECK_MSG(be->argmax(inst(be), x, n) == 31337, "%s argmax = %lld", be->name, (long long)be->argmax(inst(be), x, n));
         free(x);
     }
 }
@@ -1320,8 +1345,8 @@ static void test_sensitivity(void) {
         test_kv k = kv_new(KV_F16, n_kv, n, hd, -1.0f, 1.0f), v = kv_new(KV_F16, n_kv, n, hd, -1.0f, 1.0f);
         kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
         float *q = normal_new(n_q * hd, 2.0f), o0[128], l0[2], o1[128], l1[2];
-        backend_cpu_ref.attn_decode(o0, l0, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.125f);
-        backend_cpu_ref.attn_decode(o1, l1, q, &kvk, &kvv, n - 1, n_q, n_kv, hd, 0.125f);
+        backend_cpu_ref.attn_decode(&g_ref, o0, l0, q, &kvk, &kvv, n, n_q, n_kv, hd, 0.125f);
+        backend_cpu_ref.attn_decode(&g_ref, o1, l1, q, &kvk, &kvv, n - 1, n_q, n_kv, hd, 0.125f);
         CHECK_MSG(!compare_quiet(o1, o0, n_q * hd, TOL_ATTN, NULL).ok || !compare_quiet(l1, l0, n_q, TOL_LSE, NULL).ok,
                   "a dropped key is detected");
         CHECK_MSG(!compare_quiet(l1, l0, n_q, TOL_LSE, NULL).ok, "a dropped key moves lse beyond TOL_LSE");
@@ -1332,16 +1357,540 @@ static void test_sensitivity(void) {
     {
         test_weight tw = weight_new(GGML_TYPE_Q4_0, 576, 7, 0);
         float *x = normal_new(576, 1.0f), r0[7], r1[7];
-        backend_cpu_ref.matmul(r0, x, &tw.w, 1);
+        backend_cpu_ref.matmul(&g_ref, r0, x, &tw.w, 1);
         block_q4_0 *b = (block_q4_0 *)((uint8_t *)tw.buf + 3 * tw.w.row_bytes);
         b[5].qs[7] ^= 0x01;
-        backend_cpu_ref.matmul(r1, x, &tw.w, 1);
+        backend_cpu_ref.matmul(&g_ref, r1, x, &tw.w, 1);
         double atol[7];
         for (int i = 0; i < 7; i++) atol[i] = MATMUL_ABS_REL * 576.0;  // generous: sum |w x| < 576 here
         CHECK_MSG(!compare_quiet(r1, r0, 7, (tol){1e-7, 0.0, 1e-5}, atol).ok, "one flipped nibble is detected");
         free(x);
         weight_free(&tw);
     }
+}
+
+// ======================================================================
+// 5. The ops the engine, KV caches and policies call: add, add_bias, embed,
+//    kv_write, copy_rows, copy_2d, mean_heads, score_reduce, maxpool_rows,
+//    topk_rows, and the memory entries. Each against a closed form or a
+//    brute force written here, then cpu against cpu_ref.
+// ======================================================================
+
+static const int64_t ODD_N[] = {0, 1, 7, 33, 4097};
+#define N_ODD ((int)(sizeof(ODD_N) / sizeof(ODD_N[0])))
+
+static const backend_ops *const BOTH[2] = {&backend_cpu_ref, &backend_cpu};
+
+static void test_memory(void) {
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = BOTH[bi];
+        const backend *b = inst(be);
+        for (int ni = 0; ni < N_ODD; ni++) {
+            const int64_t n = ODD_N[ni];
+            uint8_t *p = be->alloc(b, (size_t)n * sizeof(float));
+            CHECK_MSG(p != NULL, "%s alloc(%lld floats)", be->name, (long long)n);
+            if (!p) continue;
+            int zero = 1;
+            for (int64_t i = 0; i < n * 4; i++) zero &= p[i] == 0;
+            CHECK_MSG(zero, "%s alloc is zero-filled (n=%lld)", be->name, (long long)n);
+            float *src = normal_new(n, 1.0f), *back = out_new(n), *q = be->alloc(b, (size_t)n * sizeof(float));
+            be->upload(b, p, src, (size_t)n * sizeof(float));
+            be->copy(b, q, p, (size_t)n * sizeof(float));
+            be->copy(b, q, q, (size_t)n * sizeof(float));  // dst == src: a no-op
+            be->download(b, back, q, (size_t)n * sizeof(float));
+            CHECK_MSG(same_bits(back, src, n) && guard_intact(back, n), "%s upload/copy/download n=%lld", be->name,
+                      (long long)n);
+            be->free(b, p);
+            be->free(b, q);
+            free(src); free(back);
+        }
+        test_weight tw = weight_new(GGML_TYPE_Q4_1, 64, 5, 0);
+        weight w;
+        rc_err err;
+        CHECK(be->weight_upload(b, &w, &tw.w, &err) == 0);
+        CHECK_MSG(w.data == tw.w.data && w.type == tw.w.type && w.n_in == 64 && w.n_out == 5 &&
+                      w.row_bytes == tw.w.row_bytes, "%s weight_upload hands back the same view (zero copy)", be->name);
+        be->weight_free(b, &w);
+        CHECK_MSG(w.data == NULL && w.n_out == 0, "%s weight_free resets the view", be->name);
+        weight_free(&tw);
+        if (be->synchronize) CHECK(be->synchronize(b, &err) == 0);
+    }
+}
+
+static void test_add_vs_closed_form(void) {
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = BOTH[bi];
+        for (int ni = 0; ni < N_ODD; ni++) {
+            const int64_t n = ODD_N[ni];
+            float *x = out_new(n), *y = normal_new(n, 3.0f), *want = floats_new(n);
+            for (int64_t i = 0; i < n; i++) {
+                x[i] = rand_normal();
+                want[i] = x[i] + y[i];  // one correctly rounded float add per element
+            }
+            be->add(inst(be), x, y, n);
+            CHECK_MSG(same_bits(x, want, n) && guard_intact(x, n), "%s add n=%lld", be->name, (long long)n);
+            free(x); free(y); free(want);
+            for (int64_t n_rows = 0; n_rows <= 3; n_rows += 3) {
+                float *xb = out_new(n_rows * n), *bias = normal_new(n, 1.0f), *wb = floats_new(n_rows * n);
+                for (int64_t r = 0; r < n_rows; r++)
+                    for (int64_t i = 0; i < n; i++) {
+                        xb[r * n + i] = rand_normal();
+                        wb[r * n + i] = xb[r * n + i] + bias[i];
+                    }
+                be->add_bias(inst(be), xb, bias, n_rows, n);
+                CHECK_MSG(same_bits(xb, wb, n_rows * n) && guard_intact(xb, n_rows * n), "%s add_bias %lldx%lld",
+                          be->name, (long long)n_rows, (long long)n);
+                free(xb); free(bias); free(wb);
+            }
+        }
+    }
+}
+
+// Every weight type: rows of the table decoded by naive_weight, tokens repeated and at both ends.
+static void test_embed(void) {
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const int64_t n_in = 96, n_vocab = 11;
+        test_weight tw = weight_new(WEIGHT_TYPES[ti], n_in, n_vocab, 3);
+        const int32_t tokens[6] = {4, 0, 10, 4, 2, 1};
+        for (int64_t n = 0; n <= 6; n += 6) {
+            float *got = out_new(n * n_in), *ref = out_new(n * n_in), *naive = floats_new(n * n_in);
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t i = 0; i < n_in; i++)
+                    naive[t * n_in + i] =
+                        (float)naive_weight(tw.w.type, (const uint8_t *)tw.buf + (size_t)tokens[t] * tw.w.row_bytes, i);
+            backend_cpu_ref.embed(&g_ref, ref, &tw.w, tokens, n);
+            backend_cpu.embed(&g_cpu, got, &tw.w, tokens, n);
+            char what[96];
+            snprintf(what, sizeof what, "cpu_ref embed %s n=%lld vs naive", ggml_type_get(tw.w.type)->name, (long long)n);
+            compare(ST_SPEC, what, ref, naive, n * n_in, (tol){1e-12, 1e-6, 1e-6}, NULL);
+            CHECK_MSG(same_bits(got, ref, n * n_in) && guard_intact(got, n * n_in) && guard_intact(ref, n * n_in),
+                      "cpu embed == cpu_ref embed (%s)", ggml_type_get(tw.w.type)->name);
+            free(got); free(ref); free(naive);
+        }
+        weight_free(&tw);
+    }
+}
+
+// Values that exercise fp16 rounding: exact halves (ties to even), subnormals,
+// overflow to inf, signed zeros.
+static float kv_value(int64_t i) {
+    static const float special[] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f), 0x1p-20f, -3e-7f,
+                                    65504.0f, 65520.0f, 1e6f, -0.0f, 0.0f, INFINITY, -INFINITY, 0x1p-25f};
+    const int n_special = (int)(sizeof(special) / sizeof(special[0]));
+    return i % 5 == 0 ? special[(i / 5) % n_special] : rand_normal() * 4.0f;
+}
+
+static void test_kv_write(void) {
+    const int64_t hds[] = {1, 7, 33, 64};
+    for (int elem = 0; elem < 2; elem++)
+        for (int64_t n_kv = 1; n_kv <= 3; n_kv += 2)
+            for (int hi = 0; hi < 4; hi++)
+                for (int64_t n_tok = 0; n_tok <= 5; n_tok += 5) {
+                    const int64_t hd = hds[hi], n_slots = n_tok + 4, stride = n_slots * hd + 5;
+                    const size_t eb = kv_elem_bytes(elem), n_bytes = (size_t)(n_kv * stride) * eb;
+                    float *k = floats_new(n_tok * n_kv * hd), *v = floats_new(n_tok * n_kv * hd);
+                    for (int64_t i = 0; i < n_tok * n_kv * hd; i++) {
+                        k[i] = kv_value(i);
+                        v[i] = kv_value(i + 2);
+                    }
+                    int64_t slot[15];
+                    for (int64_t t = 0; t < n_tok; t++)  // distinct per head, different orders per head
+                        for (int64_t h = 0; h < n_kv; h++) slot[t * n_kv + h] = h % 2 ? n_slots - 1 - t : (t + 2 * h) % n_slots;
+                    uint8_t *cache[2][2];  // [backend][k/v]
+                    for (int bi = 0; bi < 2; bi++) {
+                        for (int c = 0; c < 2; c++) {
+                            cache[bi][c] = malloc(n_bytes);
+                            memset(cache[bi][c], 0xab, n_bytes);
+                        }
+                        kv_view kd = {cache[bi][0], elem, stride}, vd = {cache[bi][1], elem, stride};
+                        BOTH[bi]->kv_write(inst(BOTH[bi]), &kd, &vd, slot, k, v, n_tok, n_kv, hd);
+                    }
+                    // Closed form: row (t, h) at head h, slot s; every other byte untouched.
+                    int ok = 1;
+                    uint8_t *want[2] = {malloc(n_bytes), malloc(n_bytes)};
+                    for (int c = 0; c < 2; c++) {
+                        memset(want[c], 0xab, n_bytes);
+                        const float *src = c ? v : k;
+                        for (int64_t t = 0; t < n_tok; t++)
+                            for (int64_t h = 0; h < n_kv; h++)
+                                for (int64_t i = 0; i < hd; i++) {
+                                    const int64_t idx = h * stride + slot[t * n_kv + h] * hd + i;
+                                    const float x = src[(t * n_kv + h) * hd + i];
+                                    if (elem == KV_F32) {
+                                        memcpy(want[c] + idx * 4, &x, 4);
+                                    } else {
+                                        uint16_t hv = fp32_to_fp16(x);
+                                        memcpy(want[c] + idx * 2, &hv, 2);
+                                        // and independently: the fp16 value is within half an ulp of x
+                                        double back = qref_fp16_to_fp32(hv), ax = fabs((double)x);
+                                        if (isfinite(x) && ax <= 65504.0 &&
+                                            !(fabs(back - x) <= (ax >= 0x1p-14 ? ax * 0x1p-11 : 0x1p-25)))
+                                            ok = 0;
+                                    }
+                                }
+                        for (int bi = 0; bi < 2; bi++) ok &= memcmp(cache[bi][c], want[c], n_bytes) == 0;
+                    }
+                    CHECK_MSG(ok, "kv_write %s n_kv=%lld hd=%lld n_tok=%lld", kv_name(elem), (long long)n_kv,
+                              (long long)hd, (long long)n_tok);
+                    for (int bi = 0; bi < 2; bi++) {
+                        free(cache[bi][0]);
+                        free(cache[bi][1]);
+                    }
+                    free(want[0]); free(want[1]); free(k); free(v);
+                }
+}
+
+static void test_copy_rows_2d(void) {
+    const size_t row_bytes_list[] = {4, 12, 256};
+    for (int bi = 0; bi < 2; bi++) {
+        const backend_ops *be = BOTH[bi];
+        for (int ri = 0; ri < 3; ri++)
+            for (int ni = 0; ni < 4; ni++) {
+                const int64_t n_rows = ODD_N[ni], n_src = n_rows + 5, n_dst = n_rows + 3;
+                const size_t rb = row_bytes_list[ri];
+                uint8_t *src = malloc((size_t)n_src * rb + 1), *dst = malloc((size_t)n_dst * rb + 1);
+                uint8_t *want = malloc((size_t)n_dst * rb + 1);
+                for (size_t i = 0; i < (size_t)n_src * rb; i++) src[i] = (uint8_t)rand_u32();
+                int64_t *di = malloc((size_t)(n_rows + 1) * sizeof(int64_t)), *si = malloc((size_t)(n_rows + 1) * sizeof(int64_t));
+                for (int64_t i = 0; i < n_rows; i++) {
+                    di[i] = n_dst - 1 - i;       // reversed
+                    si[i] = (i * 5 + 2) % n_src;  // scattered (repeats allowed on the source side)
+                }
+                for (int mode = 0; mode < 3; mode++) {  // both lists, NULL dst list, NULL src list
+                    memset(dst, 0x5a, (size_t)n_dst * rb);
+                    memset(want, 0x5a, (size_t)n_dst * rb);
+                    const int64_t *dl = mode == 1 ? NULL : di, *sl = mode == 2 ? NULL : si;
+                    for (int64_t i = 0; i < n_rows; i++)
+                        memcpy(want + (size_t)(dl ? dl[i] : i) * rb, src + (size_t)(sl ? sl[i] : i) * rb, rb);
+                    be->copy_rows(inst(be), dst, dl, src, sl, n_rows, rb);
+                    CHECK_MSG(memcmp(dst, want, (size_t)n_dst * rb) == 0, "%s copy_rows rb=%zu n=%lld mode %d",
+                              be->name, rb, (long long)n_rows, mode);
+                }
+                // copy_2d: a (n_rows x rb) block between pitches rb+8 (src) and rb+3 (dst), and the dense case
+                for (int dense = 0; dense < 2; dense++) {
+                    const size_t sp = dense ? rb : rb + 8, dp = dense ? rb : rb + 3;
+                    uint8_t *s2 = malloc((size_t)n_rows * sp + 1), *d2 = malloc((size_t)n_rows * dp + 1);
+                    uint8_t *w2 = malloc((size_t)n_rows * dp + 1);
+                    for (size_t i = 0; i < (size_t)n_rows * sp; i++) s2[i] = (uint8_t)rand_u32();
+                    memset(d2, 0x3c, (size_t)n_rows * dp);
+                    memset(w2, 0x3c, (size_t)n_rows * dp);
+                    for (int64_t r = 0; r < n_rows; r++) memcpy(w2 + (size_t)r * dp, s2 + (size_t)r * sp, rb);
+                    be->copy_2d(inst(be), d2, dp, s2, sp, rb, n_rows);
+                    CHECK_MSG(memcmp(d2, w2, (size_t)n_rows * dp) == 0, "%s copy_2d rb=%zu n=%lld dense=%d", be->name,
+                              rb, (long long)n_rows, dense);
+                    free(s2); free(d2); free(w2);
+                }
+                free(src); free(dst); free(want); free(di); free(si);
+            }
+    }
+}
+
+static void test_mean_heads(void) {
+    const int64_t heads[] = {1, 3, 9}, hds[] = {1, 7, 64};
+    for (int a = 0; a < 3; a++)
+        for (int c = 0; c < 3; c++) {
+            const int64_t nh = heads[a], hd = hds[c];
+            float *q = normal_new(nh * hd, 2.0f), *got = out_new(hd), *ref = out_new(hd), *naive = floats_new(hd);
+            for (int64_t i = 0; i < hd; i++) {
+                long double s = 0;
+                for (int64_t h = 0; h < nh; h++) s += q[h * hd + i];
+                naive[i] = (float)(s / nh);
+            }
+            backend_cpu_ref.mean_heads(&g_ref, ref, q, nh, hd);
+            backend_cpu.mean_heads(&g_cpu, got, q, nh, hd);
+            compare(ST_SPEC, "cpu_ref mean_heads vs naive", ref, naive, hd, (tol){1e-12, 1e-7, 1e-6}, NULL);
+            CHECK_MSG(same_bits(got, ref, hd) && guard_intact(got, hd) && guard_intact(ref, hd),
+                      "cpu mean_heads == cpu_ref (heads %lld, hd %lld)", (long long)nh, (long long)hd);
+            free(q); free(got); free(ref); free(naive);
+        }
+}
+
+// The definition of score_reduce, in double: probabilities p = exp(s - lse), 0 when lse = -inf.
+static double naive_score(const float *raw, const float *lse, int64_t ld, int64_t g, int64_t G, int64_t j, int mode) {
+    if (mode == SCORE_FIRST_LOGP || mode == SCORE_MAX_LOGP) {
+        double m = -INFINITY;
+        for (int64_t h = g * G; h < (mode == SCORE_FIRST_LOGP ? g * G + 1 : (g + 1) * G); h++) {
+            double x = lse[h] == -INFINITY ? -INFINITY : (double)raw[h * ld + j] - lse[h];
+            m = x > m ? x : m;
+        }
+        return m;
+    }
+    double s = 0;
+    for (int64_t h = g * G; h < (g + 1) * G; h++)
+        if (lse[h] != -INFINITY) s += exp((double)raw[h * ld + j] - lse[h]);
+    return s / (double)G;
+}
+
+static void test_score_reduce(void) {
+    const int64_t shapes[][2] = {{1, 1}, {3, 3}, {2, 4}};  // (out rows, group)
+    for (int si = 0; si < 3; si++)
+        for (int ni = 0; ni < N_ODD; ni++)
+            for (int mode = 0; mode < 4; mode++) {
+                const int64_t rows = shapes[si][0], G = shapes[si][1], H = rows * G, n = ODD_N[ni], ld = n + 3;
+                float *raw = floats_new(H * ld), *lse = floats_new(H);
+                for (int64_t h = 0; h < H; h++) {
+                    lse[h] = 2.0f + rand_uniform(0.0f, 3.0f);
+                    for (int64_t j = 0; j < ld; j++) raw[h * ld + j] = j < n ? rand_normal() * 2.0f : NAN;  // NaN past n
+                }
+                if (H > 1) lse[H - 1] = lse[(rows - 1) * G] = -INFINITY;  // heads with no keys anywhere (one a group's first)
+                const int acc = mode == SCORE_ACC_MEAN_P;
+                const int64_t n_accs[] = {0, n / 2, n, n + 5};
+                for (int ai = 0; ai < (acc ? 4 : 1); ai++) {
+                    const int64_t n_acc = n_accs[ai];
+                    float *got = out_new(rows * n), *ref = out_new(rows * n), *want = floats_new(rows * n);
+                    for (int64_t i = 0; i < rows * n; i++) {
+                        float prior = acc ? rand_uniform(0.0f, 1.0f) : NAN;
+                        got[i] = ref[i] = prior;
+                        want[i] = prior;
+                    }
+                    for (int64_t g = 0; g < rows; g++)
+                        for (int64_t j = 0; j < n; j++) {
+                            if (acc && j >= n_acc) continue;  // untouched beyond the causal prefix
+                            double x = naive_score(raw, lse, ld, g, G, j, mode);
+                            want[g * n + j] = (float)(acc ? want[g * n + j] + x : x);
+                        }
+                    backend_cpu_ref.score_reduce(&g_ref, ref, raw, lse, H, rows, n, ld, n_acc, mode);
+                    backend_cpu.score_reduce(&g_cpu, got, raw, lse, H, rows, n, ld, n_acc, mode);
+                    char what[128];
+                    snprintf(what, sizeof what, "score_reduce mode %d rows=%lld G=%lld n=%lld n_acc=%lld", mode,
+                             (long long)rows, (long long)G, (long long)n, (long long)n_acc);
+                    CHECK_MSG(guard_intact(got, rows * n) && guard_intact(ref, rows * n), "%s: guards", what);
+                    compare(ST_SCORE, what, ref, want, rows * n, (tol){1e-12, 1e-30, 1e-6}, NULL);
+                    if (mode == SCORE_MAX_LOGP || mode == SCORE_FIRST_LOGP)  // one float subtraction and max: exact
+                        CHECK_MSG(same_bits(got, ref, rows * n), "%s: cpu == cpu_ref bit for bit", what);
+                    else
+                        compare(ST_SCORE, what, got, ref, rows * n, (tol){1e-12, 1e-30, 2e-6}, NULL);
+                    free(got); free(ref); free(want);
+                }
+                free(raw); free(lse);
+            }
+}
+
+static void test_maxpool_rows(void) {
+    const int64_t kernels[] = {1, 3, 7, 8193};
+    for (int64_t n_rows = 0; n_rows <= 3; n_rows += (n_rows == 0 ? 1 : 2))
+        for (int ni = 0; ni < N_ODD; ni++)
+            for (int ki = 0; ki < 4; ki++) {
+                const int64_t n = ODD_N[ni], kernel = kernels[ki];
+                float *in = floats_new(n_rows * n), *want = floats_new(n_rows * n);
+                for (int64_t i = 0; i < n_rows * n; i++)  // ties and -inf are common
+                    in[i] = i % 11 == 3 ? -INFINITY : (float)(rand_u32() % 9) - 4.0f;
+                for (int64_t r = 0; r < n_rows; r++)
+                    for (int64_t i = 0; i < n; i++) {
+                        float m = -INFINITY;
+                        for (int64_t j = i - kernel / 2; j <= i + kernel / 2; j++)
+                            if (j >= 0 && j < n) m = fmaxf(m, in[r * n + j]);
+                        want[r * n + i] = m;
+                    }
+                for (int bi = 0; bi < 2; bi++) {
+                    float *got = out_new(n_rows * n);
+                    BOTH[bi]->maxpool_rows(inst(BOTH[bi]), got, in, n_rows, n, kernel);
+                    CHECK_MSG(same_bits(got, want, n_rows * n) && guard_intact(got, n_rows * n),
+                              "%s maxpool_rows rows=%lld n=%lld kernel=%lld", BOTH[bi]->name, (long long)n_rows,
+                              (long long)n, (long long)kernel);
+                    free(got);
+                }
+                free(in); free(want);
+            }
+}
+
+// Brute-force selection order, written apart from both backends: NaN last,
+// then score descending (-0 == +0), then position ascending.
+static int naive_before(scored_pos a, scored_pos b) {
+    if (isnan(a.score) || isnan(b.score)) return isnan(b.score) && (!isnan(a.score) || a.pos < b.pos);
+    if (a.score != b.score) return a.score > b.score;
+    return a.pos < b.pos;
+}
+
+static int same_winner(scored_pos a, scored_pos b) {
+    return a.pos == b.pos && (a.score == b.score || (isnan(a.score) && isnan(b.score)));
+}
+
+static void test_topk_rows(void) {
+    for (int64_t n_rows = 0; n_rows <= 3; n_rows += (n_rows == 0 ? 1 : 2))
+        for (int ni = 0; ni < N_ODD; ni++) {
+            const int64_t n = ODD_N[ni], ld = n + 2;
+            const int64_t ks[3] = {n_rows > 1 ? 0 : 5, 1 + n / 3, n + 10};  // nothing, a part, more than n
+            float *scores = floats_new(n_rows * ld);
+            int64_t *pos = malloc((size_t)(n + 1) * sizeof(int64_t));
+            for (int64_t j = 0; j < n; j++) pos[j] = 3 * j + 1;
+            for (int64_t j = n - 1; j > 0; j--) {  // positions not in index order
+                int64_t r = rand_below(j + 1), t = pos[j];
+                pos[j] = pos[r];
+                pos[r] = t;
+            }
+            for (int64_t i = 0; i < n_rows * ld; i++) {
+                const uint32_t r = rand_u32() % 64;
+                scores[i] = r == 0 ? NAN : r == 1 ? -INFINITY : r == 2 ? INFINITY : r == 3 ? -0.0f
+                          : (float)(r % 9) * 0.5f - 2.0f;  // ties
+            }
+            int64_t k_max = 0;
+            for (int64_t r = 0; r < n_rows; r++) k_max = ks[r % 3] > k_max ? ks[r % 3] : k_max;
+            const int64_t k_stride = k_max + 2;
+            int64_t k_host[3], n_out[2][4];
+            for (int64_t r = 0; r < n_rows; r++) k_host[r] = ks[r % 3];
+            scored_pos *out[2];
+            for (int bi = 0; bi < 2; bi++) {
+                out[bi] = malloc((size_t)(n_rows * k_stride + 1) * sizeof(scored_pos));
+                for (int64_t i = 0; i < n_rows * k_stride; i++) out[bi][i] = (scored_pos){.score = 77.0f, .pos = -9};
+                for (int r = 0; r < 4; r++) n_out[bi][r] = -5;
+                BOTH[bi]->topk_rows(inst(BOTH[bi]), out[bi], n_out[bi], scores, pos, n_rows, n, ld, k_host, k_stride, 0);
+            }
+            int ok = n_out[0][n_rows] == -5 && n_out[1][n_rows] == -5;  // no count written past n_rows
+            scored_pos *want = malloc((size_t)(n + 1) * sizeof(scored_pos));
+            uint8_t *taken = malloc((size_t)(n + 1));
+            for (int64_t r = 0; r < n_rows; r++) {
+                const int64_t m = k_host[r] < n ? k_host[r] : n;
+                memset(taken, 0, (size_t)(n + 1));
+                for (int64_t i = 0; i < m; i++) {  // selection sort: the best untaken each time
+                    int64_t best = -1;
+                    for (int64_t j = 0; j < n; j++) {
+                        scored_pos c = {scores[r * ld + j], pos[j]};
+                        if (!taken[j] && (best < 0 || naive_before(c, (scored_pos){scores[r * ld + best], pos[best]})))
+                            best = j;
+                    }
+                    taken[best] = 1;
+                    want[i] = (scored_pos){scores[r * ld + best], pos[best]};
+                }
+                for (int bi = 0; bi < 2; bi++) {
+                    ok &= n_out[bi][r] == m;
+                    for (int64_t i = 0; i < m && n_out[bi][r] == m; i++) ok &= same_winner(out[bi][r * k_stride + i], want[i]);
+                    for (int64_t i = m; i < k_stride; i++)  // nothing written past the count
+                        ok &= out[bi][r * k_stride + i].pos == -9;
+                }
+            }
+            CHECK_MSG(ok, "topk_rows rows=%lld n=%lld", (long long)n_rows, (long long)n);
+            free(scores); free(pos); free(out[0]); free(out[1]); free(want); free(taken);
+        }
+}
+
+// The same ops through cpu_strict (buffers it allocates, uploads and
+// downloads) give what cpu gives on host buffers, bit for bit.
+static void test_strict_same_results(void) {
+    backend s;
+    rc_err err;
+    CHECK(backend_init(&s, &backend_cpu_strict, 2, -1, &err) == 0);
+    const int64_t n_kv = 2, group = 3, n_q = n_kv * group, hd = 64, n_keys = 300, n_slots = 320;
+    const size_t kv_bytes = (size_t)(n_kv * n_slots * hd) * sizeof(uint16_t);
+    // host copies for the cpu run
+    float *k = normal_new(n_keys * n_kv * hd, 1.0f), *v = normal_new(n_keys * n_kv * hd, 1.0f);
+    float *q = normal_new(n_q * hd, 2.0f), *y = normal_new(n_q * hd, 1.0f);
+    int64_t slot[2 * 300], pos[300], kk[2] = {17, 400}, n_sel[2][2];
+    for (int64_t t = 0; t < n_keys; t++) {
+        pos[t] = t;
+        for (int64_t h = 0; h < n_kv; h++) slot[t * n_kv + h] = t;
+    }
+    uint16_t *kc = calloc(1, kv_bytes), *vc = calloc(1, kv_bytes);
+    float o[2][6 * 64], lse[2][6], sc[2][6 * 300], red[2][2 * 300], pooled[2][2 * 300], x[2][6 * 64];
+    scored_pos top[2][2 * 400];
+    {  // cpu on host memory
+        const backend *b = &g_cpu;
+        kv_view kd = {kc, KV_F16, n_slots * hd}, vd = {vc, KV_F16, n_slots * hd};
+        backend_cpu.kv_write(b, &kd, &vd, slot, k, v, n_keys, n_kv, hd);
+        backend_cpu.attn_decode_scores(b, o[0], lse[0], sc[0], q, &kd, &vd, n_keys, n_q, n_kv, hd, 0.125f);
+        backend_cpu.score_reduce(b, red[0], sc[0], lse[0], n_q, n_kv, n_keys, n_keys, 0, SCORE_MAX_LOGP);
+        backend_cpu.maxpool_rows(b, pooled[0], red[0], n_kv, n_keys, 7);
+        backend_cpu.topk_rows(b, top[0], n_sel[0], pooled[0], pos, n_kv, n_keys, n_keys, kk, 400, 0);
+        memcpy(x[0], q, sizeof(x[0]));
+        backend_cpu.add(b, x[0], y, n_q * hd);
+    }
+    {  // strict: everything through its buffers
+        const backend *b = &s;
+        const backend_ops *be = s.ops;
+        void *kd_buf = be->alloc(b, kv_bytes), *vd_buf = be->alloc(b, kv_bytes);
+        float *dk = backend_upload_new(b, k, (size_t)(n_keys * n_kv * hd) * 4);
+        float *dv = backend_upload_new(b, v, (size_t)(n_keys * n_kv * hd) * 4);
+        float *dq = backend_upload_new(b, q, sizeof(x[0])), *dy = backend_upload_new(b, y, sizeof(x[0]));
+        float *dout = be->alloc(b, sizeof(o[1])), *dl = be->alloc(b, sizeof(lse[1])), *dsc = be->alloc(b, sizeof(sc[1]));
+        float *dred = be->alloc(b, sizeof(red[1])), *dpool = be->alloc(b, sizeof(pooled[1]));
+        kv_view kd = {kd_buf, KV_F16, n_slots * hd}, vd = {vd_buf, KV_F16, n_slots * hd};
+        be->kv_write(b, &kd, &vd, slot, dk, dv, n_keys, n_kv, hd);
+        be->attn_decode_scores(b, dout, dl, dsc, dq, &kd, &vd, n_keys, n_q, n_kv, hd, 0.125f);
+        be->score_reduce(b, dred, dsc, dl, n_q, n_kv, n_keys, n_keys, 0, SCORE_MAX_LOGP);
+        be->maxpool_rows(b, dpool, dred, n_kv, n_keys, 7);
+        be->topk_rows(b, top[1], n_sel[1], dpool, pos, n_kv, n_keys, n_keys, kk, 400, 0);
+        be->add(b, dq, dy, n_q * hd);
+        be->download(b, o[1], dout, sizeof(o[1]));
+        be->download(b, lse[1], dl, sizeof(lse[1]));
+        be->download(b, pooled[1], dpool, sizeof(pooled[1]));
+        be->download(b, x[1], dq, sizeof(x[1]));
+        CHECK(be->synchronize(b, &err) == 0);
+        void *bufs[] = {kd_buf, vd_buf, dk, dv, dq, dy, dout, dl, dsc, dred, dpool};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) be->free(b, bufs[i]);
+    }
+    CHECK_MSG(same_bits(o[0], o[1], n_q * hd) && same_bits(lse[0], lse[1], n_q), "strict attention == cpu");
+    CHECK_MSG(same_bits(pooled[0], pooled[1], n_kv * n_keys), "strict score_reduce + maxpool == cpu");
+    CHECK_MSG(same_bits(x[0], x[1], n_q * hd), "strict add == cpu");
+    int ok = n_sel[0][0] == 17 && n_sel[1][0] == 17 && n_sel[0][1] == 300 && n_sel[1][1] == 300;
+    for (int64_t r = 0; r < 2 && ok; r++)
+        for (int64_t i = 0; i < n_sel[0][r]; i++) ok &= same_winner(top[0][r * 400 + i], top[1][r * 400 + i]);
+    CHECK_MSG(ok, "strict topk_rows == cpu");
+    backend_shutdown(&s);
+    free(k); free(v); free(q); free(y); free(kc); free(vc);
+}
+
+// Two instances with 1 and 2 threads, called alternately, keep their own
+// counts: a kernel that cannot get its per-thread scratch reports the size
+// it asked for (threads x per-thread bytes) at synchronize, so a thread count
+// held in a global would give both instances the same size. Results agree
+// bit for bit, and the error is sticky until synchronize clears it.
+static void test_two_instances(void) {
+    backend one, two;
+    rc_err err;
+    CHECK(backend_init(&one, &backend_cpu, 1, -1, &err) == 0);
+    CHECK(backend_init(&two, &backend_cpu, 2, -1, &err) == 0);
+    const int64_t n_huge = (int64_t)1 << 44;  // 2^44 keys x 16 bytes x threads: more than the address space
+    const int64_t k1 = 1;
+    int64_t n_out = -1;
+    float dummy = 0.0f;
+    int64_t pos0 = 0;
+    char msg[2][2][1024];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2; i++) {
+            const backend *b = i ? &two : &one;
+            backend_cpu.topk_rows(b, NULL, &n_out, &dummy, &pos0, 1, n_huge, 0, &k1, 0, 0);
+            CHECK(n_out == 0);
+            // later work on the same instance does not overwrite the first error
+            float a[3] = {1, 2, 3}, c[3] = {1, 1, 1};
+            backend_cpu.add(b, a, c, 3);
+        }
+        for (int i = 0; i < 2; i++) {
+            const backend *b = i ? &two : &one;
+            CHECK(backend_cpu.synchronize(b, &err) == -1);
+            snprintf(msg[round][i], sizeof msg[round][i], "%s", err.msg);
+            CHECK_MSG(backend_cpu.synchronize(b, &err) == 0, "synchronize clears the error");
+        }
+    }
+    const unsigned long long per_thread = (unsigned long long)n_huge * 2 * 8;
+    char want[2][128];
+    snprintf(want[0], sizeof want[0], "topk_rows could not allocate %llu bytes", per_thread);
+    snprintf(want[1], sizeof want[1], "topk_rows could not allocate %llu bytes", 2 * per_thread);
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 2; i++)
+            CHECK_MSG(strstr(msg[round][i], want[i]) != NULL, "instance with %d thread(s) says \"%s\", wants \"%s\"",
+                      i + 1, msg[round][i], want[i]);
+    CHECK(one.n_threads == 1 && two.n_threads == 2);
+
+    // Same results whatever the thread count, interleaved.
+    const int64_t n_kv = 3, n = 4097;
+    float *scores = normal_new(n_kv * n, 1.0f), *p1 = out_new(n_kv * n), *p2 = out_new(n_kv * n);
+    int64_t *pos = malloc((size_t)n * sizeof(int64_t)), kk[3] = {100, 5, 4097}, c1[3], c2[3];
+    for (int64_t j = 0; j < n; j++) pos[j] = j;
+    scored_pos *t1 = malloc((size_t)(n_kv * n) * sizeof(scored_pos)), *t2 = malloc((size_t)(n_kv * n) * sizeof(scored_pos));
+    backend_cpu.maxpool_rows(&one, p1, scores, n_kv, n, 7);
+    backend_cpu.maxpool_rows(&two, p2, scores, n_kv, n, 7);
+    backend_cpu.topk_rows(&two, t2, c2, p2, pos, n_kv, n, n, kk, n, 0);
+    backend_cpu.topk_rows(&one, t1, c1, p1, pos, n_kv, n, n, kk, n, 0);
+    int ok = same_bits(p1, p2, n_kv * n);
+    for (int64_t r = 0; r < n_kv; r++) {
+        ok &= c1[r] == c2[r] && c1[r] == kk[r];
+        for (int64_t i = 0; i < c1[r] && ok; i++) ok &= same_winner(t1[r * n + i], t2[r * n + i]);
+    }
+    CHECK_MSG(ok, "1 and 2 threads give the same maxpool and top-K");
+    free(scores); free(p1); free(p2); free(pos); free(t1); free(t2);
+    backend_shutdown(&one);
+    backend_shutdown(&two);
+    CHECK(one.ops == NULL && one.impl == NULL);  // shutdown leaves the instance empty
 }
 
 static double now_s(void) {
@@ -1360,7 +1909,11 @@ static double now_s(void) {
 
 int main(void) {
     double t0 = now_s();
-    backend_cpu_set_threads(2);
+    rc_err err;
+    if (backend_init(&g_ref, &backend_cpu_ref, 1, -1, &err) || backend_init(&g_cpu, &backend_cpu, 2, -1, &err)) {
+        fprintf(stderr, "test_ops: %s\n", err.msg);
+        return 1;
+    }
 
     RUN(test_harness_detects());
     RUN(test_sensitivity());
@@ -1387,6 +1940,21 @@ int main(void) {
 
     RUN(test_shard_merge());
     RUN(test_argmax());
+
+    RUN(test_memory());
+    RUN(test_add_vs_closed_form());
+    RUN(test_embed());
+    RUN(test_kv_write());
+    RUN(test_copy_rows_2d());
+    RUN(test_mean_heads());
+    RUN(test_score_reduce());
+    RUN(test_maxpool_rows());
+    RUN(test_topk_rows());
+    RUN(test_strict_same_results());
+    RUN(test_two_instances());
+    CHECK_MSG(backend_cpu.synchronize(&g_cpu, &err) == 0, "no kernel ran out of scratch: %s", err.msg);
+    backend_shutdown(&g_cpu);
+    backend_shutdown(&g_ref);
 
     printf("%-24s %6s %12s %14s\n", "op", "cases", "worst nmse", "worst |d|/tol");
     for (int i = 0; i < ST_COUNT; i++)

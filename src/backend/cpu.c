@@ -5,21 +5,69 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_select.h"
 #include "backend/cpu_simd.h"
 #include "model/quant.h"
 
 void openblas_set_num_threads(int num_threads);
 
-static int g_threads = 1;
+// An instance's private state: the first failure since the last synchronize.
+// Ops cannot return a status (a device reports its errors later, at a sync
+// point), so a kernel that cannot get scratch records it here and writes nothing.
+typedef struct cpu_state {
+    int failed;
+    char msg[200];
+} cpu_state;
 
-void backend_cpu_set_threads(int n_threads) {
-    g_threads = n_threads > 0 ? n_threads : 1;
-    openblas_set_num_threads(g_threads);
+static int cpu_init(backend *b, int device, rc_err *err) {
+    if (!(b->impl = calloc(1, sizeof(cpu_state)))) return rc_fail(err, "cpu backend: out of memory at init");
+    return 0;
 }
+
+static void cpu_shutdown(backend *b) {
+    free(b->impl);
+    b->impl = NULL;
+}
+
+static void cpu_fail(const backend *b, const char *op, size_t n_bytes) {
+    cpu_state *st = b->impl;
+    if (!st || st->failed) return;  // sticky: the first failure is the one to report
+    st->failed = 1;
+    snprintf(st->msg, sizeof(st->msg), "cpu backend: %s could not allocate %zu bytes of scratch", op, n_bytes);
+}
+
+static int cpu_synchronize(const backend *b, rc_err *err) {
+    cpu_state *st = b->impl;
+    if (!st || !st->failed) return 0;
+    st->failed = 0;
+    return rc_fail(err, "%s", st->msg);
+}
+
+// OpenBLAS keeps its thread count in a process global: set it to this
+// instance's right before each GEMM (a store when unchanged).
+static void blas_threads(const backend *b) { openblas_set_num_threads(b->n_threads); }
+
+// ---- memory: host memory; the CPU keeps weights where the model has them
+
+static void *cpu_alloc(const backend *b, size_t n_bytes) { return calloc(n_bytes > 0 ? n_bytes : 1, 1); }
+
+static void cpu_free(const backend *b, void *p) { free(p); }
+
+static void cpu_memcpy(const backend *b, void *dst, const void *src, size_t n_bytes) {
+    if (dst != src && n_bytes) memcpy(dst, src, n_bytes);
+}
+
+static int cpu_weight_upload(const backend *b, weight *dst, const weight *src, rc_err *err) {
+    *dst = *src;
+    return 0;
+}
+
+static void cpu_weight_free(const backend *b, weight *w) { *w = (weight){0}; }
 
 static int cpu_has_avx2(void) {
     static int cached = -1;
@@ -36,7 +84,7 @@ static int cpu_supports(int op, uint32_t weight_type) {
     return ti && ti->supported;
 }
 
-static void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n_rows, int64_t n, float eps) {
+static void cpu_rmsnorm(const backend *b, float *out, const float *x, const float *w, int64_t n_rows, int64_t n, float eps) {
     for (int64_t r = 0; r < n_rows; r++) {
         const float *xr = x + r * n;
         float ss = 0.0f;
@@ -161,17 +209,29 @@ static float dot_generic(const weight *w, const void *row, const float *x, float
     return s;
 }
 
-static void matvec(float *out, const float *x, const weight *w) {
+// Returns 0, or -1 (recorded) when scratch is missing.
+static int matvec(const backend *b, float *out, const float *x, const weight *w) {
     const int64_t nb = w->n_in / 32;
     const int simd = cpu_has_avx2();
-    float *xsum = NULL;
+    float *xsum = NULL, *scratch_all = NULL;
     if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_1) {
-        xsum = malloc((size_t)nb * sizeof(float));
+        if (!(xsum = malloc((size_t)(nb > 0 ? nb : 1) * sizeof(float)))) {
+            cpu_fail(b, "matmul", (size_t)nb * sizeof(float));
+            return -1;
+        }
         block_sums(x, w->n_in, xsum);
     }
-#pragma omp parallel num_threads(g_threads)
+    if (!simd) {  // one dequantized row per thread
+        const size_t n_bytes = (size_t)b->n_threads * (size_t)w->n_in * sizeof(float);
+        if (!(scratch_all = malloc(n_bytes > 0 ? n_bytes : 1))) {
+            free(xsum);
+            cpu_fail(b, "matmul", n_bytes);
+            return -1;
+        }
+    }
+#pragma omp parallel num_threads(b->n_threads)
     {
-        float *scratch = simd ? NULL : malloc((size_t)w->n_in * sizeof(float));
+        float *scratch = simd ? NULL : scratch_all + (size_t)omp_get_thread_num() * (size_t)w->n_in;
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < w->n_out; o++) {
             const void *row = (const uint8_t *)w->data + (size_t)o * w->row_bytes;
@@ -190,24 +250,30 @@ static void matvec(float *out, const float *x, const weight *w) {
             }
             out[o] = r;
         }
-        free(scratch);
     }
+    free(scratch_all);
     free(xsum);
+    return 0;
 }
 
 // Prefill blocks: dequantize row chunks of w to fp32 once, then SGEMM over all tokens.
 #define GEMM_MIN_TOKENS 4
 #define GEMM_CHUNK_ELEMS ((int64_t)8 << 20)
 
-static void cpu_matmul(float *out, const float *x, const weight *w, int64_t n_tok) {
+static void cpu_matmul(const backend *b, float *out, const float *x, const weight *w, int64_t n_tok) {
+    if (n_tok <= 0) return;
     if (n_tok < GEMM_MIN_TOKENS) {
         if (n_tok == 1) {
-            matvec(out, x, w);
+            matvec(b, out, x, w);
             return;
         }
         float *tmp = malloc((size_t)w->n_out * sizeof(float));
+        if (!tmp) {
+            cpu_fail(b, "matmul", (size_t)w->n_out * sizeof(float));
+            return;
+        }
         for (int64_t t = 0; t < n_tok; t++) {
-            matvec(tmp, x + t * w->n_in, w);
+            if (matvec(b, tmp, x + t * w->n_in, w)) break;
             memcpy(out + t * w->n_out, tmp, (size_t)w->n_out * sizeof(float));
         }
         free(tmp);
@@ -217,23 +283,32 @@ static void cpu_matmul(float *out, const float *x, const weight *w, int64_t n_to
     if (chunk_rows < 1) chunk_rows = 1;
     if (chunk_rows > w->n_out) chunk_rows = w->n_out;
     float *wf = malloc((size_t)chunk_rows * (size_t)w->n_in * sizeof(float));
+    if (!wf) {
+        cpu_fail(b, "matmul", (size_t)chunk_rows * (size_t)w->n_in * sizeof(float));
+        return;
+    }
     for (int64_t r0 = 0; r0 < w->n_out; r0 += chunk_rows) {
         int64_t rows = w->n_out - r0 < chunk_rows ? w->n_out - r0 : chunk_rows;
-#pragma omp parallel for num_threads(g_threads) schedule(static)
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
         for (int64_t r = 0; r < rows; r++)
             dequantize_row(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->row_bytes,
                            wf + (size_t)r * w->n_in, w->n_in);
         // out[t, r0 + r] = sum_i x[t, i] * wf[r, i]
+        blas_threads(b);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)rows, (int)w->n_in, 1.0f, x,
                     (int)w->n_in, wf, (int)w->n_in, 0.0f, out + r0, (int)w->n_out);
     }
     free(wf);
 }
 
-static void cpu_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim, const int64_t *pos,
-                     const rope_table *rt) {
+static void cpu_rope(const backend *b, float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
+                     const int64_t *pos, const rope_table *rt) {
     int64_t half = rt->rot_dim / 2;
-    float *cs = malloc((size_t)half * 2 * sizeof(float));
+    float *cs = malloc((size_t)(half > 0 ? half : 1) * 2 * sizeof(float));
+    if (!cs) {
+        cpu_fail(b, "rope", (size_t)half * 2 * sizeof(float));
+        return;
+    }
     for (int64_t t = 0; t < n_tok; t++) {
         for (int64_t i = 0; i < half; i++) {
             double theta = (double)pos[t] * rt->inv_freq[i];
@@ -243,12 +318,12 @@ static void cpu_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
         for (int64_t h = 0; h < n_heads; h++) {
             float *v = x + (t * n_heads + h) * head_dim;
             for (int64_t i = 0; i < half; i++) {
-                int64_t a = rt->neox ? i : 2 * i;
-                int64_t b = rt->neox ? i + half : 2 * i + 1;
+                int64_t i0 = rt->neox ? i : 2 * i;
+                int64_t i1 = rt->neox ? i + half : 2 * i + 1;
                 float c = cs[2 * i], s = cs[2 * i + 1];
-                float x0 = v[a], x1 = v[b];
-                v[a] = x0 * c - x1 * s;
-                v[b] = x0 * s + x1 * c;
+                float x0 = v[i0], x1 = v[i1];
+                v[i0] = x0 * c - x1 * s;
+                v[i1] = x0 * s + x1 * c;
             }
         }
     }
@@ -266,7 +341,7 @@ SIMD_TARGET static void swiglu_avx2(float *out, const float *gate, const float *
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-static void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+static void cpu_swiglu(const backend *b, float *out, const float *gate, const float *up, int64_t n) {
     if (cpu_has_avx2()) {
         swiglu_avx2(out, gate, up, n);
         return;
@@ -276,7 +351,7 @@ static void cpu_swiglu(float *out, const float *gate, const float *up, int64_t n
 
 // ---- attention ----
 
-static void merge_states(float *o, float *lse, const float *o_parts, const float *lse_parts, int64_t n_parts,
+static void merge_states(const backend *b, float *o, float *lse, const float *o_parts, const float *lse_parts, int64_t n_parts,
                          int64_t n_heads, int64_t head_dim) {
     // Double accumulation: the merge is tiny (n_parts x n_heads x head_dim) and
     // its rounding would otherwise be the main difference between sharded and
@@ -498,8 +573,9 @@ static void attend_group(float *o, float *lse, const float *q, const kv_view *k,
 }
 
 // raw (may be NULL): (n_q_heads, n_keys) scaled scores, copied out of pass 1.
-static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, const kv_view *k, const kv_view *v,
-                             int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+static void attn_decode_impl(const backend *b, float *o, float *lse, float *raw, const float *q, const kv_view *k,
+                             const kv_view *v, int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim,
+                             float scale) {
     const int64_t group = n_q_heads / n_kv_heads;
     // Enough (chunk, KV head) items to keep threads evenly busy at short
     // contexts (a recycled cache of 1K keys over 3 KV heads would otherwise
@@ -511,12 +587,21 @@ static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, c
     int64_t n_chunks = (n_keys + chunk - 1) / chunk;
     if (n_chunks < 1) n_chunks = 1;
     // Partial states (chunk, q head) merged afterwards in chunk order.
-    float *o_parts = malloc((size_t)(n_chunks * n_q_heads * head_dim) * sizeof(float));
-    float *lse_parts = malloc((size_t)(n_chunks * n_q_heads) * sizeof(float));
+    const size_t parts_bytes = (size_t)(n_chunks * n_q_heads) * (size_t)(head_dim + 1) * sizeof(float);
+    const size_t scores_bytes = (size_t)b->n_threads * (size_t)(group * ATTN_KEY_CHUNK) * sizeof(float);
+    float *o_parts = malloc(parts_bytes);
+    float *scores_all = malloc(scores_bytes);
+    if (!o_parts || !scores_all) {
+        free(o_parts);
+        free(scores_all);
+        cpu_fail(b, "attention", parts_bytes + scores_bytes);
+        return;
+    }
+    float *lse_parts = o_parts + n_chunks * n_q_heads * head_dim;
     const int64_t n_items = n_chunks * n_kv_heads;
-#pragma omp parallel num_threads(g_threads)
+#pragma omp parallel num_threads(b->n_threads)
     {
-        float *scores = malloc((size_t)(group * ATTN_KEY_CHUNK) * sizeof(float));
+        float *scores = scores_all + (size_t)omp_get_thread_num() * (size_t)(group * ATTN_KEY_CHUNK);
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < n_items; it++) {
             int64_t c = it / n_kv_heads, kvh = it % n_kv_heads;
@@ -526,27 +611,26 @@ static void attn_decode_impl(float *o, float *lse, float *raw, const float *q, c
             attend_group(o_parts + (c * n_q_heads + h0) * head_dim, lse_parts + c * n_q_heads + h0, q + h0 * head_dim,
                          k, v, kvh, k0, k1, group, head_dim, scale, scores, raw ? raw + h0 * n_keys + k0 : NULL, n_keys);
         }
-        free(scores);
     }
     if (n_chunks == 1) {
         memcpy(o, o_parts, (size_t)(n_q_heads * head_dim) * sizeof(float));
         memcpy(lse, lse_parts, (size_t)n_q_heads * sizeof(float));
     } else {
-        merge_states(o, lse, o_parts, lse_parts, n_chunks, n_q_heads, head_dim);
+        merge_states(b, o, lse, o_parts, lse_parts, n_chunks, n_q_heads, head_dim);
     }
     free(o_parts);
-    free(lse_parts);
+    free(scores_all);
 }
 
-static void cpu_attn_decode(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
+static void cpu_attn_decode(const backend *b, float *o, float *lse, const float *q, const kv_view *k, const kv_view *v, int64_t n_keys,
                             int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
-    attn_decode_impl(o, lse, NULL, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
+    attn_decode_impl(b, o, lse, NULL, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
 }
 
-static void cpu_attn_decode_scores(float *o, float *lse, float *scores, const float *q, const kv_view *k,
+static void cpu_attn_decode_scores(const backend *b, float *o, float *lse, float *scores, const float *q, const kv_view *k,
                                    const kv_view *v, int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads,
                                    int64_t head_dim, float scale) {
-    attn_decode_impl(o, lse, scores, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
+    attn_decode_impl(b, o, lse, scores, q, k, v, n_keys, n_q_heads, n_kv_heads, head_dim, scale);
 }
 
 // Causal prefill attention, one KV head at a time: the group's queries for all
@@ -554,8 +638,9 @@ static void cpu_attn_decode_scores(float *o, float *lse, float *scores, const fl
 // converted to fp32, with an online softmax and SGEMM for both products.
 #define PREFILL_KEY_TILE 256
 
-static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok, int64_t pos0, const kv_view *k,
+static void cpu_attn_prefill(const backend *b, float *o, float *lse, const float *q, int64_t n_tok, int64_t pos0, const kv_view *k,
                              const kv_view *v, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
+    if (n_tok <= 0) return;
     const int64_t group = n_q_heads / n_kv_heads;
     const int64_t n_rows = n_tok * group;  // row r = token r / group, head g = r % group
     const int64_t n_keys = pos0 + n_tok;
@@ -566,6 +651,12 @@ static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok
     float *vt = malloc((size_t)(PREFILL_KEY_TILE * head_dim) * sizeof(float));
     float *m = malloc((size_t)n_rows * sizeof(float));
     float *l = malloc((size_t)n_rows * sizeof(float));
+    if (!qg || !og || !s || !kt || !vt || !m || !l) {
+        cpu_fail(b, "prefill attention",
+                 ((size_t)(n_rows * head_dim) * 2 + (size_t)(n_rows * PREFILL_KEY_TILE) +
+                  (size_t)(PREFILL_KEY_TILE * head_dim) * 2 + (size_t)n_rows * 2) * sizeof(float));
+        goto done;
+    }
     for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) {
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t g = 0; g < group; g++)
@@ -582,15 +673,16 @@ static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok
             int64_t t_first = j0 - pos0 > 0 ? j0 - pos0 : 0;
             int64_t r_first = t_first * group;
             int64_t rows = n_rows - r_first;
-#pragma omp parallel for num_threads(g_threads) schedule(static)
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
             for (int64_t j = 0; j < nk; j++)
                 for (int64_t i = 0; i < head_dim; i++) {
                     kt[j * head_dim + i] = kv_get(k, kvh * k->head_stride + (j0 + j) * head_dim + i);
                     vt[j * head_dim + i] = kv_get(v, kvh * v->head_stride + (j0 + j) * head_dim + i);
                 }
+            blas_threads(b);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)head_dim, scale,
                         qg + r_first * head_dim, (int)head_dim, kt, (int)head_dim, 0.0f, s, (int)nk);
-#pragma omp parallel for num_threads(g_threads) schedule(static)
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
             for (int64_t rr = 0; rr < rows; rr++) {
                 int64_t r = r_first + rr;
                 int64_t last_key = pos0 + r / group;  // causal: keys <= own position
@@ -610,6 +702,7 @@ static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok
                 float *orow = og + r * head_dim;
                 for (int64_t i = 0; i < head_dim; i++) orow[i] *= alpha;
             }
+            blas_threads(b);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)head_dim, (int)nk, 1.0f, s, (int)nk,
                         vt, (int)head_dim, 1.0f, og + r_first * head_dim, (int)head_dim);
         }
@@ -622,19 +715,190 @@ static void cpu_attn_prefill(float *o, float *lse, const float *q, int64_t n_tok
                 if (lse) lse[t * n_q_heads + kvh * group + g] = m[r] + logf(l[r]);
             }
     }
+done:
     free(qg); free(og); free(s); free(kt); free(vt); free(m); free(l);
 }
 
-static int64_t cpu_argmax(const float *x, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+// Index of the largest value; NaN never wins unless all are NaN (then 0).
+static int64_t cpu_argmax(const backend *b, const float *x, int64_t n) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+    return best < 0 ? 0 : best;
+}
+
+// ---- element-wise and data movement ----
+
+static void cpu_add(const backend *b, float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void cpu_add_bias(const backend *b, float *x, const float *bias, int64_t n_rows, int64_t n) {
+    for (int64_t r = 0; r < n_rows; r++) {
+        float *xr = x + r * n;
+        for (int64_t i = 0; i < n; i++) xr[i] += bias[i];
+    }
+}
+
+static void cpu_embed(const backend *b, float *x, const weight *tok_embd, const int32_t *tokens_host, int64_t n) {
+    for (int64_t t = 0; t < n; t++)
+        dequantize_row(tok_embd->type, (const uint8_t *)tok_embd->data + (size_t)tokens_host[t] * tok_embd->row_bytes,
+                       x + t * tok_embd->n_in, tok_embd->n_in);
+}
+
+// fp32 -> fp16, round to nearest even (what fp32_to_fp16 does; NaN payloads may differ).
+SIMD_TARGET static void to_f16_f16c(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = fp32_to_fp16(src[i]);
+}
+
+static void kv_put_row(const kv_view *kv, int64_t off, const float *src, int64_t n, int f16c) {
+    if (kv->elem == KV_F32) {
+        memcpy((float *)kv->data + off, src, (size_t)n * sizeof(float));
+    } else if (f16c) {
+        to_f16_f16c((uint16_t *)kv->data + off, src, n);
+    } else {
+        uint16_t *d = (uint16_t *)kv->data + off;
+        for (int64_t i = 0; i < n; i++) d[i] = fp32_to_fp16(src[i]);
+    }
+}
+
+static void cpu_kv_write(const backend *b, const kv_view *k_dst, const kv_view *v_dst, const int64_t *slot_host,
+                         const float *k, const float *v, int64_t n_tok, int64_t n_kv_heads, int64_t head_dim) {
+    const int f16c = cpu_has_avx2();
+    for (int64_t row = 0; row < n_tok * n_kv_heads; row++) {
+        const int64_t h = row % n_kv_heads, slot = slot_host[row];
+        kv_put_row(k_dst, h * k_dst->head_stride + slot * head_dim, k + row * head_dim, head_dim, f16c);
+        kv_put_row(v_dst, h * v_dst->head_stride + slot * head_dim, v + row * head_dim, head_dim, f16c);
+    }
+}
+
+static void cpu_copy_rows(const backend *b, void *dst, const int64_t *dst_row_host, const void *src,
+                          const int64_t *src_row_host, int64_t n_rows, size_t row_bytes) {
+    for (int64_t i = 0; i < n_rows; i++) {
+        const int64_t d = dst_row_host ? dst_row_host[i] : i, s = src_row_host ? src_row_host[i] : i;
+        memcpy((uint8_t *)dst + (size_t)d * row_bytes, (const uint8_t *)src + (size_t)s * row_bytes, row_bytes);
+    }
+}
+
+static void cpu_copy_2d(const backend *b, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                        size_t width_bytes, int64_t n_rows) {
+    if (dst_pitch == width_bytes && src_pitch == width_bytes) {  // one block
+        if (n_rows > 0 && width_bytes) memcpy(dst, src, (size_t)n_rows * width_bytes);
+        return;
+    }
+    for (int64_t r = 0; r < n_rows; r++)
+        memcpy((uint8_t *)dst + (size_t)r * dst_pitch, (const uint8_t *)src + (size_t)r * src_pitch, width_bytes);
+}
+
+// Double accumulation like the reference: head_dim values, nothing to gain from less.
+static void cpu_mean_heads(const backend *b, float *out, const float *q, int64_t n_heads, int64_t head_dim) {
+    for (int64_t i = 0; i < head_dim; i++) {
+        double acc = 0.0;
+        for (int64_t h = 0; h < n_heads; h++) acc += q[h * head_dim + i];
+        out[i] = (float)(acc / (double)n_heads);
+    }
+}
+
+// ---- selection: score reduction, max-pooling and top-K, parallel over rows ----
+
+static void cpu_score_reduce(const backend *b, float *out, const float *raw, const float *lse, int64_t n_q_heads,
+                             int64_t n_out_rows, int64_t n, int64_t ld, int64_t n_acc, int mode) {
+    if (n_out_rows <= 0) return;
+    const int64_t G = n_q_heads / n_out_rows;
+    const int64_t n_cols = mode == SCORE_ACC_MEAN_P ? (n_acc < n ? n_acc : n) : n;
+    if (n_cols <= 0) return;
+#pragma omp parallel for schedule(static, 1) num_threads(b->n_threads)
+    for (int64_t g = 0; g < n_out_rows; g++) {
+        float *o = out + g * n;
+        const int64_t h0 = g * G;
+        if (mode == SCORE_MAX_LOGP || mode == SCORE_FIRST_LOGP) {
+            // Log-probabilities s - lse; an lse of -inf (no keys) makes every one -inf.
+            const int64_t h_end = mode == SCORE_FIRST_LOGP ? h0 + 1 : h0 + G;
+            for (int64_t h = h0; h < h_end; h++) {
+                const float l = lse[h];
+                const float *r = raw + h * ld;
+                if (h == h0 && l == -INFINITY)
+                    for (int64_t j = 0; j < n_cols; j++) o[j] = -INFINITY;
+                else if (h == h0)
+                    for (int64_t j = 0; j < n_cols; j++) o[j] = r[j] - l;
+                else if (l != -INFINITY)  // a -inf would never replace the running max
+                    for (int64_t j = 0; j < n_cols; j++) o[j] = r[j] - l > o[j] ? r[j] - l : o[j];
+            }
+        } else {
+            for (int64_t j = 0; j < n_cols; j++) {
+                double acc = 0.0;
+                for (int64_t h = h0; h < h0 + G; h++)
+                    if (lse[h] != -INFINITY) acc += expf(raw[h * ld + j] - lse[h]);
+                const float mean = (float)(acc / (double)G);
+                o[j] = mode == SCORE_ACC_MEAN_P ? o[j] + mean : mean;
+            }
+        }
+    }
+}
+
+static void cpu_maxpool_rows(const backend *b, float *out, const float *in, int64_t n_rows, int64_t n, int64_t kernel) {
+    if (n_rows <= 0 || n <= 0) return;
+    if (kernel <= 1) {
+        memcpy(out, in, (size_t)(n_rows * n) * sizeof(float));
+        return;
+    }
+    const int64_t np = n + 2 * (kernel / 2);
+    const size_t n_bytes = (size_t)b->n_threads * (size_t)np * 2 * sizeof(float);
+    float *scratch = malloc(n_bytes);  // pre and suf rows per thread
+    if (!scratch) {
+        cpu_fail(b, "maxpool_rows", n_bytes);
+        return;
+    }
+#pragma omp parallel for schedule(static, 1) num_threads(b->n_threads)
+    for (int64_t r = 0; r < n_rows; r++) {
+        float *pre = scratch + (size_t)omp_get_thread_num() * (size_t)np * 2;
+        sel_maxpool_row(in + r * n, n, kernel, out + r * n, pre, pre + np);
+    }
+    free(scratch);
+}
+
+static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out_host, const float *scores,
+                          const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
+                          int64_t k_stride, int ascending) {
+    if (n_rows <= 0) return;
+    const float sign = ascending ? -1.0f : 1.0f;  // ascending = descending in the negated scores
+    const int64_t per_thread = 2 * (n > 0 ? n : 1);  // keys and the radix sort's buffer
+    const size_t n_bytes = (size_t)b->n_threads * (size_t)per_thread * sizeof(uint64_t);
+    uint64_t *scratch = malloc(n_bytes);
+    if (!scratch) {
+        for (int64_t r = 0; r < n_rows; r++) n_out_host[r] = 0;
+        cpu_fail(b, "topk_rows", n_bytes);
+        return;
+    }
+#pragma omp parallel for schedule(static, 1) num_threads(b->n_threads)
+    for (int64_t r = 0; r < n_rows; r++) {
+        uint64_t *keys = scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
+        const float *s = scores + r * ld;
+        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(sign * s[j], pos_host[j]);
+        scored_pos *out = out_host + r * k_stride;
+        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], out);
+        if (ascending)
+            for (int64_t i = 0; i < n_out_host[r]; i++) out[i].score = -out[i].score;
+    }
+    free(scratch);
 }
 
 const backend_ops backend_cpu = {
     .name = "cpu",
     .supports = cpu_supports,
+    .init = cpu_init,
+    .shutdown = cpu_shutdown,
+    .synchronize = cpu_synchronize,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .copy = cpu_memcpy,
+    .weight_upload = cpu_weight_upload,
+    .weight_free = cpu_weight_free,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
     .rope = cpu_rope,
@@ -644,4 +908,14 @@ const backend_ops backend_cpu = {
     .attn_prefill = cpu_attn_prefill,
     .merge = merge_states,
     .argmax = cpu_argmax,
+    .add = cpu_add,
+    .add_bias = cpu_add_bias,
+    .embed = cpu_embed,
+    .kv_write = cpu_kv_write,
+    .copy_rows = cpu_copy_rows,
+    .copy_2d = cpu_copy_2d,
+    .mean_heads = cpu_mean_heads,
+    .score_reduce = cpu_score_reduce,
+    .maxpool_rows = cpu_maxpool_rows,
+    .topk_rows = cpu_topk_rows,
 };

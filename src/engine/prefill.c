@@ -159,7 +159,8 @@ static int final_logits(engine *e, prefill_rows *b, int64_t n_total, float *logi
     const backend *be = e->be;
     const int64_t d = c->d_model, V = c->n_vocab;
     if (logits_all) {  // one rank: every row is local, in position order
-        const int64_t chunk = b->n < LOGITS_CHUNK ? b->n : LOGITS_CHUNK;
+        int64_t chunk = b->n < LOGITS_CHUNK ? b->n : LOGITS_CHUNK;
+        if (chunk > e->opts.prefill_block) chunk = e->opts.prefill_block;  // e->xn holds one block
         float *out = be->ops->alloc(be, (size_t)(chunk * V) * sizeof(float));
         if (!out) return rc_fail(err, "out of memory for prefill logits");
         for (int64_t r0 = 0; r0 < b->n; r0 += chunk) {

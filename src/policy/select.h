@@ -11,14 +11,15 @@
 
 #include <stdint.h>
 
-#include "backend/backend.h"  // scored_pos
+#include "backend/backend.h"      // scored_pos
+#include "backend/cpu_select.h"   // select_topk, maxpool1d (host selection on the CPU kernels)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 // 1 when a comes before b in the selection order.
 int scored_pos_before(const scored_pos *a, const scored_pos *b);
-
-// The min(k, n) best of n candidates, best first, into out. NaN scores rank
-// below every number. Returns the count written. O(n log k).
-int64_t select_topk(const scored_pos *cand, int64_t n, int64_t k, scored_pos *out);
 
 // Merges n_lists lists, each best first (as select_topk writes them), stored
 // back to back in `lists` with counts[i] entries each, into the min(k, total)
@@ -31,9 +32,8 @@ enum group_agg { GROUP_AGG_MAX = 0, GROUP_AGG_MEAN = 1, GROUP_AGG_FIRST = 2 };
 // probs: (group, n); out: (n).
 void aggregate_group(const float *probs, int64_t group, int64_t n, int agg, float *out);
 
-// out[i] = max of in[j] for |j - i| <= kernel / 2, over consecutive
-// positions; the window is cut at the ends (like max_pool1d with -inf
-// padding). kernel must be odd; 1 copies. in and out must not overlap.
-void maxpool1d(const float *in, int64_t n, int64_t kernel, float *out);
+#ifdef __cplusplus
+}
+#endif
 
 #endif
