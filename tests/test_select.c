@@ -106,21 +106,6 @@ int main(void) {
         free(ref);
     }
 
-    // aggregate_group
-    const float probs[3 * 4] = {0.1f, 0.5f, 0.0f, 0.2f,  /* head 0 */
-                                0.3f, 0.1f, 0.0f, 0.2f,  /* head 1 */
-                                0.2f, 0.3f, 0.6f, 0.2f}; /* head 2 */
-    float out[4];
-    aggregate_group(probs, 3, 4, GROUP_AGG_MAX, out);
-    CHECK(out[0] == 0.3f && out[1] == 0.5f && out[2] == 0.6f && out[3] == 0.2f);
-    aggregate_group(probs, 3, 4, GROUP_AGG_FIRST, out);
-    CHECK(out[0] == 0.1f && out[1] == 0.5f && out[2] == 0.0f && out[3] == 0.2f);
-    aggregate_group(probs, 3, 4, GROUP_AGG_MEAN, out);
-    CHECK_CLOSE(out[0], 0.2, 1e-7, 0);
-    CHECK_CLOSE(out[1], 0.3, 1e-7, 0);
-    CHECK_CLOSE(out[2], 0.2, 1e-7, 0);
-    CHECK_CLOSE(out[3], 0.2, 1e-7, 0);
-
     // maxpool1d against the definition, kernels 1, 3, 7 and one wider than n
     const float x[9] = {1, 5, 2, 0, 0, 0, 0, 9, 3};
     float y[9];

@@ -6,12 +6,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FNV1A_INIT 1469598103934665603ull
 
 static inline uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const uint8_t *b = data;
+    const uint8_t *b = (const uint8_t *)data;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
     return h;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

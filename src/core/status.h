@@ -5,6 +5,10 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct rc_err {
     char msg[1024];
 } rc_err;
@@ -15,5 +19,9 @@ int rc_fail(rc_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 // Prefixes an existing message ("context: old message"); returns -1.
 int rc_wrap(rc_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

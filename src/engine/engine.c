@@ -133,7 +133,9 @@ engine *engine_create(const model *m, const engine_opts *opts, rc_err *err) {
     e->query_mean = alloc_f32(e, c->head_dim);
     e->win_q = alloc_f32(e, c->n_layer * KVPOLICY_WINDOW_MAX * q_dim);
     e->win_lse = alloc_f32(e, c->n_layer * KVPOLICY_WINDOW_MAX * c->n_head);
-    e->logits_host = calloc((size_t)c->n_vocab, sizeof(float));
+    // On a host backend the logits buffer is host memory: its "download" to
+    // the same pointer does nothing, so the CPU path stays zero-copy.
+    e->logits_host = e->be->ops->is_device ? calloc((size_t)c->n_vocab, sizeof(float)) : e->logits;
     e->query_mean_host = calloc((size_t)c->head_dim, sizeof(float));
     e->hashes_host = calloc((size_t)R, sizeof(uint64_t));
     e->pos = malloc((size_t)B * sizeof(int64_t));
@@ -178,9 +180,11 @@ static void drop_method_state(engine *e) {
 void engine_destroy(engine *e) {
     if (!e) return;
     drop_method_state(e);
+    if (e->logits_host == e->logits) e->logits_host = NULL;  // the same buffer, freed with the others
     engine_free_buffers(e);
     free(e->slot_pos);
-    free(e->logits_host); free(e->query_mean_host); free(e->hashes_host); free(e->pos);
+    if (e->logits_host != e->logits) free(e->logits_host);
+    free(e->query_mean_host); free(e->hashes_host); free(e->pos);
     free(e->stats.layer_full); free(e->stats.layer_recycled); free(e->last_step.layer_full);
     free(e->hook_q); free(e->hook_k); free(e->hook_lse); free(e->hook_scores);
     if (e->be) backend_shutdown(&e->bk);

@@ -38,7 +38,7 @@ struct engine {
     engine_weights w;        // the weights as the backend holds them
     engine_opts opts;
     comm *comm;              // opts.comm or an owned null communicator
-    comm *own_comm;
+    struct comm *own_comm;
     const attention_method *method;
     shard_plan plan;         // fixed by the first prefill of a sequence
     kv_cache kv;             // this rank's shard: slot i holds position slot_pos[i]

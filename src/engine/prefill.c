@@ -170,7 +170,8 @@ static int final_logits(engine *e, prefill_rows *b, int64_t n_total, float *logi
             be->ops->download(be, logits_all + r0 * V, out, (size_t)(nb * V) * sizeof(float));
         }
         be->ops->free(be, out);
-        memcpy(e->logits_host, logits_all + (b->n - 1) * V, (size_t)V * sizeof(float));
+        be->ops->upload(be, e->logits, logits_all + (b->n - 1) * V, (size_t)V * sizeof(float));
+        be->ops->download(be, e->logits_host, e->logits, (size_t)V * sizeof(float));
         return 0;
     }
     const int64_t last = n_total - 1;

@@ -6,6 +6,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct sampler {
     float temperature;   // 0: greedy
     float top_p;         // (0, 1]
@@ -19,5 +23,9 @@ int sampler_init(sampler *s, int64_t n_vocab, float temperature, float top_p, ui
 void sampler_free(sampler *s);
 int32_t sampler_pick(sampler *s, const float *logits);
 int32_t argmax_logits(const float *logits, int64_t n);  // lowest id on ties
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

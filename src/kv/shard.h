@@ -7,6 +7,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SHARD_GEN_BLOCK 32
 
 typedef struct shard_plan {
@@ -42,5 +46,9 @@ int64_t shard_local_count(const shard_plan *p, int rank, int64_t n_total);
 
 // Most positions any rank can own in a sequence of n_ctx positions.
 int64_t shard_max_local(const shard_plan *p, int64_t n_ctx);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

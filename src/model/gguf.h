@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum gguf_value_type {
     GGUF_VAL_UINT8 = 0, GGUF_VAL_INT8 = 1, GGUF_VAL_UINT16 = 2, GGUF_VAL_INT16 = 3,
     GGUF_VAL_UINT32 = 4, GGUF_VAL_INT32 = 5, GGUF_VAL_FLOAT32 = 6, GGUF_VAL_BOOL = 7,
@@ -87,5 +91,9 @@ int gguf_opt_bool(const gguf_file *f, const char *key, int *out, rc_err *err);
 gguf_str gguf_arr_str(const gguf_kv *kv, uint64_t i);
 double gguf_arr_num(const gguf_kv *kv, uint64_t i);  // any numeric element type
 const char *gguf_value_type_name(uint32_t type);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

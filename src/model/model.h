@@ -9,6 +9,10 @@
 #include "core/status.h"
 #include "model/gguf.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum model_arch { ARCH_LLAMA = 0, ARCH_QWEN2 = 1 };
 
 typedef struct model_config {
@@ -57,5 +61,9 @@ void model_free(model *m);
 // Bytes of weights read to decode one token (every matrix once, the
 // embedding row only).
 int64_t model_weight_bytes_per_token(const model *m);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum ggml_type {
     GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3,
     GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8, GGML_TYPE_Q8_1 = 9,
@@ -45,5 +49,9 @@ uint16_t fp32_to_bf16(float f);      // round to nearest even
 
 // Dequantizes n_elems (a multiple of the block size) starting at src.
 void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // HeadKV (Fu et al. 2024): n heads, mean budget b (b >= 0), beta > 1.
 // Every head gets base = b - floor(b/beta) (b/beta in double, as the
 // reference Python computes it); the pool floor(b/beta) * n is split by
@@ -40,5 +44,9 @@ int budget_pyramid(int64_t n_layer, int64_t b, double beta_p, int64_t *out, rc_e
 // KV head h / (n_head / n_kv)); n_head must be a multiple of n_kv.
 // head_scores: (n_layer, n_head); out: (n_layer, n_kv).
 void budget_group_scores(const double *head_scores, int64_t n_layer, int64_t n_head, int64_t n_kv, double *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -15,6 +15,10 @@
 
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define HEAD_SCORES_FORMAT "recall-head-scores-1"
 
 typedef struct head_scores {
@@ -39,5 +43,9 @@ int head_scores_save(const char *path, const head_scores *hs, const char *extra_
 
 // Frees the scores; leaves hs->score NULL and the counts 0.
 void head_scores_free(head_scores *hs);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -38,18 +38,3 @@ int64_t merge_topk(const scored_pos *lists, const int64_t *counts, int n_lists, 
     return n_out;
 }
 
-void aggregate_group(const float *probs, int64_t group, int64_t n, int agg, float *out) {
-    for (int64_t j = 0; j < n; j++) {
-        if (agg == GROUP_AGG_FIRST || group == 1) {
-            out[j] = probs[j];
-            continue;
-        }
-        double acc = agg == GROUP_AGG_MAX ? -INFINITY : 0.0;
-        for (int64_t g = 0; g < group; g++) {
-            float p = probs[g * n + j];
-            if (agg == GROUP_AGG_MAX) acc = p > acc ? p : acc;
-            else acc += p;
-        }
-        out[j] = (float)(agg == GROUP_AGG_MEAN ? acc / (double)group : acc);
-    }
-}

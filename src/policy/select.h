@@ -26,11 +26,9 @@ int scored_pos_before(const scored_pos *a, const scored_pos *b);
 // best overall, best first. Returns the count written.
 int64_t merge_topk(const scored_pos *lists, const int64_t *counts, int n_lists, int64_t k, scored_pos *out);
 
+// How recycled attention combines the query heads of one KV group (backend
+// score_reduce modes SCORE_MAX_LOGP, SCORE_MEAN_P, SCORE_FIRST_LOGP).
 enum group_agg { GROUP_AGG_MAX = 0, GROUP_AGG_MEAN = 1, GROUP_AGG_FIRST = 2 };
-
-// Scores of the query heads sharing one KV head, combined per position.
-// probs: (group, n); out: (n).
-void aggregate_group(const float *probs, int64_t group, int64_t n, int agg, float *out);
 
 #ifdef __cplusplus
 }
