@@ -1450,7 +1450,7 @@ static void test_add_vs_closed_form(void) {
 static void test_embed(void) {
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const int64_t n_in = 96, n_vocab = 11;
-        test_weight tw = weight_new(WEIGHT_TYPES[ti], n_in, n_vocab, 3);
+        test_weight tw = weight_new(WEIGHT_TYPES[ti], n_in, n_vocab, 4);  // padded rows: steps by row_bytes
         const int32_t tokens[6] = {4, 0, 10, 4, 2, 1};
         for (int64_t n = 0; n <= 6; n += 6) {
             float *got = out_new(n * n_in), *ref = out_new(n * n_in), *naive = floats_new(n * n_in);
