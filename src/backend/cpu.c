@@ -2,6 +2,9 @@
 // decode (AVX2 when available), dequantize + OpenBLAS SGEMM for prefill
 // blocks, and attention that splits the key range over threads and merges the
 // partial (o, lse) states exactly like the distributed merge does.
+// Selection (score reduction, max-pooling, top-K) runs one row per thread.
+// Threads come from the instance (b->n_threads), never from a global; a
+// kernel that cannot get scratch records the failure for synchronize.
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
