@@ -192,12 +192,13 @@ typedef struct backend_ops {
     // n (cut at the row ends). in, out: (n_rows, n); kernel odd; no overlap.
     void (*maxpool_rows)(const backend *b, float *out, const float *in, int64_t n_rows, int64_t n, int64_t kernel);
 
-    // Per row r < n_rows: the best min(k_host[r], n) of (scores[r*ld + j],
+    // Per row r < n_rows: the first min(k_host[r], n) of (scores[r*ld + j],
     // pos_host[j]), j < n, in the order (score desc, position asc; NaN last),
-    // best first, to out_host + r * k_stride; n_out_host[r] = the count. Host results.
+    // or with `ascending` (score asc, position asc; NaN last: H2O's eviction
+    // looks for the lowest), to out_host + r * k_stride; n_out_host[r] = the count. Host results.
     void (*topk_rows)(const backend *b, scored_pos *out_host, int64_t *n_out_host, const float *scores,
                       const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
-                      int64_t k_stride);
+                      int64_t k_stride, int ascending);
 } backend_ops;
 
 // One instance of a backend: its table plus what travels with it (threads,
