@@ -865,7 +865,7 @@ static void cpu_maxpool_rows(const backend *b, float *out, const float *in, int6
 
 static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out_host, const float *scores,
                           const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
-                          int64_t k_stride) {
+                          int64_t k_stride, int ascending) {
     if (n_rows <= 0) return;
     const int64_t per_thread = 2 * (n > 0 ? n : 1);  // keys and the radix sort's buffer
     const size_t n_bytes = (size_t)b->n_threads * (size_t)per_thread * sizeof(uint64_t);
@@ -879,8 +879,8 @@ static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out
     for (int64_t r = 0; r < n_rows; r++) {
         uint64_t *keys = scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
         const float *s = scores + r * ld;
-        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(s[j], pos_host[j]);
-        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], out_host + r * k_stride);
+        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(s[j], pos_host[j], ascending);
+        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], ascending, out_host + r * k_stride);
     }
     free(scratch);
 }

@@ -316,9 +316,10 @@ static void strict_maxpool_rows(const backend *b, float *out, const float *in, i
 
 static void strict_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out_host, const float *scores,
                              const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
-                             int64_t k_stride) {
+                             int64_t k_stride, int ascending) {
     STRICT_RUN("topk_rows",
-               backend_cpu.topk_rows(INNER, out_host, n_out_host, scores, pos_host, n_rows, n, ld, k_host, k_stride),
+               backend_cpu.topk_rows(INNER, out_host, n_out_host, scores, pos_host, n_rows, n, ld, k_host, k_stride,
+                                     ascending),
                scores);
 }
 
