@@ -124,18 +124,32 @@ static int strict_synchronize(const backend *b, rc_err *err) {
     return backend_cpu.synchronize(INNER, err);
 }
 
+// Sets every buffer's pages at once: consecutive mappings of this instance
+// that touch (mmap usually stacks them) go in one mprotect, guard pages
+// included. The communicator exposes on every call, so this is the strict
+// backend's hot path; it costs overrun detection inside expose brackets only.
+static void protect_all(strict_state *s, int on) {
+    for (size_t i = 0; i < s->n_bufs;) {
+        uint8_t *start = s->bufs[i].map, *end = start + s->bufs[i].data_len + s->page;
+        size_t j = i + 1;
+        for (; j < s->n_bufs && s->bufs[j].map == end; j++) end = s->bufs[j].map + s->bufs[j].data_len + s->page;
+        if (mprotect(start, (size_t)(end - start), on ? PROT_READ | PROT_WRITE : PROT_NONE))
+            strict_die("mprotect failed", start);
+        i = j;
+    }
+    if (!on)  // buffers an op still works on stay open
+        for (size_t i = 0; i < s->n_bufs; i++)
+            if (s->bufs[i].n_open) protect(&s->bufs[i], 1);
+}
+
 static void strict_expose(const backend *b, int on) {
     strict_state *s = b->impl;
     pthread_mutex_lock(&s->mu);
     if (on) {
-        if (s->exposed++ == 0)
-            for (size_t i = 0; i < s->n_bufs; i++)
-                if (!s->bufs[i].n_open) protect(&s->bufs[i], 1);
+        if (s->exposed++ == 0) protect_all(s, 1);
     } else {
         if (s->exposed <= 0) strict_die("expose(0) without expose(1)", NULL);
-        if (--s->exposed == 0)
-            for (size_t i = 0; i < s->n_bufs; i++)
-                if (!s->bufs[i].n_open) protect(&s->bufs[i], 0);
+        if (--s->exposed == 0) protect_all(s, 0);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -166,7 +180,7 @@ static void *strict_alloc(const backend *b, size_t n_bytes) {
     memmove(&s->bufs[at + 1], &s->bufs[at], (s->n_bufs - at) * sizeof(strict_buf));
     s->bufs[at] = (strict_buf){.map = map, .data_len = data_len, .ptr = map + data_len - n_bytes, .n_bytes = n_bytes};
     s->n_bufs++;
-    if (s->exposed) protect(&s->bufs[at], 1);
+    if (s->exposed) protect(&s->bufs[at], 1);  // closed again by expose(0)
     uint8_t *p = s->bufs[at].ptr;
     pthread_mutex_unlock(&s->mu);
     return p;  // anonymous pages come zero-filled
