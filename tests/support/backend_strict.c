@@ -124,22 +124,10 @@ static int strict_synchronize(const backend *b, rc_err *err) {
     return backend_cpu.synchronize(INNER, err);
 }
 
-// Sets every buffer's pages at once: consecutive mappings of this instance
-// that touch (mmap usually stacks them) go in one mprotect, guard pages
-// included. The communicator exposes on every call, so this is the strict
-// backend's hot path; it costs overrun detection inside expose brackets only.
+// The communicator exposes on every call: every buffer opens, guard pages stay closed.
 static void protect_all(strict_state *s, int on) {
-    for (size_t i = 0; i < s->n_bufs;) {
-        uint8_t *start = s->bufs[i].map, *end = start + s->bufs[i].data_len + s->page;
-        size_t j = i + 1;
-        for (; j < s->n_bufs && s->bufs[j].map == end; j++) end = s->bufs[j].map + s->bufs[j].data_len + s->page;
-        if (mprotect(start, (size_t)(end - start), on ? PROT_READ | PROT_WRITE : PROT_NONE))
-            strict_die("mprotect failed", start);
-        i = j;
-    }
-    if (!on)  // buffers an op still works on stay open
-        for (size_t i = 0; i < s->n_bufs; i++)
-            if (s->bufs[i].n_open) protect(&s->bufs[i], 1);
+    for (size_t i = 0; i < s->n_bufs; i++)
+        if (!s->bufs[i].n_open) protect(&s->bufs[i], on);  // buffers an op works on stay open
 }
 
 static void strict_expose(const backend *b, int on) {

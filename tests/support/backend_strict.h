@@ -5,8 +5,7 @@
 // expose(b, 1) .. expose(b, 0) bracket (the communicator's data path). A host
 // read or write of a buffer outside those faults at the line that does it.
 // Each buffer ends flush against an inaccessible guard page, so overruns
-// fault too (except inside expose brackets, which open guard pages with the
-// buffers to keep one mprotect per run of adjacent mappings), and ops that get a pointer which is not one of its buffers (a host
+// fault too, and ops that get a pointer which is not one of its buffers (a host
 // array passed where the device needs its own memory) abort with one line.
 //
 // Every buffer sits on pages of its own and each instance tracks its own
