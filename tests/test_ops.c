@@ -1450,7 +1450,7 @@ static void test_add_vs_closed_form(void) {
 static void test_embed(void) {
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const int64_t n_in = 96, n_vocab = 11;
-        test_weight tw = weight_new(WEIGHT_TYPES[ti], n_in, n_vocab, 3);
+        test_weight tw = weight_new(WEIGHT_TYPES[ti], n_in, n_vocab, 4);  // padded rows: steps by row_bytes
         const int32_t tokens[6] = {4, 0, 10, 4, 2, 1};
         for (int64_t n = 0; n <= 6; n += 6) {
             float *got = out_new(n * n_in), *ref = out_new(n * n_in), *naive = floats_new(n * n_in);
@@ -1695,10 +1695,10 @@ static void test_maxpool_rows(void) {
 }
 
 // Brute-force selection order, written apart from both backends: NaN last,
-// then score descending (-0 == +0), then position ascending.
-static int naive_before(scored_pos a, scored_pos b) {
+// then score descending (ascending: ascending; -0 == +0), then position ascending.
+static int naive_before(scored_pos a, scored_pos b, int ascending) {
     if (isnan(a.score) || isnan(b.score)) return isnan(b.score) && (!isnan(a.score) || a.pos < b.pos);
-    if (a.score != b.score) return a.score > b.score;
+    if (a.score != b.score) return ascending ? a.score < b.score : a.score > b.score;
     return a.pos < b.pos;
 }
 
@@ -1707,6 +1707,7 @@ static int same_winner(scored_pos a, scored_pos b) {
 }
 
 static void test_topk_rows(void) {
+    for (int asc = 0; asc < 2; asc++)
     for (int64_t n_rows = 0; n_rows <= 3; n_rows += (n_rows == 0 ? 1 : 2))
         for (int ni = 0; ni < N_ODD; ni++) {
             const int64_t n = ODD_N[ni], ld = n + 2;
@@ -1734,7 +1735,7 @@ static void test_topk_rows(void) {
                 out[bi] = malloc((size_t)(n_rows * k_stride + 1) * sizeof(scored_pos));
                 for (int64_t i = 0; i < n_rows * k_stride; i++) out[bi][i] = (scored_pos){.score = 77.0f, .pos = -9};
                 for (int r = 0; r < 4; r++) n_out[bi][r] = -5;
-                BOTH[bi]->topk_rows(inst(BOTH[bi]), out[bi], n_out[bi], scores, pos, n_rows, n, ld, k_host, k_stride, 0);
+                BOTH[bi]->topk_rows(inst(BOTH[bi]), out[bi], n_out[bi], scores, pos, n_rows, n, ld, k_host, k_stride, asc);
             }
             int ok = n_out[0][n_rows] == -5 && n_out[1][n_rows] == -5;  // no count written past n_rows
             scored_pos *want = malloc((size_t)(n + 1) * sizeof(scored_pos));
@@ -1746,7 +1747,7 @@ static void test_topk_rows(void) {
                     int64_t best = -1;
                     for (int64_t j = 0; j < n; j++) {
                         scored_pos c = {scores[r * ld + j], pos[j]};
-                        if (!taken[j] && (best < 0 || naive_before(c, (scored_pos){scores[r * ld + best], pos[best]})))
+                        if (!taken[j] && (best < 0 || naive_before(c, (scored_pos){scores[r * ld + best], pos[best]}, asc)))
                             best = j;
                     }
                     taken[best] = 1;
@@ -1759,7 +1760,7 @@ static void test_topk_rows(void) {
                         ok &= out[bi][r * k_stride + i].pos == -9;
                 }
             }
-            CHECK_MSG(ok, "topk_rows rows=%lld n=%lld", (long long)n_rows, (long long)n);
+            CHECK_MSG(ok, "topk_rows rows=%lld n=%lld ascending=%d", (long long)n_rows, (long long)n, asc);
             free(scores); free(pos); free(out[0]); free(out[1]); free(want); free(taken);
         }
 }
@@ -1879,8 +1880,8 @@ static void test_two_instances(void) {
     scored_pos *t1 = malloc((size_t)(n_kv * n) * sizeof(scored_pos)), *t2 = malloc((size_t)(n_kv * n) * sizeof(scored_pos));
     backend_cpu.maxpool_rows(&one, p1, scores, n_kv, n, 7);
     backend_cpu.maxpool_rows(&two, p2, scores, n_kv, n, 7);
-    backend_cpu.topk_rows(&two, t2, c2, p2, pos, n_kv, n, n, kk, n, 0);
-    backend_cpu.topk_rows(&one, t1, c1, p1, pos, n_kv, n, n, kk, n, 0);
+    backend_cpu.topk_rows(&two, t2, c2, p2, pos, n_kv, n, n, kk, n, 1);
+    backend_cpu.topk_rows(&one, t1, c1, p1, pos, n_kv, n, n, kk, n, 1);
     int ok = same_bits(p1, p2, n_kv * n);
     for (int64_t r = 0; r < n_kv; r++) {
         ok &= c1[r] == c2[r] && c1[r] == kk[r];

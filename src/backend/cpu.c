@@ -2,6 +2,9 @@
 // decode (AVX2 when available), dequantize + OpenBLAS SGEMM for prefill
 // blocks, and attention that splits the key range over threads and merges the
 // partial (o, lse) states exactly like the distributed merge does.
+// Selection (score reduction, max-pooling, top-K) runs one row per thread.
+// Threads come from the instance (b->n_threads), never from a global; a
+// kernel that cannot get scratch records the failure for synchronize.
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -864,7 +867,6 @@ static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out
                           const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
                           int64_t k_stride, int ascending) {
     if (n_rows <= 0) return;
-    const float sign = ascending ? -1.0f : 1.0f;  // ascending = descending in the negated scores
     const int64_t per_thread = 2 * (n > 0 ? n : 1);  // keys and the radix sort's buffer
     const size_t n_bytes = (size_t)b->n_threads * (size_t)per_thread * sizeof(uint64_t);
     uint64_t *scratch = malloc(n_bytes);
@@ -877,11 +879,8 @@ static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out
     for (int64_t r = 0; r < n_rows; r++) {
         uint64_t *keys = scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
         const float *s = scores + r * ld;
-        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(sign * s[j], pos_host[j]);
-        scored_pos *out = out_host + r * k_stride;
-        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], out);
-        if (ascending)
-            for (int64_t i = 0; i < n_out_host[r]; i++) out[i].score = -out[i].score;
+        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(s[j], pos_host[j], ascending);
+        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], ascending, out_host + r * k_stride);
     }
     free(scratch);
 }

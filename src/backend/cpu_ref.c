@@ -284,32 +284,34 @@ static void ref_maxpool_rows(const backend *b, float *out, const float *in, int6
         }
 }
 
-// The selection order: score descending, position ascending, NaN last.
-static int ref_before(const scored_pos *a, const scored_pos *c) {
+// The selection order: score descending (ascending), then position ascending, NaN last.
+static int ref_before(const scored_pos *a, const scored_pos *c, int ascending) {
     const int an = isnan(a->score), cn = isnan(c->score);
     if (an != cn) return cn;
-    if (!an && a->score != c->score) return a->score > c->score;
+    if (!an && a->score != c->score) return ascending ? a->score < c->score : a->score > c->score;
     return a->pos < c->pos;
 }
 
-static int ref_cmp_scored(const void *pa, const void *pb) {
+static int ref_cmp_desc(const void *pa, const void *pb) {
     const scored_pos *a = pa, *c = pb;
-    return ref_before(a, c) ? -1 : ref_before(c, a) ? 1 : 0;
+    return ref_before(a, c, 0) ? -1 : ref_before(c, a, 0) ? 1 : 0;
 }
 
-// Per row: sort all n candidates, keep the first min(k, n). Ascending
-// order is the descending order of the negated scores (ties and NaN alike).
+static int ref_cmp_asc(const void *pa, const void *pb) {
+    const scored_pos *a = pa, *c = pb;
+    return ref_before(a, c, 1) ? -1 : ref_before(c, a, 1) ? 1 : 0;
+}
+
+// Per row: sort all n candidates, keep the first min(k, n).
 static void ref_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out_host, const float *scores,
                           const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
                           int64_t k_stride, int ascending) {
-    const float sign = ascending ? -1.0f : 1.0f;
     scored_pos *all = malloc((size_t)(n > 0 ? n : 1) * sizeof(scored_pos));
     for (int64_t r = 0; r < n_rows; r++) {
         int64_t m = k_host[r] < n ? k_host[r] : n;
         if (m < 0 || !all) m = 0;
-        for (int64_t j = 0; j < n; j++) all[j] = (scored_pos){.score = sign * scores[r * ld + j], .pos = pos_host[j]};
-        if (n > 0 && all) qsort(all, (size_t)n, sizeof(scored_pos), ref_cmp_scored);
-        for (int64_t i = 0; i < m; i++) all[i].score *= sign;
+        for (int64_t j = 0; j < n; j++) all[j] = (scored_pos){.score = scores[r * ld + j], .pos = pos_host[j]};
+        if (n > 0 && all) qsort(all, (size_t)n, sizeof(scored_pos), ascending ? ref_cmp_asc : ref_cmp_desc);
         if (m > 0) memcpy(out_host + r * k_stride, all, (size_t)m * sizeof(scored_pos));
         n_out_host[r] = m;
     }

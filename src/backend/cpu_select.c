@@ -38,12 +38,12 @@ static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
     }
 }
 
-int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, scored_pos *out) {
+int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int ascending, scored_pos *out) {
     if (k <= 0 || n <= 0) return 0;
     int64_t m = n < k ? n : k;
     if (m < n) select_smallest(keys, n, m);
     radix_sort(keys, tmp, m);
-    for (int64_t i = 0; i < m; i++) out[i] = sel_from_key(keys[i]);
+    for (int64_t i = 0; i < m; i++) out[i] = sel_from_key(keys[i], ascending);
     return m;
 }
 
@@ -52,8 +52,8 @@ int64_t select_topk(const scored_pos *cand, int64_t n, int64_t k, scored_pos *ou
     int64_t m = n < k ? n : k;
     uint64_t *keys = malloc((size_t)(n + m) * sizeof(uint64_t));
     if (!keys) return -1;
-    for (int64_t i = 0; i < n; i++) keys[i] = sel_order_key(cand[i].score, cand[i].pos);
-    sel_topk_keys(keys, keys + n, n, k, out);
+    for (int64_t i = 0; i < n; i++) keys[i] = sel_order_key(cand[i].score, cand[i].pos, 0);
+    sel_topk_keys(keys, keys + n, n, k, 0, out);
     free(keys);
     return m;
 }

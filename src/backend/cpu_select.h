@@ -16,10 +16,11 @@ extern "C" {
 #endif
 
 // The selection order as one integer: high word = the score mapped to an
-// unsigned word that falls as the score rises (NaN: all ones, last), low
-// word = the position. Keys are unique and ascend in the selection order.
-// -0 maps like +0 and every NaN like one NaN (from_key gives +0 and NAN back).
-static inline uint64_t sel_order_key(float score, int64_t pos) {
+// unsigned word that falls as the score rises (rises, when ascending; NaN:
+// all ones, last either way), low word = the position. Keys are unique and
+// ascend in the selection order. -0 maps like +0 and every NaN like one NaN
+// (from_key gives +0 and NAN back). No finite or infinite score maps to all ones.
+static inline uint64_t sel_order_key(float score, int64_t pos, int ascending) {
     uint32_t hi;
     if (isnan(score)) {
         hi = 0xffffffffu;
@@ -28,26 +29,27 @@ static inline uint64_t sel_order_key(float score, int64_t pos) {
         uint32_t b;
         memcpy(&b, &score, 4);
         uint32_t o = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending with the float
-        hi = ~o;
+        hi = ascending ? o : ~o;
     }
     return ((uint64_t)hi << 32) | (uint64_t)(uint32_t)pos;
 }
 
-static inline scored_pos sel_from_key(uint64_t key) {
+static inline scored_pos sel_from_key(uint64_t key, int ascending) {
     uint32_t hi = (uint32_t)(key >> 32);
     float score;
     if (hi == 0xffffffffu) {
         score = NAN;
     } else {
-        uint32_t o = ~hi, b = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
+        uint32_t o = ascending ? hi : ~hi, b = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
         memcpy(&score, &b, 4);
     }
     return (scored_pos){.score = score, .pos = (int64_t)(uint32_t)key};
 }
 
-// The min(k, n) smallest of n order keys, ascending, to out (keys is
-// rearranged; tmp: min(k, n) scratch). Returns the count.
-int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, scored_pos *out);
+// The min(k, n) smallest of n order keys (made with `ascending`), in order,
+// to out as scored positions (keys is rearranged; tmp: min(k, n) scratch).
+// Returns the count.
+int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int ascending, scored_pos *out);
 
 // Van Herk max-pool of one row (see maxpool1d); pre, suf: n + 2 * (kernel / 2) scratch each.
 void sel_maxpool_row(const float *in, int64_t n, int64_t kernel, float *out, float *pre, float *suf);

@@ -124,18 +124,20 @@ static int strict_synchronize(const backend *b, rc_err *err) {
     return backend_cpu.synchronize(INNER, err);
 }
 
+// The communicator exposes on every call: every buffer opens, guard pages stay closed.
+static void protect_all(strict_state *s, int on) {
+    for (size_t i = 0; i < s->n_bufs; i++)
+        if (!s->bufs[i].n_open) protect(&s->bufs[i], on);  // buffers an op works on stay open
+}
+
 static void strict_expose(const backend *b, int on) {
     strict_state *s = b->impl;
     pthread_mutex_lock(&s->mu);
     if (on) {
-        if (s->exposed++ == 0)
-            for (size_t i = 0; i < s->n_bufs; i++)
-                if (!s->bufs[i].n_open) protect(&s->bufs[i], 1);
+        if (s->exposed++ == 0) protect_all(s, 1);
     } else {
         if (s->exposed <= 0) strict_die("expose(0) without expose(1)", NULL);
-        if (--s->exposed == 0)
-            for (size_t i = 0; i < s->n_bufs; i++)
-                if (!s->bufs[i].n_open) protect(&s->bufs[i], 0);
+        if (--s->exposed == 0) protect_all(s, 0);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -166,7 +168,7 @@ static void *strict_alloc(const backend *b, size_t n_bytes) {
     memmove(&s->bufs[at + 1], &s->bufs[at], (s->n_bufs - at) * sizeof(strict_buf));
     s->bufs[at] = (strict_buf){.map = map, .data_len = data_len, .ptr = map + data_len - n_bytes, .n_bytes = n_bytes};
     s->n_bufs++;
-    if (s->exposed) protect(&s->bufs[at], 1);
+    if (s->exposed) protect(&s->bufs[at], 1);  // closed again by expose(0)
     uint8_t *p = s->bufs[at].ptr;
     pthread_mutex_unlock(&s->mu);
     return p;  // anonymous pages come zero-filled
@@ -318,7 +320,8 @@ static void strict_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_
                              const int64_t *pos_host, int64_t n_rows, int64_t n, int64_t ld, const int64_t *k_host,
                              int64_t k_stride, int ascending) {
     STRICT_RUN("topk_rows",
-               backend_cpu.topk_rows(INNER, out_host, n_out_host, scores, pos_host, n_rows, n, ld, k_host, k_stride, ascending),
+               backend_cpu.topk_rows(INNER, out_host, n_out_host, scores, pos_host, n_rows, n, ld, k_host, k_stride,
+                                     ascending),
                scores);
 }
 

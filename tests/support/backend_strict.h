@@ -4,8 +4,8 @@
 // own ops, uploads, downloads or copies works on them, or inside an
 // expose(b, 1) .. expose(b, 0) bracket (the communicator's data path). A host
 // read or write of a buffer outside those faults at the line that does it.
-// Each buffer ends flush against an inaccessible guard page, so overruns fault
-// too, and ops that get a pointer which is not one of its buffers (a host
+// Each buffer ends flush against an inaccessible guard page, so overruns
+// fault too, and ops that get a pointer which is not one of its buffers (a host
 // array passed where the device needs its own memory) abort with one line.
 //
 // Every buffer sits on pages of its own and each instance tracks its own
