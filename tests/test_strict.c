@@ -1,6 +1,6 @@
 // The strict backend can fail: host code that reads or writes a backend
 // buffer, or runs one element past one, dies of a memory fault; the same
-// accesses inside expose(b, 1) .. expose(b, 0) and inside its ops succeed.
+// accesses inside expose(b, p, 1) .. expose(b, p, 0) and inside its ops succeed.
 // Each faulting access runs in a forked child and the parent checks the signal.
 #include <pthread.h>
 #include <signal.h>
@@ -39,11 +39,11 @@ static void child(enum probe what) {
     }
     case PROBE_UNDERRUN: g_sink = buf[-1]; break;  // the slack before a buffer is closed too
     case PROBE_READ_EXPOSED: {
-        b.ops->expose(&b, 1);
+        b.ops->expose(&b, buf, 1);
         float s = 0;
         for (int i = 0; i < N; i++) s += buf[i];
         buf[0] = s;
-        b.ops->expose(&b, 0);
+        b.ops->expose(&b, buf, 0);
         float back[N];
         b.ops->download(&b, back, buf, sizeof(back));
         if (back[0] != (float)(N * (N - 1) / 2)) _exit(5);  // 0 + 1 + ... + 36
@@ -103,9 +103,9 @@ static void *rank_main(void *p) {
     for (int it = 0; it < 2000 && a->ok; it++) {
         b.ops->add(&b, x, y, M);
         if (it % 100 == 0) {
-            b.ops->expose(&b, 1);
+            b.ops->expose(&b, x, 1);
             a->ok = x[0] == (float)(a->rank * (it + 2));
-            b.ops->expose(&b, 0);
+            b.ops->expose(&b, x, 0);
         }
     }
     if (a->ok) {

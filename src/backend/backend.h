@@ -92,9 +92,10 @@ typedef struct backend_ops {
     void *(*stream)(const backend *b);                 // cudaStream_t for NCCL; NULL on the CPU
     int (*synchronize)(const backend *b, rc_err *err);  // where asynchronous device errors surface
     // The communicator's data path reads and writes backend buffers directly
-    // (as NCCL does on a GPU): it brackets those accesses with expose(b, 1)
-    // and expose(b, 0). Only the strict test backend needs it; NULL elsewhere.
-    void (*expose)(const backend *b, int on);
+    // (as NCCL does on a GPU): it brackets its access to the buffer holding p
+    // with expose(b, p, 1) and expose(b, p, 0). Only the strict test backend
+    // needs it; NULL elsewhere.
+    void (*expose)(const backend *b, const void *p, int on);
 
     // ---- memory. alloc: zero-filled, NULL on failure (n_bytes 0 gives a valid
     // minimal buffer). upload/copy are ordered on the stream; download returns

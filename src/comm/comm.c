@@ -106,28 +106,36 @@ static const comm_ops null_ops = {
     .destroy = null_destroy,
 };
 
-static void expose(const backend *be, int on) {
-    if (be && be->ops->expose) be->ops->expose(be, on);
+// Opens (on = 1) or closes the backend buffers a collective reads and writes.
+static void expose(const backend *be, const void *send, const void *recv, int on) {
+    if (!be || !be->ops->expose) return;
+    if (send) be->ops->expose(be, send, on);
+    if (recv && recv != send) be->ops->expose(be, recv, on);
 }
 
 int comm_allgather_buf(comm *c, const backend *be, const void *send, size_t n_bytes, void *recv, rc_err *err) {
-    expose(be, 1);
+    if (n_bytes == 0) return comm_allgather(c, send, n_bytes, recv, err);
+    expose(be, send, recv, 1);
     int rc = comm_allgather(c, send, n_bytes, recv, err);
-    expose(be, 0);
+    expose(be, send, recv, 0);
     return rc;
 }
 
 int comm_allgatherv_buf(comm *c, const backend *be, const void *send, const size_t *counts, void *recv, rc_err *err) {
-    expose(be, 1);
+    const int mine = counts && c && counts[c->rank] > 0;
+    size_t total = 0;
+    for (int r = 0; counts && c && r < c->size; r++) total += counts[r];
+    expose(be, mine ? send : NULL, total ? recv : NULL, 1);
     int rc = comm_allgatherv(c, send, counts, recv, err);
-    expose(be, 0);
+    expose(be, mine ? send : NULL, total ? recv : NULL, 0);
     return rc;
 }
 
 int comm_bcast_buf(comm *c, const backend *be, void *buf, size_t n_bytes, int root, rc_err *err) {
-    expose(be, 1);
+    if (n_bytes == 0) return comm_bcast(c, buf, n_bytes, root, err);
+    expose(be, buf, NULL, 1);
     int rc = comm_bcast(c, buf, n_bytes, root, err);
-    expose(be, 0);
+    expose(be, buf, NULL, 0);
     return rc;
 }
 

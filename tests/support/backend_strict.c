@@ -21,7 +21,6 @@ typedef struct strict_state {
     pthread_mutex_t mu;
     strict_buf *bufs;        // sorted by map
     size_t n_bufs, cap;
-    int exposed;             // depth of expose brackets: every buffer is open
     size_t page;
 } strict_state;
 
@@ -63,7 +62,7 @@ static void enter(const backend *b, const char *op, const void *const *ptrs, int
                     ptrs[i]);
             abort();
         }
-        if (bf->n_open++ == 0 && !s->exposed) protect(bf, 1);
+        if (bf->n_open++ == 0) protect(bf, 1);
     }
     s->inner.n_threads = b->n_threads;
     pthread_mutex_unlock(&s->mu);
@@ -75,7 +74,7 @@ static void leave(const backend *b, const void *const *ptrs, int n) {
     for (int i = 0; i < n; i++) {
         if (!ptrs[i]) continue;
         strict_buf *bf = find(s, ptrs[i]);
-        if (--bf->n_open == 0 && !s->exposed) protect(bf, 0);
+        if (--bf->n_open == 0) protect(bf, 0);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -124,22 +123,12 @@ static int strict_synchronize(const backend *b, rc_err *err) {
     return backend_cpu.synchronize(INNER, err);
 }
 
-// The communicator exposes on every call: every buffer opens, guard pages stay closed.
-static void protect_all(strict_state *s, int on) {
-    for (size_t i = 0; i < s->n_bufs; i++)
-        if (!s->bufs[i].n_open) protect(&s->bufs[i], on);  // buffers an op works on stay open
-}
-
-static void strict_expose(const backend *b, int on) {
-    strict_state *s = b->impl;
-    pthread_mutex_lock(&s->mu);
-    if (on) {
-        if (s->exposed++ == 0) protect_all(s, 1);
-    } else {
-        if (s->exposed <= 0) strict_die("expose(0) without expose(1)", NULL);
-        if (--s->exposed == 0) protect_all(s, 0);
-    }
-    pthread_mutex_unlock(&s->mu);
+// The communicator opens the buffers a collective reads or writes, one
+// pointer at a time; guard pages stay closed.
+static void strict_expose(const backend *b, const void *p, int on) {
+    const void *const ptrs[1] = {p};
+    if (on) enter(b, "a collective", ptrs, 1);
+    else leave(b, ptrs, 1);
 }
 
 // ---- memory
@@ -168,7 +157,6 @@ static void *strict_alloc(const backend *b, size_t n_bytes) {
     memmove(&s->bufs[at + 1], &s->bufs[at], (s->n_bufs - at) * sizeof(strict_buf));
     s->bufs[at] = (strict_buf){.map = map, .data_len = data_len, .ptr = map + data_len - n_bytes, .n_bytes = n_bytes};
     s->n_bufs++;
-    if (s->exposed) protect(&s->bufs[at], 1);  // closed again by expose(0)
     uint8_t *p = s->bufs[at].ptr;
     pthread_mutex_unlock(&s->mu);
     return p;  // anonymous pages come zero-filled
