@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/method_list.h"
+#include "cli/run_dir.h"
 #include "engine/engine.h"
 
 #define MAX_LIST 16
@@ -47,10 +48,11 @@ static void usage(FILE *out) {
             "      --recycle-k K, --recycle-stride S, --recycle-schedule stride|dynamic,\n"
             "      --recycle-check-every QC, --recycle-similarity s, --recycle-agg max|mean|first,\n"
             "      --recycle-pool W      defaults for the recycled methods (see 'recall generate --help')\n"
-            "      --csv FILE            also write the results as CSV, one row per prefill length and per decode\n"
+            "      --csv [FILE]          also write the results as CSV, one row per prefill length and per decode\n"
             "                            (method, depth): ranks, threads, tok/s, ms/full, ms/rec, K/V bytes read\n"
             "                            per token (all ranks), bytes received per token (per rank), KV MiB held\n"
-            "                            and peak RSS (largest rank), #wrong, and the command line\n"
+            "                            and peak RSS (largest rank), #wrong, and the command line. Without\n"
+            "                            FILE: a new directory per run, runs/bench-DATE-TIME/bench.csv\n"
             "      --json FILE           the same rows as one JSON document\n"
             "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
             "                            long flags above, optional [bench] section, # comments;\n"
@@ -181,7 +183,7 @@ int cmd_bench(int argc, char **argv) {
         {"reps", required_argument, 0, OPT_REPS},      {"threads", required_argument, 0, OPT_THREADS},
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
-        {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", required_argument, 0, OPT_CSV},
+        {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", optional_argument, 0, OPT_CSV},
         {"json", required_argument, 0, OPT_JSON},
         CLI_ATTENTION_OPTIONS,
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
@@ -209,7 +211,11 @@ int cmd_bench(int argc, char **argv) {
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
         case OPT_CONFIG: break;  // read by cli_config_merge
-        case OPT_CSV: csv_path = optarg; break;
+        case OPT_CSV:
+            // "--csv FILE" as well as "--csv=FILE"; a bare --csv writes into the run's own directory.
+            if (!optarg && optind < argc && argv[optind][0] != '-') optarg = argv[optind++];
+            csv_path = optarg ? optarg : "";
+            break;
         case OPT_JSON: json_path = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
@@ -235,6 +241,12 @@ int cmd_bench(int argc, char **argv) {
     }
     const char *kv_name = kv_elem == KV_F16 ? "f16" : "f32";
     FILE *csv = NULL;  // rank 0; open before any work so a bad path fails at once
+    char csv_default[4096];
+    if (rank0 && csv_path && !*csv_path) {
+        run_dir_create("bench", csv_default, sizeof(csv_default) - 16);
+        strcat(csv_default, "/bench.csv");
+        csv_path = csv_default;
+    }
     if (rank0 && csv_path) {
         if (!(csv = fopen(csv_path, "w"))) cli_die("--csv %s: cannot open for writing", csv_path);
         csv_header(csv);
