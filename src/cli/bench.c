@@ -194,6 +194,17 @@ int cmd_bench(int argc, char **argv) {
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     static const char optstring[] = ":m:h";
+    // --csv's FILE is optional, so getopt would take "--csv FILE" as a bare --csv and
+    // an operand: join them into "--csv=FILE" before any getopt pass.
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--csv") && argv[i + 1][0] != '-') {
+            const size_t n = strlen(argv[i + 1]) + 7;
+            char *joined = malloc(n);
+            snprintf(joined, n, "--csv=%s", argv[i + 1]);
+            argv[i] = joined;  // stays reachable through argv until exit
+            memmove(&argv[i + 1], &argv[i + 2], (size_t)(argc - i - 1) * sizeof(char *));  // with the NULL
+            argc--;
+        }
     cli_config_merge("bench", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
     opterr = 0;
     int c;
@@ -211,11 +222,7 @@ int cmd_bench(int argc, char **argv) {
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
         case OPT_CONFIG: break;  // read by cli_config_merge
-        case OPT_CSV:
-            // "--csv FILE" as well as "--csv=FILE"; a bare --csv writes into the run's own directory.
-            if (!optarg && optind < argc && argv[optind][0] != '-') optarg = argv[optind++];
-            csv_path = optarg ? optarg : "";
-            break;
+        case OPT_CSV: csv_path = optarg ? optarg : ""; break;  // "": the run's own directory
         case OPT_JSON: json_path = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
@@ -237,7 +244,8 @@ int cmd_bench(int argc, char **argv) {
     char command[4096] = "recall bench";
     for (int a = 1; a < argc; a++) {  // argv after the config merge: the whole setting
         size_t len = strlen(command);
-        snprintf(command + len, sizeof(command) - len, " %s", argv[a]);
+        if (!strncmp(argv[a], "--csv=", 6)) snprintf(command + len, sizeof(command) - len, " --csv %s", argv[a] + 6);
+        else snprintf(command + len, sizeof(command) - len, " %s", argv[a]);
     }
     const char *kv_name = kv_elem == KV_F16 ? "f16" : "f32";
     FILE *csv = NULL;  // rank 0; open before any work so a bad path fails at once

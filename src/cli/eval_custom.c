@@ -166,9 +166,12 @@ static void load_line(const cJSON *o, int64_t lineno, void *user) {
 }
 
 // Rank 0: every sample's prompt tokens, fitted to ctx. Returns the number of
-// items (skipped samples are left out, each with a warning).
+// items; skipped samples are left out, each with a line in *warnings (printed
+// by the caller only when some sample is left, so that an error stays one line).
 static int64_t prepare(const custom_args *a, const custom_data *d, const tokenizer *tok, const gguf_file *file,
-                       int64_t ctx, item *items, int64_t *n_skipped) {
+                       int64_t ctx, item *items, int64_t *n_skipped, char **warnings) {
+    size_t w_len = 0, w_cap = 0;
+    *warnings = NULL;
     rc_err err = {{0}};
     const int has_template = gguf_find(file, "tokenizer.chat_template") != NULL;
     const int default_chat = a->chat >= 0 ? a->chat : has_template;
@@ -197,9 +200,18 @@ static int64_t prepare(const custom_args *a, const custom_data *d, const tokeniz
         const int64_t room = ctx - it->max_new;  // prompt tokens that fit beside the answer
         if (it->n_ids > room) {
             if (!a->truncate_middle || room < MIN_KEPT_TOKENS) {
-                fprintf(stderr, "recall: warning: %s:%lld: %lld prompt tokens + %lld answer tokens exceed --ctx %lld: "
-                        "skipped%s\n", a->data_path, (long long)s->line, (long long)it->n_ids, (long long)it->max_new,
-                        (long long)ctx, a->truncate_middle ? " (too little room to cut it)" : " (--truncate middle cuts it instead)");
+                char w[4096 + 256];
+                const int n_w = snprintf(w, sizeof(w), "recall: warning: %s:%lld: %lld prompt tokens + %lld answer "
+                                         "tokens exceed --ctx %lld: skipped%s\n", a->data_path, (long long)s->line,
+                                         (long long)it->n_ids, (long long)it->max_new, (long long)ctx,
+                                         a->truncate_middle ? " (too little room to cut it)"
+                                                            : " (--truncate middle cuts it instead)");
+                if (w_len + (size_t)n_w + 1 > w_cap) {
+                    while (w_len + (size_t)n_w + 1 > w_cap) w_cap = w_cap ? 2 * w_cap : 4096;
+                    if (!(*warnings = realloc(*warnings, w_cap))) cli_die("out of memory");
+                }
+                memcpy(*warnings + w_len, w, (size_t)n_w + 1);
+                w_len += (size_t)n_w;
                 free(ids);
                 (*n_skipped)++;
                 continue;
@@ -393,10 +405,13 @@ int eval_custom_main(int argc, char **argv) {
     eval_index_init(&ix);
     char jsonl_path[4096];
     if (rank0) {
-        n_items = prepare(&a, &data, tok, &m.file, ctx, items, &n_skipped);
+        char *warnings = NULL;
+        n_items = prepare(&a, &data, tok, &m.file, ctx, items, &n_skipped, &warnings);
         if (n_items == 0)
             cli_die("%s: none of its %lld samples fits --ctx %lld (raise --ctx, or --truncate middle)", a.data_path,
                     (long long)data.n, (long long)ctx);
+        if (warnings) fputs(warnings, stderr);
+        free(warnings);
         if (!a.c.out_auto && !a.fresh) {  // without --out the run's directory is new: nothing to resume
             snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);
             load_ctx lc = {.path = jsonl_path, .model_name = model_name, .settings = settings, .ix = &ix};
