@@ -50,10 +50,10 @@ static void usage(FILE *out) {
             "Other keys are ignored. The file is checked completely before anything runs: a line that\n"
             "is not JSON, lacks a field or has a field of the wrong type stops with FILE:LINE.\n"
             "\n"
-            "      --data FILE         the samples (required)\n");
-    eval_common_usage(out, "the model's trained context; one value here: each\n"
-                      "                          prompt + its answer budget must fit, and --budget-ratio is a\n"
-                      "                          fraction of it", "eval-custom", DEFAULT_OUT);
+            "      --data FILE         the samples (required)\n"
+            "                          --ctx takes one value here: each prompt + its answer budget must fit\n"
+            "                          it, and --budget-ratio is a fraction of it (not of each prompt)\n");
+    eval_common_usage(out, "the trained length", "eval-custom", DEFAULT_OUT);
     fprintf(out,
             "      --template TEXT     how \"context\" and \"question\" are joined; \\n is a line break (default\n"
             "                          \"{context}\\n\\n{question}\")\n"
@@ -98,7 +98,8 @@ typedef struct custom_args {
 // A sample ready to run (rank 0).
 typedef struct item {
     const custom_sample *s;
-    char key_id[80];   // the id, or "#LINE"
+    const char *key_id;  // the sample's id, or line_id
+    char line_id[24];    // "#LINE" for a sample without an id
     int32_t *ids;
     int64_t n_ids, max_new, cut;  // cut: prompt tokens removed by --truncate middle
     char hash[17];     // of the tokens and the answer budget: a changed sample is not resumed
@@ -119,8 +120,10 @@ static char *unescape(const char *s) {
     return out;
 }
 
+// An id of any length enters the key as its hash, so that the key stays short.
 static void result_key(char *buf, size_t cap, const char *id, const char *hash, const char *method, int64_t budget) {
-    snprintf(buf, cap, "%s|%s|%s|%lld", id, hash, method, (long long)budget);
+    snprintf(buf, cap, "%016llx|%s|%s|%lld", (unsigned long long)fnv1a(FNV1A_INIT, id, strlen(id)), hash, method,
+             (long long)budget);
 }
 
 typedef struct load_ctx {
@@ -195,8 +198,8 @@ static int64_t prepare(const custom_args *a, const custom_data *d, const tokeniz
         free(full);
         item *it = &items[n];
         *it = (item){.s = s, .ids = ids, .n_ids = (int64_t)n_ids, .max_new = s->max_new_tokens ? s->max_new_tokens : a->max_new};
-        if (s->id) snprintf(it->key_id, sizeof(it->key_id), "%s", s->id);
-        else snprintf(it->key_id, sizeof(it->key_id), "#%lld", (long long)s->line);
+        snprintf(it->line_id, sizeof(it->line_id), "#%lld", (long long)s->line);
+        it->key_id = s->id ? s->id : it->line_id;
         const int64_t room = ctx - it->max_new;  // prompt tokens that fit beside the answer
         if (it->n_ids > room) {
             if (!a->truncate_middle || room < MIN_KEPT_TOKENS) {
