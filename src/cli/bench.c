@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/method_list.h"
+#include "cli/run_dir.h"
 #include "engine/engine.h"
 
 #define MAX_LIST 16
@@ -47,10 +48,11 @@ static void usage(FILE *out) {
             "      --recycle-k K, --recycle-stride S, --recycle-schedule stride|dynamic,\n"
             "      --recycle-check-every QC, --recycle-similarity s, --recycle-agg max|mean|first,\n"
             "      --recycle-pool W      defaults for the recycled methods (see 'recall generate --help')\n"
-            "      --csv FILE            also write the results as CSV, one row per prefill length and per decode\n"
+            "      --csv [FILE]          also write the results as CSV, one row per prefill length and per decode\n"
             "                            (method, depth): ranks, threads, tok/s, ms/full, ms/rec, K/V bytes read\n"
             "                            per token (all ranks), bytes received per token (per rank), KV MiB held\n"
-            "                            and peak RSS (largest rank), #wrong, and the command line\n"
+            "                            and peak RSS (largest rank), #wrong, and the command line. Without\n"
+            "                            FILE: a new directory per run, runs/bench-DATE-TIME/bench.csv\n"
             "      --json FILE           the same rows as one JSON document\n"
             "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
             "                            long flags above, optional [bench] section, # comments;\n"
@@ -181,7 +183,7 @@ int cmd_bench(int argc, char **argv) {
         {"reps", required_argument, 0, OPT_REPS},      {"threads", required_argument, 0, OPT_THREADS},
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
-        {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", required_argument, 0, OPT_CSV},
+        {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", optional_argument, 0, OPT_CSV},
         {"json", required_argument, 0, OPT_JSON},
         CLI_ATTENTION_OPTIONS,
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
@@ -192,6 +194,17 @@ int cmd_bench(int argc, char **argv) {
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     static const char optstring[] = ":m:h";
+    // --csv's FILE is optional, so getopt would take "--csv FILE" as a bare --csv and
+    // an operand: join them into "--csv=FILE" before any getopt pass.
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--csv") && argv[i + 1][0] != '-') {
+            const size_t n = strlen(argv[i + 1]) + 7;
+            char *joined = malloc(n);
+            snprintf(joined, n, "--csv=%s", argv[i + 1]);
+            argv[i] = joined;  // stays reachable through argv until exit
+            memmove(&argv[i + 1], &argv[i + 2], (size_t)(argc - i - 1) * sizeof(char *));  // with the NULL
+            argc--;
+        }
     cli_config_merge("bench", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
     opterr = 0;
     int c;
@@ -209,7 +222,7 @@ int cmd_bench(int argc, char **argv) {
         case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
         case OPT_CONFIG: break;  // read by cli_config_merge
-        case OPT_CSV: csv_path = optarg; break;
+        case OPT_CSV: csv_path = optarg ? optarg : ""; break;  // "": the run's own directory
         case OPT_JSON: json_path = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
@@ -231,10 +244,17 @@ int cmd_bench(int argc, char **argv) {
     char command[4096] = "recall bench";
     for (int a = 1; a < argc; a++) {  // argv after the config merge: the whole setting
         size_t len = strlen(command);
-        snprintf(command + len, sizeof(command) - len, " %s", argv[a]);
+        if (!strncmp(argv[a], "--csv=", 6)) snprintf(command + len, sizeof(command) - len, " --csv %s", argv[a] + 6);
+        else snprintf(command + len, sizeof(command) - len, " %s", argv[a]);
     }
     const char *kv_name = kv_elem == KV_F16 ? "f16" : "f32";
     FILE *csv = NULL;  // rank 0; open before any work so a bad path fails at once
+    char csv_default[4096];
+    if (rank0 && csv_path && !*csv_path) {
+        run_dir_create("bench", csv_default, sizeof(csv_default) - 16);
+        strcat(csv_default, "/bench.csv");
+        csv_path = csv_default;
+    }
     if (rank0 && csv_path) {
         if (!(csv = fopen(csv_path, "w"))) cli_die("--csv %s: cannot open for writing", csv_path);
         csv_header(csv);

@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
+#include "cli/run_dir.h"
 #include "core/hash.h"
 
 void eval_common_init(eval_common_opts *o) {
@@ -64,7 +67,7 @@ int eval_common_option(int c, const char *arg, eval_common_opts *o) {
     }
 }
 
-void eval_common_finish(eval_common_opts *o, const char *command, int64_t default_ctx, const char *default_out) {
+void eval_common_finish(eval_common_opts *o, const char *command, int64_t default_ctx, const char *default_name) {
     if (!o->model_path) cli_die("missing --model (see '%s --help')", command);
     if (o->ratio_given && o->abs_given) cli_die("give --kv-budget or --budget-ratio, not both");
     if (!o->ratio_given && !o->abs_given) {
@@ -79,10 +82,26 @@ void eval_common_finish(eval_common_opts *o, const char *command, int64_t defaul
     for (int i = 0; i < o->n_ctx; i++)
         for (int j = 0; j < i; j++)
             if (o->ctx[i] == o->ctx[j]) cli_die("--ctx: %lld is listed twice", (long long)o->ctx[i]);
-    if (!o->out_prefix) o->out_prefix = default_out;
+    if (!o->out_prefix) {
+        o->out_auto = 1;
+        o->out_name = default_name;
+        // "recall eval ruler" -> "eval-ruler"
+        const char *s = strncmp(command, "recall ", 7) ? command : command + 7;
+        snprintf(o->out_slug, sizeof(o->out_slug), "%s", s);
+        for (char *p = o->out_slug; *p; p++)
+            if (*p == ' ') *p = '-';
+    }
 }
 
-void eval_common_usage(FILE *out, const char *default_ctx, const char *default_out) {
+void eval_claim_out(eval_common_opts *o) {
+    if (!o->out_auto || o->out_prefix) return;
+    char dir[4096 - 64];
+    run_dir_create(o->out_slug, dir, sizeof(dir));
+    snprintf(o->out_buf, sizeof(o->out_buf), "%s/%s", dir, o->out_name);
+    o->out_prefix = o->out_buf;
+}
+
+void eval_common_usage(FILE *out, const char *default_ctx, const char *slug, const char *default_name) {
     fprintf(out,
             "  -m, --model FILE        GGUF model file (required)\n"
             "      --ctx LIST          context lengths in tokens, comma-separated (default %s); each must fit\n"
@@ -103,7 +122,9 @@ void eval_common_usage(FILE *out, const char *default_ctx, const char *default_o
             "      --prefill-block N   prompt tokens per prefill block (default 512)\n"
             "      --zigzag            several ranks: two prompt chunks per rank (see 'recall generate --help')\n"
             "      --out PREFIX        write PREFIX.csv, PREFIX.json (and more, below); the directory is\n"
-            "                          created when missing (default %s)\n"
+            "                          created when missing. Default: a new directory per run,\n"
+            "                          " RUN_DIR_ROOT "/%s-DATE-TIME/%s.*, so that no run overwrites another's\n"
+            "                          files; to resume a run, name its PREFIX with --out\n"
             "      --progress          progress bar on stderr even when it is not a terminal (on a terminal\n"
             "                          it is the default; otherwise one line per finished item)\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long flags\n"
@@ -112,7 +133,7 @@ void eval_common_usage(FILE *out, const char *default_ctx, const char *default_o
             "      --ada-floor, --budget-per-query-head, --head-scores FILE\n"
             "                          defaults for the methods, as in 'recall generate --help'; headkv and\n"
             "                          recycled:budgets=headkv need --head-scores\n",
-            default_ctx, EVAL_DEFAULT_BUDGET_RATIO, default_out);
+            default_ctx, EVAL_DEFAULT_BUDGET_RATIO, slug, default_name);
 }
 
 void eval_check_ctx(const eval_common_opts *o, const model_config *c) {
@@ -168,6 +189,41 @@ int eval_runs_for_ctx(const method_spec *ms, int n_methods, const eval_budgets *
 
 int eval_set_run(engine *e, const eval_run *r, rc_err *err) {
     return engine_set_attention(e, r->attention, &r->ro, &r->po, err);
+}
+
+int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
+                           uint64_t *hash) {
+    rc_err err = {{0}};
+    const int64_t V = engine_model(e)->cfg.n_vocab;
+    int64_t n = 0;
+    int32_t next = first;
+    while (!tokenizer_is_eog(tok, next)) {
+        out[n++] = next;
+        if (n == max_new) break;  // the last token needs no forward pass
+        if (engine_decode(e, next, &err)) cli_die_err(&err);
+        *hash = fnv1a(*hash, engine_logits(e), (size_t)V * sizeof(float));
+        next = eval_argmax(engine_logits(e), V);
+    }
+    return n;
+}
+
+char *eval_detokenize(const tokenizer *tok, const int32_t *ids, int64_t n) {
+    size_t piece_cap = tokenizer_decode_cap(tok), cap = 256, len = 0;
+    char *text = malloc(cap), *piece = malloc(piece_cap + 1);
+    tokenizer_stream st = {0};
+    for (int64_t i = 0; i <= n; i++) {
+        size_t got = i < n ? tokenizer_decode_stream(tok, &st, ids[i], piece, piece_cap)
+                           : tokenizer_stream_flush(tok, &st, piece, piece_cap);
+        if (len + got + 1 > cap) {
+            while (len + got + 1 > cap) cap *= 2;
+            text = realloc(text, cap);
+        }
+        memcpy(text + len, piece, got);
+        len += got;
+    }
+    text[len] = '\0';
+    free(piece);
+    return text;
 }
 
 int32_t eval_argmax(const float *logits, int64_t n) {
@@ -297,6 +353,39 @@ FILE *eval_open_output(const char *prefix, const char *ext, const char *mode, ch
 const char *eval_basename(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
+}
+
+int64_t eval_jsonl_each(const char *path, void (*fn)(const cJSON *o, int64_t lineno, void *user), void *user) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) return 0;
+        cli_die("%s: cannot open: %s", path, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int64_t lineno = 0;
+    long good_end = 0;
+    int cut = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        if (line[len - 1] != '\n') {  // an unfinished last line
+            cut = 1;
+            break;
+        }
+        cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
+        fn(o, lineno, user);
+        cJSON_Delete(o);
+        good_end = ftell(f);
+    }
+    free(line);
+    fclose(f);
+    if (cut) {
+        if (truncate(path, good_end) != 0) cli_die("%s: cannot cut off its unfinished last line: %s", path, strerror(errno));
+        fprintf(stderr, "recall: note: %s:%lld was unfinished (a killed run); it was removed\n", path, (long long)lineno);
+        lineno--;
+    }
+    return lineno;
 }
 
 void eval_index_init(eval_index *ix) { memset(ix, 0, sizeof(*ix)); }

@@ -12,6 +12,7 @@
 #include "cli/method_list.h"
 #include "comm/comm.h"
 #include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
 
 #define EVAL_MAX_CTX 16
 #define EVAL_MAX_BUDGETS 16
@@ -29,7 +30,11 @@ typedef struct eval_budgets {
 // The flags both subcommands take (parsed by eval_common_option).
 typedef struct eval_common_opts {
     const char *model_path;
-    const char *out_prefix;     // NULL: the command's default
+    const char *out_prefix;     // --out; NULL until eval_claim_out when it was not given
+    int out_auto;               // no --out: eval_claim_out makes the run's own directory
+    const char *out_name;       // file stem inside that directory, e.g. "ruler"
+    char out_slug[64];          // its name's start, e.g. "eval-ruler"
+    char out_buf[4096];
     const char *methods_arg;    // --attention LIST
     int64_t ctx[EVAL_MAX_CTX];
     int n_ctx;                  // 0: the command's default
@@ -64,8 +69,14 @@ void eval_common_init(eval_common_opts *o);
 // Applies flag c; returns 0 when c is not a common flag. Dies on a bad value.
 int eval_common_option(int c, const char *arg, eval_common_opts *o);
 // After parsing: defaults, and the checks that need no model (one line each).
-void eval_common_finish(eval_common_opts *o, const char *command, int64_t default_ctx, const char *default_out);
-void eval_common_usage(FILE *out, const char *default_ctx, const char *default_out);
+// command: "recall eval ruler"; default_name: the output files' stem when no
+// --out is given ("ruler": runs/eval-ruler-DATE-TIME/ruler.csv, ...).
+void eval_common_finish(eval_common_opts *o, const char *command, int64_t default_ctx, const char *default_name);
+void eval_common_usage(FILE *out, const char *default_ctx, const char *slug, const char *default_name);
+// Rank 0, once every input is validated and before the first output is
+// opened: without --out, creates the run's own directory (cli/run_dir.h) and
+// sets out_prefix inside it. A no-op with --out or when called again.
+void eval_claim_out(eval_common_opts *o);
 // Dies unless every context length fits the model's trained context.
 void eval_check_ctx(const eval_common_opts *o, const model_config *c);
 int64_t eval_max_ctx(const eval_common_opts *o);
@@ -90,6 +101,12 @@ int eval_set_run(engine *e, const eval_run *r, rc_err *err);  // engine_set_atte
 
 // Greedy choice: the highest logit, the lowest id on ties.
 int32_t eval_argmax(const float *logits, int64_t n);
+// Decodes greedily from `first` (chosen from the prefill's logits) until end
+// of generation or max_new tokens; the tokens go to out (max_new). Folds every
+// step's logits into *hash. Returns the token count.
+int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
+                           uint64_t *hash);
+char *eval_detokenize(const tokenizer *tok, const int32_t *ids, int64_t n);  // malloc'd text
 
 // Every rank passes its fingerprint of the logits it computed and two values;
 // dies (naming `what`) if any rank's fingerprint differs from rank 0's; returns
@@ -118,6 +135,12 @@ void eval_command_line(const char *head, int argc, char **argv, char *buf, size_
 // PREFIX + ext, creating PREFIX's directory when missing; dies on failure.
 FILE *eval_open_output(const char *prefix, const char *ext, const char *mode, char *path, size_t cap);
 const char *eval_basename(const char *path);
+// Reads the results file of an earlier run line by line: fn gets each
+// complete line parsed (NULL when it is not JSON) and its number. A last line
+// without its newline (a run killed while writing) is cut off the file, with
+// a note. A missing file is no error. Returns the number of lines read.
+struct cJSON;
+int64_t eval_jsonl_each(const char *path, void (*fn)(const struct cJSON *o, int64_t lineno, void *user), void *user);
 
 // Results keyed by a string (open addressing, FNV-1a).
 typedef struct eval_result {
@@ -136,8 +159,9 @@ void eval_index_free(eval_index *ix);
 eval_result *eval_index_get(const eval_index *ix, const char *key);
 void eval_index_put(eval_index *ix, const char *key, const eval_result *val);  // replaces an equal key
 
-// The subcommands (argv[0] is "ruler" / "ppl").
+// The subcommands (argv[0] is "ruler" / "ppl" / "custom").
 int eval_ruler_main(int argc, char **argv);
 int eval_ppl_main(int argc, char **argv);
+int eval_custom_main(int argc, char **argv);
 
 #endif

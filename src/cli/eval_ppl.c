@@ -24,7 +24,7 @@
 
 #define DEFAULT_CTX 4096
 #define DEFAULT_EVAL_TOKENS 256
-#define DEFAULT_OUT "results/ppl"
+#define DEFAULT_OUT "ppl"  // file stem in the run's own directory (eval_claim_out)
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -39,7 +39,7 @@ static void usage(FILE *out) {
             "      --text FILE         the text to score (required); it must have at least --ctx tokens\n"
             "      --eval-tokens N     tokens scored at the end of each context (default %d; below --ctx)\n",
             DEFAULT_EVAL_TOKENS);
-    eval_common_usage(out, "4096", DEFAULT_OUT);
+    eval_common_usage(out, "4096", "eval-ppl", DEFAULT_OUT);
     fprintf(out,
             "  -h, --help              this help\n"
             "\n"
@@ -152,6 +152,7 @@ int eval_ppl_main(int argc, char **argv) {
     char csv_path[4096], json_path[4096];
     cJSON *root = NULL, *results = NULL;
     if (rank0) {
+        eval_claim_out(&o);
         csv = eval_open_output(o.out_prefix, ".csv", "w", csv_path, sizeof(csv_path));
         fprintf(csv, "ctx,method,budget,eval_tokens,mean_nll,ppl,delta_nll,ppl_ratio,kv_mib,decode_seconds\n");
         root = cJSON_CreateObject();

@@ -29,7 +29,7 @@
 #define DEFAULT_SAMPLES 25
 #define DEFAULT_SEED 42
 #define DEFAULT_CTX 4096
-#define DEFAULT_OUT "results/ruler"
+#define DEFAULT_OUT "ruler"  // file stem in the run's own directory (eval_claim_out)
 #define MAX_TASKS 32
 #define JSONL_FORMAT "recall-eval-ruler-1"
 
@@ -45,7 +45,7 @@ static void usage(FILE *out) {
             "answers found in the output). Each sample is prefilled once; every method decodes from\n"
             "that prefill. The prompt plus the task's answer budget fill --ctx (RULER's convention).\n"
             "\n");
-    eval_common_usage(out, "4096", DEFAULT_OUT);
+    eval_common_usage(out, "4096", "eval-ruler", DEFAULT_OUT);
     fprintf(out,
             "      --tasks LIST        tasks, comma-separated (default: all):\n"
             "                          ");
@@ -195,43 +195,6 @@ static void on_prefill(void *user, int64_t done, int64_t total) {
     char s[160];
     snprintf(s, sizeof(s), "%s: prefill %.0f%%", ps->what, total ? 100.0 * (double)done / (double)total : 100.0);
     eval_progress_status(ps->prog, s);
-}
-
-// Decodes greedily from `first` until end of generation or max_new tokens;
-// the tokens go to out. Folds every step's logits into *hash.
-static int64_t decode_answer(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
-                             uint64_t *hash) {
-    rc_err err = {{0}};
-    const int64_t V = engine_model(e)->cfg.n_vocab;
-    int64_t n = 0;
-    int32_t next = first;
-    while (!tokenizer_is_eog(tok, next)) {
-        out[n++] = next;
-        if (n == max_new) break;  // the last token needs no forward pass
-        if (engine_decode(e, next, &err)) cli_die_err(&err);
-        *hash = fnv1a(*hash, engine_logits(e), (size_t)V * sizeof(float));
-        next = eval_argmax(engine_logits(e), V);
-    }
-    return n;
-}
-
-static char *detokenize(const tokenizer *tok, const int32_t *ids, int64_t n) {
-    size_t piece_cap = tokenizer_decode_cap(tok), cap = 256, len = 0;
-    char *text = malloc(cap), *piece = malloc(piece_cap + 1);
-    tokenizer_stream st = {0};
-    for (int64_t i = 0; i <= n; i++) {
-        size_t got = i < n ? tokenizer_decode_stream(tok, &st, ids[i], piece, piece_cap)
-                           : tokenizer_stream_flush(tok, &st, piece, piece_cap);
-        if (len + got + 1 > cap) {
-            while (len + got + 1 > cap) cap *= 2;
-            text = realloc(text, cap);
-        }
-        memcpy(text + len, piece, got);
-        len += got;
-    }
-    text[len] = '\0';
-    free(piece);
-    return text;
 }
 
 typedef struct ruler_args {
@@ -443,8 +406,11 @@ int eval_ruler_main(int argc, char **argv) {
     int64_t n_total = 0, n_todo = 0;
     double work_total = 0.0;
     if (rank0) {
-        snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);
-        if (!a.fresh) load_jsonl(jsonl_path, model_name, settings, &ix);
+        // Without --out the run gets a new directory (eval_claim_out, below): nothing to resume.
+        if (!a.c.out_auto && !a.fresh) {
+            snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);
+            load_jsonl(jsonl_path, model_name, settings, &ix);
+        }
         char key[512];
         for (int ci = 0; ci < a.c.n_ctx; ci++)
             for (int t = 0; t < a.n_tasks; t++)
@@ -473,6 +439,10 @@ int eval_ruler_main(int argc, char **argv) {
     for (int t = 0; t < a.n_tasks; t++) needs_prose |= ruler_task_needs_prose(a.tasks[t]);
     if (rank0 && n_todo > 0 && needs_prose && ruler_load_prose(a.prose_path, &prose, &prose_len, &err))
         cli_die_err(&err);
+    if (rank0) {
+        eval_claim_out(&a.c);
+        snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);
+    }
     if (rank0)
         fprintf(stderr, "recall: eval: %lld run%s (%d context%s x %d task%s x %lld sample%s x methods/budgets), %lld "
                 "already in %s, %lld to run\n", (long long)n_total, n_total == 1 ? "" : "s", a.c.n_ctx,
@@ -568,7 +538,7 @@ int eval_ruler_main(int argc, char **argv) {
                         const double t0 = cli_now();
                         if (engine_truncate(e, n_prompt, &err) || eval_set_run(e, r, &err)) cli_die_err(&err);
                         uint64_t run_hash = hash;
-                        const int64_t n_new = decode_answer(e, tok, first, max_new, answer, &run_hash);
+                        const int64_t n_new = eval_decode_greedy(e, tok, first, max_new, answer, &run_hash);
                         const double secs = cli_now() - t0;
                         n_steps += n_new;
                         all_hash = fnv1a(all_hash, &run_hash, sizeof(run_hash));
@@ -578,7 +548,7 @@ int eval_ruler_main(int argc, char **argv) {
                                  (long long)s, r->label);
                         eval_gather_run(cm, run_hash, (double)engine_kv_bytes_used(e), secs, &kv_max, &sec_max, what);
                         if (rank0) {
-                            char *output = detokenize(tok, answer, n_new);
+                            char *output = eval_detokenize(tok, answer, n_new);
                             const double score = ruler_score(&sample, output);
                             cJSON *o = cJSON_CreateObject(), *ans = cJSON_CreateArray();
                             cJSON_AddStringToObject(o, "format", JSONL_FORMAT);

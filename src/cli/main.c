@@ -12,7 +12,7 @@ static void usage(FILE *out) {
             "  generate   decode text from a prompt with a GGUF model\n"
             "  info       print a model file's architecture, shapes and tensor types\n"
             "  bench      measure prefill and decode speed and memory bandwidth\n"
-            "  eval       RULER-style accuracy and long-text perplexity, per attention method\n"
+            "  eval       RULER-style accuracy, long-text perplexity and your own data, per attention method\n"
             "  profile-heads\n"
             "             measure per-head retrieval importance (HeadKV probes) and write it as JSON\n"
             "\n"

@@ -61,7 +61,7 @@ file(WRITE ${eval_work}/short.txt "Just a short text.\n")
 function(recall_eval_bad name)
   recall_cli_expect_failure(${name} PREFIX cli_bad_eval_ ${ARGN})
 endfunction()
-recall_eval_bad(no_subcommand MATCH "eval: expected a subcommand, ruler or ppl" ARGS eval)
+recall_eval_bad(no_subcommand MATCH "eval: expected a subcommand, ruler, ppl or custom" ARGS eval)
 recall_eval_bad(unknown_subcommand MATCH "eval: unknown subcommand 'frob'" ARGS eval frob)
 recall_eval_bad(unknown_task MATCH "--tasks: unknown task 'needle' \\(valid: niah_single_1, niah_single_2, .*fwe\\)$"
   ARGS eval ruler -m ${tiny} --tasks niah_single_1,needle --out ${eval_work}/bad/r)
