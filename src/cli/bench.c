@@ -284,6 +284,7 @@ int cmd_bench(int argc, char **argv) {
             double t0 = cli_now();
             if (engine_prefill(&e, ids, prefill_lens[i], NULL, NULL, NULL, &err)) cli_die_err(&err);
             double dt = cli_now() - t0;
+            cli_check_logits(e.logits, m.cfg.n_vocab, "the prefill of %lld tokens", (long long)prefill_lens[i]);
             if (r > 0 && dt < best) best = dt;
         }
         fprintf(out, "  %-8s %8lld %10.3f %12.1f\n", "prefill", (long long)prefill_lens[i], best,
@@ -334,6 +335,7 @@ int cmd_bench(int argc, char **argv) {
             // Step 1 (untimed) builds the recycled cache; for full attention it
             // doubles as the correctness probe.
             if (engine_decode(&e, ids[D], &err)) cli_die_err(&err);
+            cli_check_logits(e.logits, V, "the first decode step at depth %lld (%s)", (long long)D, bm->name);
             if (bm->attention == ATTENTION_FULL && !have_first) {
                 memcpy(first_logits, e.logits, (size_t)V * sizeof(float));
                 have_first = 1;

@@ -15,6 +15,10 @@ void cli_set_comm(comm *c);
 // ("recall: [rank r @ host] <message>" and an abort of every rank under MPI).
 _Noreturn void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void cli_die_err(const rc_err *err);
+// Dies naming the step ("decode step 7 (position 12)") when any of the
+// n_vocab logits is NaN or infinite: a broken model must not become a token.
+void cli_check_logits(const float *logits, int64_t n_vocab, const char *step_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 // The communicator of this process: MPI when started by mpirun/srun, else the
 // null one; registered with cli_die. Dies when MPI is needed but missing.

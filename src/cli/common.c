@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,19 @@ _Noreturn void cli_die(const char *fmt, ...) {
 }
 
 _Noreturn void cli_die_err(const rc_err *err) { cli_die("%s", err->msg); }
+
+void cli_check_logits(const float *logits, int64_t n_vocab, const char *step_fmt, ...) {
+    for (int64_t v = 0; v < n_vocab; v++) {
+        if (isfinite(logits[v])) continue;
+        char step[256];
+        va_list ap;
+        va_start(ap, step_fmt);
+        vsnprintf(step, sizeof(step), step_fmt, ap);
+        va_end(ap);
+        cli_die("non-finite logits after %s (token %lld: %g): the model's weights or metadata are broken",
+                step, (long long)v, (double)logits[v]);
+    }
+}
 
 comm *cli_comm_init(void) {
     rc_err err = {{0}};

@@ -182,6 +182,7 @@ int eval_ppl_main(int argc, char **argv) {
         engine_reset(&e);
         if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
         if (engine_prefill(&e, ids, n_prefix, NULL, NULL, NULL, &err)) cli_die_err(&err);
+        cli_check_logits(e.logits, V, "the prefill of %lld tokens (ctx %lld)", (long long)n_prefix, (long long)ctx);
         memcpy(prompt_logits, e.logits, (size_t)V * sizeof(float));
         const double nll_first = token_nll(prompt_logits, V, ids[n_prefix]);
         for (int ri = 0; ri < n_runs[ci]; ri++) {
@@ -194,6 +195,8 @@ int eval_ppl_main(int argc, char **argv) {
             uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
             for (int64_t i = 1; i < eval_tokens; i++) {
                 if (engine_decode(&e, ids[n_prefix + i - 1], &err)) cli_die_err(&err);
+                cli_check_logits(e.logits, V, "decode step %lld (position %lld, ctx %lld, %s)", (long long)i,
+                                 (long long)(n_prefix + i - 1), (long long)ctx, r->label);
                 hash = fnv1a(hash, e.logits, (size_t)V * sizeof(float));
                 sum += nll[i] = token_nll(e.logits, V, ids[n_prefix + i]);
             }

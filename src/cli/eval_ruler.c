@@ -209,6 +209,7 @@ static int64_t decode_answer(engine *e, const tokenizer *tok, int32_t first, int
         out[n++] = next;
         if (n == max_new) break;  // the last token needs no forward pass
         if (engine_decode(e, next, &err)) cli_die_err(&err);
+        cli_check_logits(e->logits, V, "answer decode step %lld", (long long)n);
         *hash = fnv1a(*hash, e->logits, (size_t)V * sizeof(float));
         next = eval_argmax(e->logits, V);
     }
@@ -553,6 +554,7 @@ int eval_ruler_main(int argc, char **argv) {
                     if (engine_set_attention(&e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
                     if (engine_prefill(&e, ids, n_prompt, NULL, prog.bar ? on_prefill : NULL, &ps, &err))
                         cli_die_err(&err);
+                    cli_check_logits(e.logits, V, "the prefill of %s (%lld tokens)", ps.what, (long long)n_prompt);
                     memcpy(prompt_logits, e.logits, (size_t)V * sizeof(float));
                     uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
                     const int32_t first = eval_argmax(prompt_logits, V);

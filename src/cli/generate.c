@@ -339,6 +339,7 @@ int cmd_generate(int argc, char **argv) {
     progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
     int long_prompt = n_ids > prefill_block && rank0;
     if (engine_prefill(&e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
+    cli_check_logits(e.logits, m.cfg.n_vocab, "the prefill of %lld prompt tokens", (long long)n_ids);
 
     FILE *lf = NULL, *tf = NULL;
     if (logits_out && rank0 && !(lf = fopen(logits_out, "wb"))) cli_die("%s: cannot open for writing", logits_out);
@@ -374,6 +375,8 @@ int cmd_generate(int argc, char **argv) {
         }
         if (i + 1 == n_predict) break;  // the last token needs no forward pass
         if (engine_decode(&e, next, &err)) cli_die_err(&err);
+        cli_check_logits(e.logits, m.cfg.n_vocab, "decode step %lld (position %lld)", (long long)(i + 1),
+                         (long long)(n_ids + i));
         if (tf) write_trace_step(tf, &e, cm, i + 1, next);
     }
     if (lf) fclose(lf);

@@ -622,6 +622,7 @@ int cmd_profile_heads(int argc, char **argv) {
                 meter.t0 = cli_now();
                 if (engine_prefill(&e, pp.ids, n - 1, NULL, show_prefill ? on_prefill : NULL, &meter, &err))
                     cli_die_err(&err);
+                cli_check_logits(e.logits, cfg->n_vocab, "the prefill of %lld tokens", (long long)(n - 1));
                 memset(ex_score, 0, (size_t)n_heads_total * sizeof(double));
                 tokenizer_stream st = {0};
                 size_t answer_len = 0;
@@ -642,6 +643,7 @@ int cmd_profile_heads(int argc, char **argv) {
                         cli_die("profile-heads: attention rows rebuilt from the KV cache sum to 1 +- %.3g, not "
                                 "within %.0e: the cache does not hold what the engine attended to",
                                 cap.worst_row_sum_error, ROW_SUM_TOLERANCE);
+                    cli_check_logits(e.logits, cfg->n_vocab, "decode step %lld", (long long)step);
                     int32_t next = argmax_logits(e.logits, cfg->n_vocab);
                     if (tokenizer_is_eog(tok, next)) break;
                     if (kind == PROBE_R)
