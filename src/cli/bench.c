@@ -54,7 +54,7 @@ static void usage(FILE *out) {
             "      --json FILE           the same rows as one JSON document\n"
             "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
             "                            long flags above, optional [bench] section, # comments;\n"
-            "                            flags on the command line win\n"
+            "                            flags on the command line win; at most 1 MiB\n"
             "  -h, --help                this help\n");
 }
 

@@ -32,7 +32,13 @@ int cli_parse_int_list(const char *flag, const char *value, int64_t *out, int ma
 int cli_default_threads(void);
 double cli_peak_rss_mib(void);
 double cli_now(void);
-char *cli_read_file(const char *path, size_t *n_bytes);  // dies on error
+// Input files are read whole, up to a bound (stated in --help): a config
+// file up to 1 MiB, a prompt or text file up to 256 MiB.
+#define CLI_MAX_CONFIG_BYTES ((size_t)1 << 20)
+#define CLI_MAX_TEXT_BYTES ((size_t)256 << 20)
+// A prompt or text file, NUL-terminated; `what` names it in errors ("prompt
+// file"). Dies on error, including a file over CLI_MAX_TEXT_BYTES.
+char *cli_read_file(const char *path, const char *what, size_t *n_bytes);
 // One CSV field, quoted (RFC 4180) when it holds a comma, quote or line break.
 void cli_csv_field(FILE *f, const char *s);
 

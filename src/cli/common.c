@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "core/read_file.h"
 #include "cli/cli.h"
 
 static comm *g_comm;
@@ -113,25 +114,11 @@ double cli_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-char *cli_read_file(const char *path, size_t *n_bytes) {
-    FILE *f = fopen(path, "rb");
-    if (!f) cli_die("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
-        }
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) cli_die("%s: read error", path);
-    buf[n] = '\0';
-    *n_bytes = n;
-    return buf;
+char *cli_read_file(const char *path, const char *what, size_t *n_bytes) {
+    rc_err err = {{0}};
+    char *text = NULL;
+    if (read_file_bounded(path, CLI_MAX_TEXT_BYTES, what, &text, n_bytes, &err)) cli_die_err(&err);
+    return text;
 }
 
 void cli_csv_field(FILE *f, const char *s) {

@@ -107,7 +107,7 @@ void eval_common_usage(FILE *out, const char *default_ctx, const char *default_o
             "      --progress          progress bar on stderr even when it is not a terminal (on a terminal\n"
             "                          it is the default; otherwise one line per finished item)\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long flags\n"
-            "                          (flags on the command line win)\n"
+            "                          (flags on the command line win; at most 1 MiB)\n"
             "      --recycle-*, --kv-window, --kv-sinks, --kv-pool, --headkv-beta, --pyramid-beta,\n"
             "      --ada-floor, --budget-per-query-head, --head-scores FILE\n"
             "                          defaults for the methods, as in 'recall generate --help'; headkv and\n"

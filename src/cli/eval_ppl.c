@@ -36,7 +36,8 @@ static void usage(FILE *out) {
             "decodes the rest teacher-forced from that prefill (KV-compression policies compress the\n"
             "prefilled context at the first step). NLL per token is a log-softmax in double.\n"
             "\n"
-            "      --text FILE         the text to score (required); it must have at least --ctx tokens\n"
+            "      --text FILE         the text to score (required, at most 256 MiB); it must have at least\n"
+            "                          --ctx tokens\n"
             "      --eval-tokens N     tokens scored at the end of each context (default %d; below --ctx)\n",
             DEFAULT_EVAL_TOKENS);
     eval_common_usage(out, "4096", DEFAULT_OUT);
@@ -126,7 +127,7 @@ int eval_ppl_main(int argc, char **argv) {
     int64_t n_text = 0;
     if (rank0) {
         size_t n_bytes = 0, n = 0;
-        char *text = cli_read_file(text_path, &n_bytes);
+        char *text = cli_read_file(text_path, "text file", &n_bytes);
         if (tokenizer_encode(tok, text, n_bytes, tokenizer_add_bos(tok), 0, &ids, &n, &err)) cli_die_err(&err);
         free(text);
         n_text = (int64_t)n;

@@ -27,7 +27,7 @@ static void usage(FILE *out) {
             "\n"
             "  -m, --model FILE        GGUF model file (required)\n"
             "  -p, --prompt TEXT       prompt text\n"
-            "  -f, --file FILE         read the prompt from FILE\n"
+            "  -f, --file FILE         read the prompt from FILE (at most 256 MiB)\n"
             "  -n, --n-predict N       tokens to generate, stops earlier at end of generation (default %d)\n"
             "      --chat              wrap the prompt in the model's chat template (off by default)\n"
             "      --system TEXT       system message for --chat (default: the template's own)\n"
@@ -56,7 +56,8 @@ static void usage(FILE *out) {
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
             "                          flags above (chat = true), optional [generate] section, # comments;\n"
-            "                          flags on the command line win (see configs/generate-example.ini)\n"
+            "                          flags on the command line win (see configs/generate-example.ini);\n"
+            "                          at most 1 MiB\n"
             "  -h, --help              this help\n"
             "\n"
             "Under mpirun/srun (several ranks) the KV cache is sharded by position across ranks; every\n"
@@ -289,7 +290,7 @@ int cmd_generate(int argc, char **argv) {
     if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
     if (rank0) {
         size_t prompt_bytes = 0;
-        char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
+        char *prompt_buf = prompt_file ? cli_read_file(prompt_file, "prompt file", &prompt_bytes) : NULL;
         if (prompt) prompt_bytes = strlen(prompt);
         const char *text = prompt ? prompt : prompt_buf;
         char *chat_text = NULL;

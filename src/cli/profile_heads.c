@@ -65,7 +65,8 @@ static void usage(FILE *out) {
             "      --depths LIST       needle depths in [0, 1] (default 0.1,0.3,0.5,0.7,0.9)\n"
             "      --seeds N           examples per length x depth, each with other needle words (default %d)\n"
             "      --haystack FILE     prose the needle hides in (default $RECALL_CACHE/prose/austen.txt,\n"
-            "                          RECALL_CACHE defaulting to ~/.cache/recall; made by launch/setup.sh)\n"
+            "                          RECALL_CACHE defaulting to ~/.cache/recall; made by launch/setup.sh;\n"
+            "                          at most 256 MiB)\n"
             "      --max-new-tokens N  answer tokens decoded at most; decoding also stops at end of\n"
             "                          generation, at a newline after some text and, for r2, after as\n"
             "                          many tokens as the expected name has (as HeadKV does) (default %d)\n"
@@ -533,7 +534,7 @@ int cmd_profile_heads(int argc, char **argv) {
         hay_path = default_hay;
     }
     size_t hay_len = 0;
-    char *hay = cli_read_file(hay_path, &hay_len);
+    char *hay = cli_read_file(hay_path, "haystack", &hay_len);
     if (hay_len == 0) cli_die("%s: the haystack file is empty", hay_path);
     if (memchr(hay, '\0', hay_len)) cli_die("%s: the haystack file contains NUL bytes (not text)", hay_path);
 
