@@ -217,6 +217,12 @@ static int model_init(model *m, rc_err *err) {
             }
             inv /= factors[i];
         }
+        if (!isfinite((float)inv)) {  // e.g. a tiny base with a tiny scaling factor
+            rc_fail(err, "%s: RoPE frequency %lld is not a finite float32 (base %g, linear scale %g)", path,
+                    (long long)i, c->rope_base, c->rope_linear_scale);
+            free(factors);
+            goto fail;
+        }
         m->rope_inv_freq[i] = (float)inv;
     }
     free(factors);

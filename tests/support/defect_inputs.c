@@ -16,10 +16,17 @@ static const char *const k_names[DEFECT_GGUF_COUNT] = {
 
 const char *defect_gguf_name(int i) { return i >= 0 && i < DEFECT_GGUF_COUNT ? k_names[i] : NULL; }
 
+// Small (about 20 KB), so the files also serve as fuzzing inputs.
 static void base_params(tiny_model_params *p) {
     tiny_model_default(p);
+    p->n_layer = 1;
+    p->d_model = 32;
+    p->n_head = 2;
+    p->n_head_kv = 1;
+    p->d_ff = 32;
+    p->n_vocab = TINY_MODEL_MIN_VOCAB;
     p->n_ctx = 64;
-    p->type_embd = GGML_TYPE_F32;
+    p->type_embd = GGML_TYPE_Q8_0;
     p->type_attn = GGML_TYPE_Q8_0;  // F16 scales: what a misaligned file breaks
     p->type_ffn = GGML_TYPE_Q8_0;
     p->type_output = GGML_TYPE_Q8_0;
