@@ -248,7 +248,7 @@ int cmd_bench(int argc, char **argv) {
     int n_rows = 0;
 
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     method_list_head_scores(methods, n_methods, &m.cfg);  // headkv and --recycle-budgets headkv
     const int64_t V = m.cfg.n_vocab;
     int64_t n_ctx = 1;

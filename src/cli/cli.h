@@ -8,6 +8,7 @@
 
 #include "comm/comm.h"
 #include "core/status.h"
+#include "model/model.h"
 
 // Under several ranks, errors name the rank and end the whole job (abort).
 void cli_set_comm(comm *c);
@@ -23,6 +24,9 @@ void cli_check_logits(const float *logits, int64_t n_vocab, const char *step_fmt
 // The communicator of this process: MPI when started by mpirun/srun, else the
 // null one; registered with cli_die. Dies when MPI is needed but missing.
 comm *cli_comm_init(void);
+// model_load, dying on error; under several ranks it also dies, naming the
+// rank, when a rank's file differs from rank 0's (size or header hash).
+void cli_load_model(comm *cm, model *m, const char *path);
 int cli_parse_kv_type(const char *value);  // "f16" | "f32" -> enum kv_elem; dies otherwise
 
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max);

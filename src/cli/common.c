@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "core/hash.h"
 #include "core/read_file.h"
 #include "cli/cli.h"
 
@@ -112,6 +113,32 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_load_model(comm *cm, model *m, const char *path) {
+    rc_err err = {{0}};
+    if (model_load(m, path, &err)) cli_die_err(&err);
+    if (!cm || cm->size <= 1) return;
+    // Every rank must hold the same model: compare the file size and a hash
+    // of everything before the tensor data (metadata, vocabulary, tensor table).
+    const gguf_file *f = &m->file;
+    uint64_t mine[2] = {(uint64_t)f->n_bytes, fnv1a(FNV1A_INIT, f->map, (size_t)f->data_offset)};
+    uint64_t *all = malloc((size_t)cm->size * sizeof(mine));
+    if (!all) cli_die("out of memory");
+    if (comm_allgather(cm, mine, sizeof(mine), all, &err)) cli_die_err(&err);
+    int bad = -1;
+    for (int r = 1; r < cm->size && bad < 0; r++)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1]) bad = r;
+    if (bad >= 0) {
+        if (cm->rank != 0) {  // rank 0 reports it and ends the job
+            comm_barrier(cm, &err);
+            exit(1);
+        }
+        cli_die("the model file differs between ranks: rank %d has %llu bytes with header hash %016llx, rank 0 (%s) "
+                "%llu bytes with %016llx; give every rank the same file", bad, (unsigned long long)all[2 * bad],
+                (unsigned long long)all[2 * bad + 1], path, (unsigned long long)all[0], (unsigned long long)all[1]);
+    }
+    free(all);
 }
 
 char *cli_read_file(const char *path, const char *what, size_t *n_bytes) {

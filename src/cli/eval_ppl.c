@@ -107,7 +107,7 @@ int eval_ppl_main(int argc, char **argv) {
     eval_command_line("recall eval ppl", argc, argv, command, sizeof(command));
 
     model m;
-    if (model_load(&m, o.model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, o.model_path);
     eval_check_ctx(&o, &m.cfg);
     method_list_head_scores(methods, n_methods, &m.cfg);
     const int64_t max_ctx = eval_max_ctx(&o), V = m.cfg.n_vocab;

@@ -277,7 +277,7 @@ int cmd_generate(int argc, char **argv) {
     if (system_msg && !chat) cli_die("--system needs --chat");
 
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     const char *inject = getenv("RECALL_INJECT_FAILURE");
     if (inject && *inject && atoi(inject) == cm->rank) cli_die("injected failure (RECALL_INJECT_FAILURE=%s)", inject);
 

@@ -540,7 +540,7 @@ int cmd_profile_heads(int argc, char **argv) {
 
     rc_err err = {{0}};
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     const model_config *cfg = &m.cfg;
     int64_t max_len = 0;
     for (int i = 0; i < n_lengths; i++) {

@@ -121,6 +121,12 @@ static void tokenizer_seeds(void) {
         snprintf(name, sizeof(name), "text_%02zu.txt", i);
         write_bytes("seeds", "tokenizer", name, texts[i], i == 9 ? 30 : strlen(texts[i]));
     }
+    // Bytes with no token (0xF1 in a 4-byte character, runs of 0x14) are
+    // dropped and break the character around them: the round-trip exception.
+    static const char dropped_lead[] = "caf\xc3\xa9 <jtp'tera\0@\0\0_\xf1\x9f\x91\x8d";
+    static const char dropped_ctrl[] = "dee+\0\0 0\x14\x14<filename>\x14\x14\xef\xbf\xbd" "eh\x14\x14me>";
+    write_bytes("regressions", "tokenizer", "dropped_lead_byte.txt", dropped_lead, sizeof(dropped_lead) - 1);
+    write_bytes("regressions", "tokenizer", "dropped_control_bytes.txt", dropped_ctrl, sizeof(dropped_ctrl) - 1);
 }
 
 static void head_scores_seeds(void) {
