@@ -364,7 +364,7 @@ static int get_f32(const gguf_file *f, const char *key, float *out, int optional
                        gguf_value_type_name(kv->type));
     double v = scalar_value(kv->type, kv->data);
     if (!isfinite(v) || !isfinite((float)v))
-        return rc_fail(err, "%s: metadata '%s' is not a finite float32", f->path, key);
+        return rc_fail(err, "%s: metadata '%s' is not finite (as a float32)", f->path, key);
     *out = (float)v;
     return 0;
 }
