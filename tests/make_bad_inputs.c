@@ -8,12 +8,16 @@
 //   unsupported_type.gguf   blk.0.attn_q.weight stored as Q5_K (known to ggml, not to recall)
 //   unknown_type.gguf       blk.0.attn_q.weight with type id 99 (no such ggml type)
 //   unsupported_arch.gguf   general.architecture = "mamba"
+//   tiny_ctx512.gguf        tiny.gguf with a 512-token trained context
+//   defect_*.gguf           the GGUF files of support/defect_inputs.h
+//   defect_head_scores.json a head-scores file that declares far more rows than it holds
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "defect_inputs.h"
 #include "gguf_writer.h"
 #include "model/quant.h"
 #include "tiny_model.h"
@@ -118,6 +122,27 @@ int main(int argc, char **argv) {
     tiny_params(&p);
     p.arch = "mamba";
     rc |= write_model("unsupported_arch.gguf", &p, NULL, NULL);
+
+    tiny_params(&p);
+    p.n_ctx = 512;
+    rc |= write_model("tiny_ctx512.gguf", &p, NULL, NULL);
+
+    for (int i = 0; i < DEFECT_GGUF_COUNT; i++) {
+        rc_err err;
+        uint8_t *img = NULL;
+        size_t n = 0;
+        char name[128];
+        snprintf(name, sizeof(name), "%s.gguf", defect_gguf_name(i));
+        if (defect_gguf_build(i, &img, &n, &err)) {
+            fprintf(stderr, "make_bad_inputs: %s\n", err.msg);
+            rc = 1;
+        } else {
+            rc |= write_bytes(name, img, n);
+        }
+        free(img);
+    }
+    const char *heads = defect_head_scores_json();
+    rc |= write_bytes("defect_head_scores.json", heads, strlen(heads));
 
     if (rc) return 1;
     printf("make_bad_inputs: wrote the bad inputs to %s\n", g_outdir);

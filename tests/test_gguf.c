@@ -587,12 +587,13 @@ static void test_bad_metadata(void) {
     EXPECT_REJECT(&w, "truncated");
     gguf_writer_free(&w);
 
-    // general.alignment: wrong type, zero, not a power of two.
+    // general.alignment: wrong type, zero, not a power of two, below 8 (the
+    // kernels' typed reads need aligned data).
     gguf_writer_init(&w);
     gguf_writer_add_u64(&w, "general.alignment", 64);
     EXPECT_REJECT(&w, "general.alignment must be uint32");
     gguf_writer_free(&w);
-    const uint32_t bad_align[] = {0, 48, 3, 0x80000001u};
+    const uint32_t bad_align[] = {0, 48, 3, 0x80000001u, 1, 2, 4};
     for (size_t i = 0; i < sizeof(bad_align) / sizeof(bad_align[0]); i++) {
         gguf_writer_init(&w);
         gguf_writer_add_u32(&w, "general.alignment", bad_align[i]);
@@ -949,7 +950,7 @@ int main(void) {
     test_roundtrip(0, 2);
     test_roundtrip(64, 3);
     test_roundtrip(256, 3);
-    test_roundtrip(1, 3);
+    test_roundtrip(8, 3);
     test_truncation_everywhere(0);
     test_truncation_everywhere(64);
     test_small_is_valid();

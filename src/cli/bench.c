@@ -56,7 +56,7 @@ static void usage(FILE *out) {
             "      --json FILE           the same rows as one JSON document\n"
             "      --config FILE         read flags from FILE: 'key = value' lines whose keys are the\n"
             "                            long flags above, optional [bench] section, # comments;\n"
-            "                            flags on the command line win\n"
+            "                            flags on the command line win; at most 1 MiB\n"
             "  -h, --help                this help\n");
 }
 
@@ -268,7 +268,7 @@ int cmd_bench(int argc, char **argv) {
     int n_rows = 0;
 
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     method_list_head_scores(methods, n_methods, &m.cfg);  // headkv and --recycle-budgets headkv
     const int64_t V = m.cfg.n_vocab;
     int64_t n_ctx = 1;
@@ -304,6 +304,7 @@ int cmd_bench(int argc, char **argv) {
             double t0 = cli_now();
             if (engine_prefill(e, ids, prefill_lens[i], NULL, NULL, NULL, &err)) cli_die_err(&err);
             double dt = cli_now() - t0;
+            cli_check_logits(engine_logits(e), m.cfg.n_vocab, "the prefill of %lld tokens", (long long)prefill_lens[i]);
             if (r > 0 && dt < best) best = dt;
         }
         fprintf(out, "  %-8s %8lld %10.3f %12.1f\n", "prefill", (long long)prefill_lens[i], best,
@@ -354,6 +355,7 @@ int cmd_bench(int argc, char **argv) {
             // Step 1 (untimed) builds the recycled cache; for full attention it
             // doubles as the correctness probe.
             if (engine_decode(e, ids[D], &err)) cli_die_err(&err);
+            cli_check_logits(engine_logits(e), V, "the first decode step at depth %lld (%s)", (long long)D, bm->name);
             if (bm->attention == ATTENTION_FULL && !have_first) {
                 memcpy(first_logits, engine_logits(e), (size_t)V * sizeof(float));
                 have_first = 1;

@@ -8,6 +8,7 @@
 
 #include "comm/comm.h"
 #include "core/status.h"
+#include "model/model.h"
 
 // Under several ranks, errors name the rank and end the whole job (abort).
 void cli_set_comm(comm *c);
@@ -15,10 +16,17 @@ void cli_set_comm(comm *c);
 // ("recall: [rank r @ host] <message>" and an abort of every rank under MPI).
 _Noreturn void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void cli_die_err(const rc_err *err);
+// Dies naming the step ("decode step 7 (position 12)") when any of the
+// n_vocab logits is NaN or infinite: a broken model must not become a token.
+void cli_check_logits(const float *logits, int64_t n_vocab, const char *step_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 // The communicator of this process: MPI when started by mpirun/srun, else the
 // null one; registered with cli_die. Dies when MPI is needed but missing.
 comm *cli_comm_init(void);
+// model_load, dying on error; under several ranks it also dies, naming the
+// rank, when a rank's file differs from rank 0's (size or header hash).
+void cli_load_model(comm *cm, model *m, const char *path);
 int cli_parse_kv_type(const char *value);  // "f16" | "f32" -> enum kv_elem; dies otherwise
 
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max);
@@ -28,7 +36,13 @@ int cli_parse_int_list(const char *flag, const char *value, int64_t *out, int ma
 int cli_default_threads(void);
 double cli_peak_rss_mib(void);
 double cli_now(void);
-char *cli_read_file(const char *path, size_t *n_bytes);  // dies on error
+// Input files are read whole, up to a bound (stated in --help): a config
+// file up to 1 MiB, a prompt or text file up to 256 MiB.
+#define CLI_MAX_CONFIG_BYTES ((size_t)1 << 20)
+#define CLI_MAX_TEXT_BYTES ((size_t)256 << 20)
+// A prompt or text file, NUL-terminated; `what` names it in errors ("prompt
+// file"). Dies on error, including a file over CLI_MAX_TEXT_BYTES.
+char *cli_read_file(const char *path, const char *what, size_t *n_bytes);
 // One CSV field, quoted (RFC 4180) when it holds a comma, quote or line break.
 void cli_csv_field(FILE *f, const char *s);
 

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "core/hash.h"
+#include "core/read_file.h"
 #include "cli/cli.h"
 
 static comm *g_comm;
@@ -35,6 +38,19 @@ _Noreturn void cli_die(const char *fmt, ...) {
 }
 
 _Noreturn void cli_die_err(const rc_err *err) { cli_die("%s", err->msg); }
+
+void cli_check_logits(const float *logits, int64_t n_vocab, const char *step_fmt, ...) {
+    for (int64_t v = 0; v < n_vocab; v++) {
+        if (isfinite(logits[v])) continue;
+        char step[256];
+        va_list ap;
+        va_start(ap, step_fmt);
+        vsnprintf(step, sizeof(step), step_fmt, ap);
+        va_end(ap);
+        cli_die("non-finite logits after %s (token %lld: %g): the model's weights or metadata are broken",
+                step, (long long)v, (double)logits[v]);
+    }
+}
 
 comm *cli_comm_init(void) {
     rc_err err = {{0}};
@@ -99,25 +115,37 @@ double cli_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-char *cli_read_file(const char *path, size_t *n_bytes) {
-    FILE *f = fopen(path, "rb");
-    if (!f) cli_die("%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
+void cli_load_model(comm *cm, model *m, const char *path) {
+    rc_err err = {{0}};
+    if (model_load(m, path, &err)) cli_die_err(&err);
+    if (!cm || cm->size <= 1) return;
+    // Every rank must hold the same model: compare the file size and a hash
+    // of everything before the tensor data (metadata, vocabulary, tensor table).
+    const gguf_file *f = &m->file;
+    uint64_t mine[2] = {(uint64_t)f->n_bytes, fnv1a(FNV1A_INIT, f->map, (size_t)f->data_offset)};
+    uint64_t *all = malloc((size_t)cm->size * sizeof(mine));
+    if (!all) cli_die("out of memory");
+    if (comm_allgather(cm, mine, sizeof(mine), all, &err)) cli_die_err(&err);
+    int bad = -1;
+    for (int r = 1; r < cm->size && bad < 0; r++)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1]) bad = r;
+    if (bad >= 0) {
+        if (cm->rank != 0) {  // rank 0 reports it and ends the job
+            comm_barrier(cm, &err);
+            exit(1);
         }
+        cli_die("the model file differs between ranks: rank %d has %llu bytes with header hash %016llx, rank 0 (%s) "
+                "%llu bytes with %016llx; give every rank the same file", bad, (unsigned long long)all[2 * bad],
+                (unsigned long long)all[2 * bad + 1], path, (unsigned long long)all[0], (unsigned long long)all[1]);
     }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) cli_die("%s: read error", path);
-    buf[n] = '\0';
-    *n_bytes = n;
-    return buf;
+    free(all);
+}
+
+char *cli_read_file(const char *path, const char *what, size_t *n_bytes) {
+    rc_err err = {{0}};
+    char *text = NULL;
+    if (read_file_bounded(path, CLI_MAX_TEXT_BYTES, what, &text, n_bytes, &err)) cli_die_err(&err);
+    return text;
 }
 
 void cli_csv_field(FILE *f, const char *s) {

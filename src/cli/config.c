@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/read_file.h"
 
 // The commands that read a config file: a [section] naming one of them is
 // skipped by the others; any other section name is a typo.
@@ -30,6 +31,7 @@ static char *arg_for(const struct option *o, const char *value) {
     int tilde = value[0] == '~' && value[1] == '/' && home && *home;
     size_t n = strlen(o->name) + strlen(value) + (tilde ? strlen(home) : 0) + 4;
     char *a = malloc(n);
+    if (!a) return NULL;
     if (o->has_arg == no_argument)
         snprintf(a, n, "--%s", o->name);
     else
@@ -42,6 +44,13 @@ int cli_config_args(const char *text, const char *name, const char *command, con
     char *buf = strdup(text);
     int n = 0, cap = 8, active = 1, rc = 0;
     char **out = malloc((size_t)(cap + 1) * sizeof(char *));
+    if (!buf || !out) {
+        free(buf);
+        free(out);
+        *args = NULL;
+        *n_args = 0;
+        return rc_fail(err, "%s: out of memory", name);
+    }
     char *line = buf;
     for (int lineno = 1; line; lineno++) {
         char *nl = strchr(line, '\n');
@@ -99,10 +108,19 @@ int cli_config_args(const char *text, const char *name, const char *command, con
             break;
         }
         if (n == cap) {
+            char **grown = realloc(out, (size_t)(2 * cap + 1) * sizeof(char *));
+            if (!grown) {
+                rc = rc_fail(err, "%s: out of memory", name);
+                break;
+            }
+            out = grown;
             cap *= 2;
-            out = realloc(out, (size_t)(cap + 1) * sizeof(char *));
         }
-        out[n++] = arg_for(o, value);
+        if (!(out[n] = arg_for(o, value))) {
+            rc = rc_fail(err, "%s: out of memory", name);
+            break;
+        }
+        n++;
     }
     free(buf);
     out[n] = NULL;
@@ -120,17 +138,10 @@ int cli_config_args_file(const char *path, const char *command, const struct opt
                          int *n_args, rc_err *err) {
     *args = NULL;
     *n_args = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rc_fail(err, "%s: cannot open the config file: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0, got;
-    char *text = malloc(cap + 1);
-    while ((got = fread(text + n, 1, cap - n, f)) > 0)
-        if ((n += got) == cap) text = realloc(text, (cap *= 2) + 1);
-    int failed = ferror(f);
-    fclose(f);
-    text[n] = '\0';
-    int rc = failed ? rc_fail(err, "%s: cannot read the config file", path)
-         : strlen(text) != n ? rc_fail(err, "%s: the config file contains a NUL byte", path)
+    char *text = NULL;
+    size_t n = 0;
+    if (read_file_bounded(path, CLI_MAX_CONFIG_BYTES, "config file", &text, &n, err)) return -1;
+    int rc = strlen(text) != n ? rc_fail(err, "%s: the config file contains a NUL byte", path)
                              : cli_config_args(text, path, command, opts, args, n_args, err);
     free(text);
     return rc;

@@ -128,7 +128,7 @@ void eval_common_usage(FILE *out, const char *default_ctx, const char *slug, con
             "      --progress          progress bar on stderr even when it is not a terminal (on a terminal\n"
             "                          it is the default; otherwise one line per finished item)\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long flags\n"
-            "                          (flags on the command line win)\n"
+            "                          (flags on the command line win; at most 1 MiB)\n"
             "      --recycle-*, --kv-window, --kv-sinks, --kv-pool, --headkv-beta, --pyramid-beta,\n"
             "      --ada-floor, --budget-per-query-head, --head-scores FILE\n"
             "                          defaults for the methods, as in 'recall generate --help'; headkv and\n"
@@ -201,6 +201,7 @@ int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64
         out[n++] = next;
         if (n == max_new) break;  // the last token needs no forward pass
         if (engine_decode(e, next, &err)) cli_die_err(&err);
+        cli_check_logits(engine_logits(e), V, "answer decode step %lld", (long long)n);
         *hash = fnv1a(*hash, engine_logits(e), (size_t)V * sizeof(float));
         next = eval_argmax(engine_logits(e), V);
     }

@@ -36,7 +36,8 @@ static void usage(FILE *out) {
             "decodes the rest teacher-forced from that prefill (KV-compression policies compress the\n"
             "prefilled context at the first step). NLL per token is a log-softmax in double.\n"
             "\n"
-            "      --text FILE         the text to score (required); it must have at least --ctx tokens\n"
+            "      --text FILE         the text to score (required, at most 256 MiB); it must have at least\n"
+            "                          --ctx tokens\n"
             "      --eval-tokens N     tokens scored at the end of each context (default %d; below --ctx)\n",
             DEFAULT_EVAL_TOKENS);
     eval_common_usage(out, "4096", "eval-ppl", DEFAULT_OUT);
@@ -106,7 +107,7 @@ int eval_ppl_main(int argc, char **argv) {
     eval_command_line("recall eval ppl", argc, argv, command, sizeof(command));
 
     model m;
-    if (model_load(&m, o.model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, o.model_path);
     eval_check_ctx(&o, &m.cfg);
     method_list_head_scores(methods, n_methods, &m.cfg);
     const int64_t max_ctx = eval_max_ctx(&o), V = m.cfg.n_vocab;
@@ -126,7 +127,7 @@ int eval_ppl_main(int argc, char **argv) {
     int64_t n_text = 0;
     if (rank0) {
         size_t n_bytes = 0, n = 0;
-        char *text = cli_read_file(text_path, &n_bytes);
+        char *text = cli_read_file(text_path, "text file", &n_bytes);
         if (tokenizer_encode(tok, text, n_bytes, tokenizer_add_bos(tok), 0, &ids, &n, &err)) cli_die_err(&err);
         free(text);
         n_text = (int64_t)n;
@@ -183,6 +184,7 @@ int eval_ppl_main(int argc, char **argv) {
         engine_reset(e);
         if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
         if (engine_prefill(e, ids, n_prefix, NULL, NULL, NULL, &err)) cli_die_err(&err);
+        cli_check_logits(engine_logits(e), V, "the prefill of %lld tokens (ctx %lld)", (long long)n_prefix, (long long)ctx);
         memcpy(prompt_logits, engine_logits(e), (size_t)V * sizeof(float));
         const double nll_first = token_nll(prompt_logits, V, ids[n_prefix]);
         for (int ri = 0; ri < n_runs[ci]; ri++) {
@@ -195,6 +197,8 @@ int eval_ppl_main(int argc, char **argv) {
             uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
             for (int64_t i = 1; i < eval_tokens; i++) {
                 if (engine_decode(e, ids[n_prefix + i - 1], &err)) cli_die_err(&err);
+                cli_check_logits(engine_logits(e), V, "decode step %lld (position %lld, ctx %lld, %s)", (long long)i,
+                                 (long long)(n_prefix + i - 1), (long long)ctx, r->label);
                 hash = fnv1a(hash, engine_logits(e), (size_t)V * sizeof(float));
                 sum += nll[i] = token_nll(engine_logits(e), V, ids[n_prefix + i]);
             }

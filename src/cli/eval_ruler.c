@@ -207,6 +207,26 @@ typedef struct ruler_args {
     int no_chat, fresh;
 } ruler_args;
 
+// Builds sample s of task t fitted to ctx minus its answer budget (*budget:
+// the task's budget once known, 0 before; RULER's own, learned from the first
+// sample). Dies when the context has no room for it.
+static void fit_sample(const ruler_args *a, int t, int64_t ctx, int64_t s, int64_t *budget, const tokenizer *tok,
+                       const gguf_file *chat, const char *prose, size_t prose_len, ruler_sample *sample) {
+    rc_err err = {{0}};
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const int64_t b = *budget ? *budget : 128;
+        ruler_gen_opts go = {.task = a->tasks[t], .target_tokens = ctx - b, .seed = a->seed, .index = s,
+                             .depth = -1.0, .tok = tok, .chat = chat, .prose = prose, .prose_len = prose_len};
+        if (go.target_tokens < 1 || ruler_generate(&go, sample, &err))
+            cli_die("%s at --ctx %lld: %s", a->tasks[t], (long long)ctx,
+                    go.target_tokens < 1 ? "no room for the prompt beside the answer" : err.msg);
+        if (sample->max_new_tokens == b) break;
+        *budget = sample->max_new_tokens;  // first sample of the task: fit it again
+        ruler_sample_free(sample);
+    }
+    *budget = sample->max_new_tokens;
+}
+
 // Aggregates the results of the requested grid: prints the table, writes
 // PREFIX.csv and PREFIX.json.
 static void report(const ruler_args *a, const eval_index *ix, eval_run *const *runs, const int *n_runs,
@@ -374,7 +394,7 @@ int eval_ruler_main(int argc, char **argv) {
     }
 
     model m;
-    if (model_load(&m, a.c.model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, a.c.model_path);
     eval_check_ctx(&a.c, &m.cfg);
     method_list_head_scores(methods, n_methods, &m.cfg);
     // The prompt is fitted to within RULER_LENGTH_TOLERANCE of ctx minus the answer budget.
@@ -439,6 +459,21 @@ int eval_ruler_main(int argc, char **argv) {
     for (int t = 0; t < a.n_tasks; t++) needs_prose |= ruler_task_needs_prose(a.tasks[t]);
     if (rank0 && n_todo > 0 && needs_prose && ruler_load_prose(a.prose_path, &prose, &prose_len, &err))
         cli_die_err(&err);
+    tokenizer *tok = NULL;
+    if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
+    const gguf_file *chat = !a.no_chat && gguf_find(&m.file, "tokenizer.chat_template") ? &m.file : NULL;
+    // Before any output exists: every task's first sample must fit the
+    // shortest context (a longer one has more room).
+    if (rank0 && n_todo > 0) {
+        int64_t min_ctx = a.c.ctx[0];
+        for (int ci = 1; ci < a.c.n_ctx; ci++) min_ctx = a.c.ctx[ci] < min_ctx ? a.c.ctx[ci] : min_ctx;
+        for (int t = 0; t < a.n_tasks; t++) {
+            int64_t budget = 0;
+            ruler_sample sample = {0};
+            fit_sample(&a, t, min_ctx, 0, &budget, tok, chat, prose, prose_len, &sample);
+            ruler_sample_free(&sample);
+        }
+    }
     if (rank0) {
         eval_claim_out(&a.c);
         snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);
@@ -450,10 +485,6 @@ int eval_ruler_main(int argc, char **argv) {
                 a.samples > 1 ? "s" : "", (long long)(n_total - n_todo), jsonl_path, (long long)n_todo);
     // Opened only now, so that no earlier error can empty the file (--fresh).
     if (rank0) jsonl = eval_open_output(a.c.out_prefix, ".jsonl", a.fresh ? "w" : "a", jsonl_path, sizeof(jsonl_path));
-
-    tokenizer *tok = NULL;
-    if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
-    const gguf_file *chat = !a.no_chat && gguf_find(&m.file, "tokenizer.chat_template") ? &m.file : NULL;
 
     uint64_t all_hash = FNV1A_INIT;
     int64_t n_steps = 0;
@@ -487,19 +518,7 @@ int eval_ruler_main(int argc, char **argv) {
                     int32_t *ids = NULL;
                     int64_t hdr[2] = {0, 0};  // prompt tokens, answer budget
                     if (rank0) {
-                        for (int attempt = 0; attempt < 2; attempt++) {
-                            const int64_t budget = gen_budget[t] ? gen_budget[t] : 128;
-                            ruler_gen_opts go = {.task = a.tasks[t], .target_tokens = ctx - budget, .seed = a.seed,
-                                                 .index = s, .depth = -1.0, .tok = tok, .chat = chat, .prose = prose,
-                                                 .prose_len = prose_len};
-                            if (go.target_tokens < 1 || ruler_generate(&go, &sample, &err))
-                                cli_die("%s at --ctx %lld: %s", a.tasks[t], (long long)ctx,
-                                        go.target_tokens < 1 ? "no room for the prompt beside the answer" : err.msg);
-                            if (sample.max_new_tokens == budget) break;
-                            gen_budget[t] = sample.max_new_tokens;  // first sample of the task: fit it again
-                            ruler_sample_free(&sample);
-                        }
-                        gen_budget[t] = sample.max_new_tokens;
+                        fit_sample(&a, t, ctx, s, &gen_budget[t], tok, chat, prose, prose_len, &sample);
                         size_t n_ids = 0;
                         if (tokenizer_encode(tok, sample.prompt, strlen(sample.prompt), sample.add_bos,
                                              sample.parse_special, &ids, &n_ids, &err))
@@ -523,6 +542,7 @@ int eval_ruler_main(int argc, char **argv) {
                     if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
                     if (engine_prefill(e, ids, n_prompt, NULL, prog.bar ? on_prefill : NULL, &ps, &err))
                         cli_die_err(&err);
+                    cli_check_logits(engine_logits(e), V, "the prefill of %s (%lld tokens)", ps.what, (long long)n_prompt);
                     memcpy(prompt_logits, engine_logits(e), (size_t)V * sizeof(float));
                     uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
                     const int32_t first = eval_argmax(prompt_logits, V);

@@ -27,7 +27,7 @@ static void usage(FILE *out) {
             "\n"
             "  -m, --model FILE        GGUF model file (required)\n"
             "  -p, --prompt TEXT       prompt text\n"
-            "  -f, --file FILE         read the prompt from FILE\n"
+            "  -f, --file FILE         read the prompt from FILE (at most 256 MiB)\n"
             "  -n, --n-predict N       tokens to generate, stops earlier at end of generation (default %d)\n"
             "      --chat              wrap the prompt in the model's chat template (off by default)\n"
             "      --system TEXT       system message for --chat (default: the template's own)\n"
@@ -56,7 +56,8 @@ static void usage(FILE *out) {
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
             "                          flags above (chat = true), optional [generate] section, # comments;\n"
-            "                          flags on the command line win (see configs/generate-example.ini)\n"
+            "                          flags on the command line win (see configs/generate-example.ini);\n"
+            "                          at most 1 MiB\n"
             "  -h, --help              this help\n"
             "\n"
             "Under mpirun/srun (several ranks) the KV cache is sharded by position across ranks; every\n"
@@ -276,7 +277,7 @@ int cmd_generate(int argc, char **argv) {
     if (system_msg && !chat) cli_die("--system needs --chat");
 
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     const char *inject = getenv("RECALL_INJECT_FAILURE");
     if (inject && *inject && atoi(inject) == cm->rank) cli_die("injected failure (RECALL_INJECT_FAILURE=%s)", inject);
 
@@ -289,7 +290,7 @@ int cmd_generate(int argc, char **argv) {
     if (tokenizer_init(&tok, &m.file, &err)) cli_die_err(&err);
     if (rank0) {
         size_t prompt_bytes = 0;
-        char *prompt_buf = prompt_file ? cli_read_file(prompt_file, &prompt_bytes) : NULL;
+        char *prompt_buf = prompt_file ? cli_read_file(prompt_file, "prompt file", &prompt_bytes) : NULL;
         if (prompt) prompt_bytes = strlen(prompt);
         const char *text = prompt ? prompt : prompt_buf;
         char *chat_text = NULL;
@@ -339,6 +340,7 @@ int cmd_generate(int argc, char **argv) {
     progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
     int long_prompt = n_ids > prefill_block && rank0;
     if (engine_prefill(e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
+    cli_check_logits(engine_logits(e), m.cfg.n_vocab, "the prefill of %lld prompt tokens", (long long)n_ids);
 
     FILE *lf = NULL, *tf = NULL;
     if (logits_out && rank0 && !(lf = fopen(logits_out, "wb"))) cli_die("%s: cannot open for writing", logits_out);
@@ -374,6 +376,8 @@ int cmd_generate(int argc, char **argv) {
         }
         if (i + 1 == n_predict) break;  // the last token needs no forward pass
         if (engine_decode(e, next, &err)) cli_die_err(&err);
+        cli_check_logits(engine_logits(e), m.cfg.n_vocab, "decode step %lld (position %lld)", (long long)(i + 1),
+                         (long long)(n_ids + i));
         if (tf) write_trace_step(tf, e, cm, i + 1, next);
     }
     if (lf) fclose(lf);

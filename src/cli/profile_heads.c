@@ -65,7 +65,8 @@ static void usage(FILE *out) {
             "      --depths LIST       needle depths in [0, 1] (default 0.1,0.3,0.5,0.7,0.9)\n"
             "      --seeds N           examples per length x depth, each with other needle words (default %d)\n"
             "      --haystack FILE     prose the needle hides in (default $RECALL_CACHE/prose/austen.txt,\n"
-            "                          RECALL_CACHE defaulting to ~/.cache/recall; made by launch/setup.sh)\n"
+            "                          RECALL_CACHE defaulting to ~/.cache/recall; made by launch/setup.sh;\n"
+            "                          at most 256 MiB)\n"
             "      --max-new-tokens N  answer tokens decoded at most; decoding also stops at end of\n"
             "                          generation, at a newline after some text and, for r2, after as\n"
             "                          many tokens as the expected name has (as HeadKV does) (default %d)\n"
@@ -530,13 +531,13 @@ int cmd_profile_heads(int argc, char **argv) {
         hay_path = default_hay;
     }
     size_t hay_len = 0;
-    char *hay = cli_read_file(hay_path, &hay_len);
+    char *hay = cli_read_file(hay_path, "haystack", &hay_len);
     if (hay_len == 0) cli_die("%s: the haystack file is empty", hay_path);
     if (memchr(hay, '\0', hay_len)) cli_die("%s: the haystack file contains NUL bytes (not text)", hay_path);
 
     rc_err err = {{0}};
     model m;
-    if (model_load(&m, model_path, &err)) cli_die_err(&err);
+    cli_load_model(cm, &m, model_path);
     const model_config *cfg = &m.cfg;
     int64_t max_len = 0;
     for (int i = 0; i < n_lengths; i++) {
@@ -616,6 +617,7 @@ int cmd_profile_heads(int argc, char **argv) {
                 meter.t0 = cli_now();
                 if (engine_prefill(e, pp.ids, n - 1, NULL, show_prefill ? on_prefill : NULL, &meter, &err))
                     cli_die_err(&err);
+                cli_check_logits(engine_logits(e), cfg->n_vocab, "the prefill of %lld tokens", (long long)(n - 1));
                 memset(ex_score, 0, (size_t)n_heads_total * sizeof(double));
                 tokenizer_stream st = {0};
                 size_t answer_len = 0;
@@ -636,6 +638,7 @@ int cmd_profile_heads(int argc, char **argv) {
                         cli_die("profile-heads: attention rows from the engine's scores sum to 1 +- %.3g, not "
                                 "within %.0e: the scores are not the softmax the engine computed",
                                 cap.worst_row_sum_error, ROW_SUM_TOLERANCE);
+                    cli_check_logits(engine_logits(e), cfg->n_vocab, "decode step %lld", (long long)step);
                     int32_t next = argmax_logits(engine_logits(e), cfg->n_vocab);
                     if (tokenizer_is_eog(tok, next)) break;
                     if (kind == PROBE_R)

@@ -207,7 +207,11 @@ static int parse(gguf_file *f, rc_err *err) {
         if (al->type != GGUF_VAL_UINT32) return rc_fail(err, "%s: general.alignment must be uint32", f->path);
         uint32_t a;
         memcpy(&a, al->data, 4);
-        if (a == 0 || (a & (a - 1)) != 0) return rc_fail(err, "%s: general.alignment %u is not a power of two", f->path, a);
+        // The kernels read F32 values and F16 scales through typed pointers, so
+        // tensor data must be at least GGUF_MIN_ALIGNMENT-aligned.
+        if (a < GGUF_MIN_ALIGNMENT || (a & (a - 1)) != 0)
+            return rc_fail(err, "%s: general.alignment %u is not a power of two of at least %d", f->path, a,
+                           GGUF_MIN_ALIGNMENT);
         f->alignment = a;
     }
     for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -359,7 +363,8 @@ static int get_f32(const gguf_file *f, const char *key, float *out, int optional
         return rc_fail(err, "%s: metadata '%s' has type %s, expected a number", f->path, key,
                        gguf_value_type_name(kv->type));
     double v = scalar_value(kv->type, kv->data);
-    if (!isfinite(v)) return rc_fail(err, "%s: metadata '%s' is not finite", f->path, key);
+    if (!isfinite(v) || !isfinite((float)v))
+        return rc_fail(err, "%s: metadata '%s' is not finite (as a float32)", f->path, key);
     *out = (float)v;
     return 0;
 }

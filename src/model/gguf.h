@@ -23,6 +23,8 @@ enum gguf_value_type {
 
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
+// general.alignment must be a power of two >= this (writers use 32).
+#define GGUF_MIN_ALIGNMENT 8
 
 // A string inside the mapping: not NUL-terminated.
 typedef struct gguf_str {

@@ -78,6 +78,14 @@ static int read_config(model *m, rc_err *err) {
         return rc_fail(err, "%s: invalid model dimensions (layers %lld, d_model %lld, ffn %lld, heads %lld/%lld)",
                        f->path, (long long)c->n_layer, (long long)c->d_model, (long long)c->ffn_dim,
                        (long long)c->n_head, (long long)c->n_head_kv);
+    // Bounds before any arithmetic: products of two capped values fit int64.
+    if (c->n_layer > MODEL_MAX_LAYERS || c->d_model > MODEL_MAX_DIM || c->ffn_dim > MODEL_MAX_DIM ||
+        c->n_head > MODEL_MAX_HEADS || c->n_head_kv > MODEL_MAX_HEADS || c->n_ctx_train > MODEL_MAX_CTX)
+        return rc_fail(err, "%s: model dimensions beyond the supported bounds (layers %lld of at most %d, d_model %lld "
+                       "and ffn %lld of at most %d, heads %lld/%lld of at most %d, context %lld of at most %d)",
+                       f->path, (long long)c->n_layer, MODEL_MAX_LAYERS, (long long)c->d_model, (long long)c->ffn_dim,
+                       MODEL_MAX_DIM, (long long)c->n_head, (long long)c->n_head_kv, MODEL_MAX_HEADS,
+                       (long long)c->n_ctx_train, MODEL_MAX_CTX);
     if (c->n_head % c->n_head_kv != 0)
         return rc_fail(err, "%s: head count %lld is not a multiple of the KV head count %lld", f->path,
                        (long long)c->n_head, (long long)c->n_head_kv);
@@ -86,12 +94,17 @@ static int read_config(model *m, rc_err *err) {
     c->head_dim = u;
     uint32_t vlen = u;
     if (gguf_opt_u32(f, ARCH_KEY("attention.value_length"), &vlen, err)) return -1;
-    if (vlen != u || c->head_dim <= 0 || c->head_dim % 2 != 0)
-        return rc_fail(err, "%s: unsupported head sizes (key %u, value %u)", f->path, u, vlen);
+    if (vlen != u || c->head_dim <= 0 || c->head_dim % 2 != 0 || c->head_dim > MODEL_MAX_DIM)
+        return rc_fail(err, "%s: unsupported head sizes (key %u, value %u; even, at most %d)", f->path, u, vlen,
+                       MODEL_MAX_DIM);
+    // Zero or negative values load but make every logit NaN: refuse them here.
     c->rms_eps = 1e-5f;
     if (gguf_opt_f32(f, ARCH_KEY("attention.layer_norm_rms_epsilon"), &c->rms_eps, err)) return -1;
+    if (!(c->rms_eps > 0.0f))
+        return rc_fail(err, "%s: %s = %g must be positive", f->path, key, c->rms_eps);
     c->rope_base = 10000.0f;
     if (gguf_opt_f32(f, ARCH_KEY("rope.freq_base"), &c->rope_base, err)) return -1;
+    if (!(c->rope_base > 0.0f)) return rc_fail(err, "%s: %s = %g must be positive", f->path, key, c->rope_base);
     u = (uint32_t)c->head_dim;
     if (gguf_opt_u32(f, ARCH_KEY("rope.dimension_count"), &u, err)) return -1;
     c->rope_dim = u;
@@ -122,9 +135,9 @@ static int read_config(model *m, rc_err *err) {
     return 0;
 }
 
-int model_load(model *m, const char *path, rc_err *err) {
-    memset(m, 0, sizeof(*m));
-    if (gguf_open(&m->file, path, err)) return -1;
+// Reads the configuration and weight views of the already opened m->file.
+static int model_init(model *m, rc_err *err) {
+    const char *path = m->file.path;
     if (read_config(m, err)) goto fail;
     model_config *c = &m->cfg;
     const gguf_file *f = &m->file;
@@ -135,6 +148,11 @@ int model_load(model *m, const char *path, rc_err *err) {
         goto fail;
     }
     c->n_vocab = emb->ne[1];
+    if (c->n_vocab > MODEL_MAX_VOCAB) {
+        rc_fail(err, "%s: vocabulary of %lld tokens (at most %d supported)", path, (long long)c->n_vocab,
+                MODEL_MAX_VOCAB);
+        goto fail;
+    }
     if (checked_weight(f, "token_embd.weight", c->d_model, c->n_vocab, &m->tok_embd, err)) goto fail;
     if (vector_copy(f, "output_norm.weight", c->d_model, 0, &m->output_norm, err)) goto fail;
     if (gguf_find_tensor(f, "output.weight")) {
@@ -145,6 +163,13 @@ int model_load(model *m, const char *path, rc_err *err) {
     }
 
     const int64_t q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
+    // Every layer has at least 9 tensors: a block count the file cannot hold
+    // fails here, before the per-layer table is allocated.
+    if ((uint64_t)c->n_layer > f->n_tensors / 9) {
+        rc_fail(err, "%s: block_count %lld, but the file holds %llu tensors (each layer needs 9)", path,
+                (long long)c->n_layer, (unsigned long long)f->n_tensors);
+        goto fail;
+    }
     m->layers = calloc((size_t)c->n_layer, sizeof(layer_weights));
     if (!m->layers) {
         rc_fail(err, "out of memory");
@@ -192,6 +217,12 @@ int model_load(model *m, const char *path, rc_err *err) {
             }
             inv /= factors[i];
         }
+        if (!isfinite((float)inv)) {  // e.g. a tiny base with a tiny scaling factor
+            rc_fail(err, "%s: RoPE frequency %lld is not a finite float32 (base %g, linear scale %g)", path,
+                    (long long)i, c->rope_base, c->rope_linear_scale);
+            free(factors);
+            goto fail;
+        }
         m->rope_inv_freq[i] = (float)inv;
     }
     free(factors);
@@ -200,6 +231,18 @@ int model_load(model *m, const char *path, rc_err *err) {
 fail:
     model_free(m);
     return -1;
+}
+
+int model_load(model *m, const char *path, rc_err *err) {
+    memset(m, 0, sizeof(*m));
+    if (gguf_open(&m->file, path, err)) return -1;
+    return model_init(m, err);
+}
+
+int model_load_memory(model *m, const void *data, size_t n_bytes, const char *name, rc_err *err) {
+    memset(m, 0, sizeof(*m));
+    if (gguf_open_memory(&m->file, data, n_bytes, name, err)) return -1;
+    return model_init(m, err);
 }
 
 void model_free(model *m) {

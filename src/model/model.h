@@ -15,6 +15,14 @@ extern "C" {
 
 enum model_arch { ARCH_LLAMA = 0, ARCH_QWEN2 = 1 };
 
+// Bounds on the dimensions read from metadata, checked before any arithmetic
+// on them (far above any real model; the products of two fit int64).
+#define MODEL_MAX_LAYERS 4096
+#define MODEL_MAX_DIM (1 << 20)     // embedding, feed-forward and head sizes
+#define MODEL_MAX_HEADS 4096        // query and KV heads
+#define MODEL_MAX_CTX (1 << 30)     // training context length
+#define MODEL_MAX_VOCAB (1 << 24)
+
 typedef struct model_config {
     int arch;                 // enum model_arch
     char arch_name[32];
@@ -56,6 +64,8 @@ typedef struct model {
 } model;
 
 int model_load(model *m, const char *path, rc_err *err);
+// The same from an in-memory GGUF image (not copied; must outlive m).
+int model_load_memory(model *m, const void *data, size_t n_bytes, const char *name, rc_err *err);
 void model_free(model *m);
 
 // Bytes of weights read to decode one token (every matrix once, the

@@ -83,6 +83,7 @@ static int parse_scores(const char *path, const cJSON *root, head_scores *hs, rc
     int n_rows = cJSON_GetArraySize(rows);
     if (n_rows != hs->n_layer)
         return rc_fail(err, "%s: \"scores\" has %d rows, n_layer is %lld", path, n_rows, (long long)hs->n_layer);
+    // The shape first: the table is allocated only for numbers the file holds.
     int64_t l = 0;
     for (const cJSON *row = rows->child; row; row = row->next, l++) {
         if (!cJSON_IsArray(row)) return rc_fail(err, "%s: scores[%lld] is not an array", path, (long long)l);
@@ -90,6 +91,11 @@ static int parse_scores(const char *path, const cJSON *root, head_scores *hs, rc
         if (n_cols != hs->n_head)
             return rc_fail(err, "%s: scores[%lld] has %d numbers, n_head is %lld", path, (long long)l, n_cols,
                            (long long)hs->n_head);
+    }
+    hs->score = malloc((size_t)(hs->n_layer * hs->n_head) * sizeof(double));
+    if (!hs->score) return rc_fail(err, "%s: out of memory", path);
+    l = 0;
+    for (const cJSON *row = rows->child; row; row = row->next, l++) {
         int64_t h = 0;
         for (const cJSON *v = row->child; v; v = v->next, h++) {
             if (cJSON_IsString(v))
@@ -132,8 +138,6 @@ static int parse_root(const char *path, const cJSON *root, int64_t n_layer, int6
     if (n_head > 0 && hs->n_head != n_head)
         return rc_fail(err, "%s: %lld heads per layer, the model has %lld", path, (long long)hs->n_head,
                        (long long)n_head);
-    hs->score = malloc((size_t)(hs->n_layer * hs->n_head) * sizeof(double));
-    if (!hs->score) return rc_fail(err, "%s: out of memory", path);
     return parse_scores(path, root, hs, err);
 }
 

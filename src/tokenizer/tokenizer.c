@@ -520,7 +520,10 @@ static int load_vocab(tokenizer *t, const gguf_file *f, rc_err *err) {
             return rc_fail(err, "%s: duplicate token in vocabulary: '%.*s' has ids %d and %d", f->path, (int)len, txt,
                            strmap_get(&t->token_ids, txt, len), i);
 
-        int tt = types ? (int)gguf_arr_num(types, (uint64_t)i) : TT_NORMAL;
+        // Any numeric array type is accepted: range-check before the cast
+        // (out of range or fractional values are undefined types).
+        const double tv = types ? gguf_arr_num(types, (uint64_t)i) : TT_NORMAL;
+        const int tt = tv >= 0.0 && tv <= 255.0 && tv == (double)(int)tv ? (int)tv : -1;
         switch (tt) {
         case TT_NORMAL: t->attr[i] = ATTR_NORMAL; break;
         case TT_UNKNOWN: t->attr[i] = ATTR_UNKNOWN; break;

@@ -12,12 +12,13 @@ set(RECALL_EXPECT_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/expect_failure.cmake)
 add_test(NAME cli_bad_inputs_setup COMMAND make_bad_inputs ${RECALL_BAD_INPUTS})
 set_tests_properties(cli_bad_inputs_setup PROPERTIES FIXTURES_SETUP recall_bad_inputs)
 
-# recall_cli_expect_failure(NAME [MATCH regex] [SUCCESS] [PREFIX p] ARGS arg...)
-# registers test <p><NAME> (prefix default cli_bad_). Arguments must not
+# recall_cli_expect_failure(NAME [MATCH regex] [SUCCESS] [PREFIX p] [ABSENT path] ARGS arg...)
+# registers test <p><NAME> (prefix default cli_bad_); ABSENT: a path that must
+# not exist after the run (an output a failed run must not create). Arguments must not
 # contain '|' or ';'. Other tests/cli/*.cmake files (included after this one,
 # in name order) use it too.
 function(recall_cli_expect_failure name)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "SUCCESS" "MATCH;PREFIX" "ARGS")
+  cmake_parse_arguments(PARSE_ARGV 1 arg "SUCCESS" "MATCH;PREFIX;ABSENT" "ARGS")
   if(NOT arg_PREFIX)
     set(arg_PREFIX cli_bad_)
   endif()
@@ -28,7 +29,7 @@ function(recall_cli_expect_failure name)
   endif()
   add_test(NAME ${arg_PREFIX}${name}
     COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> "-DARGS=${joined}" "-DMATCH=${arg_MATCH}"
-            -DEXPECT=${expect} -P ${RECALL_EXPECT_SCRIPT})
+            -DEXPECT=${expect} "-DABSENT=${arg_ABSENT}" -P ${RECALL_EXPECT_SCRIPT})
   set_tests_properties(${arg_PREFIX}${name} PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 180)
 endfunction()
 

@@ -4,10 +4,12 @@
 # sanitizer report.
 #
 #   cmake -DRECALL=/path/to/recall -DARGS="generate|-m|x.gguf|-p|hi"
-#         [-DMATCH=regex] [-DEXPECT=success] -P expect_failure.cmake
+#         [-DMATCH=regex] [-DEXPECT=success] [-DABSENT=path] -P expect_failure.cmake
 #
 # ARGS separates the arguments with '|' (a CMake list would be split by
 # add_test). EXPECT=success instead checks a run that must work (exit 0).
+# ABSENT names a file or directory that must not exist afterwards (it is
+# removed before the run).
 
 # tests/CMakeLists.txt include()s every cli/*.cmake at configure time; this
 # file is only a script for `cmake -P`.
@@ -21,6 +23,9 @@ endif()
 string(REPLACE "|" ";" args "${ARGS}")
 string(REPLACE "|" " " shown "${ARGS}")
 
+if(DEFINED ABSENT AND NOT ABSENT STREQUAL "")
+  file(REMOVE_RECURSE "${ABSENT}")
+endif()
 execute_process(COMMAND ${RECALL} ${args}
   RESULT_VARIABLE rc
   OUTPUT_VARIABLE out
@@ -31,6 +36,9 @@ function(fail why)
   message(FATAL_ERROR "recall ${shown}\n  ${why}\n  exit: ${rc}\n  stderr: [${err}]\n  stdout: [${out}]")
 endfunction()
 
+if(DEFINED ABSENT AND NOT ABSENT STREQUAL "" AND EXISTS "${ABSENT}")
+  fail("the run created ${ABSENT}")
+endif()
 # A signal or timeout gives a text such as "Segmentation fault" instead of a number.
 if(NOT rc MATCHES "^[0-9]+$")
   fail("did not exit normally")

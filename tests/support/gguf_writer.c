@@ -301,3 +301,42 @@ int gguf_writer_write_file(const gguf_writer *w, const char *path, gguf_writer_l
     }
     return 0;
 }
+
+// Walks the serialized entries (all written by this writer, so well formed).
+uint8_t *gguf_writer_find_value(gguf_writer *w, const char *key, uint32_t *type) {
+    size_t pos = 0, key_len = strlen(key);
+    for (uint64_t i = 0; i < w->n_kv && pos + 12 <= w->kv_n_bytes; i++) {
+        uint64_t n;
+        memcpy(&n, w->kv_bytes + pos, 8);
+        const int match = n == key_len && memcmp(w->kv_bytes + pos + 8, key, key_len) == 0;
+        pos += 8 + (size_t)n;
+        uint32_t t;
+        memcpy(&t, w->kv_bytes + pos, 4);
+        pos += 4;
+        if (match) {
+            *type = t;
+            return w->kv_bytes + pos;
+        }
+        if (t == GGUF_VAL_STRING) {
+            memcpy(&n, w->kv_bytes + pos, 8);
+            pos += 8 + (size_t)n;
+        } else if (t == GGUF_VAL_ARRAY) {
+            uint32_t et;
+            memcpy(&et, w->kv_bytes + pos, 4);
+            memcpy(&n, w->kv_bytes + pos + 4, 8);
+            pos += 12;
+            for (uint64_t j = 0; j < n; j++) {
+                if (et == GGUF_VAL_STRING) {
+                    uint64_t m;
+                    memcpy(&m, w->kv_bytes + pos, 8);
+                    pos += 8 + (size_t)m;
+                } else {
+                    pos += value_bytes(et);
+                }
+            }
+        } else {
+            pos += value_bytes(t);
+        }
+    }
+    return NULL;
+}

@@ -97,6 +97,11 @@ int gguf_writer_write_memory(const gguf_writer *w, uint8_t **out, size_t *n_byte
                              rc_err *err);
 int gguf_writer_write_file(const gguf_writer *w, const char *path, gguf_writer_layout *layout, rc_err *err);
 
+// Knob: the value bytes of the first entry named key (for an array, its
+// element type, then its length, then the elements), to patch in place; NULL
+// if there is none. *type gets the entry's value type.
+uint8_t *gguf_writer_find_value(gguf_writer *w, const char *key, uint32_t *type);
+
 // Little helpers for raw entries: append a u32/u64/string to a byte buffer.
 size_t gguf_raw_put_u32(uint8_t *dst, uint32_t v);
 size_t gguf_raw_put_u64(uint8_t *dst, uint64_t v);
