@@ -204,7 +204,7 @@ size_t engine_kv_bytes_used(const engine *e) {
 
 // Fixes ownership for a new sequence whose prompt has n_prompt tokens and
 // sizes this rank's shard for the most positions it can come to own.
-static int begin_sequence(engine *e, int64_t n_prompt, rc_err *err) {
+int engine_begin_sequence(engine *e, int64_t n_prompt, rc_err *err) {
     const model_config *c = &e->m->cfg;
     e->plan = (shard_plan){.n_ranks = e->comm->size, .zigzag = e->opts.zigzag, .n_prompt = n_prompt};
     int64_t cap = shard_max_local(&e->plan, e->opts.n_ctx);
@@ -426,7 +426,7 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
     if (R > 1 && logits_all) return rc_fail(err, "logits for every position are only available on one rank");
     if (e->policy && e->n_past > 0)
         return rc_fail(err, "under %s a sequence has a single prefill", attention_kind_name(e->opts.attention));
-    if (e->n_past == 0 && begin_sequence(e, n, err)) return -1;
+    if (e->n_past == 0 && engine_begin_sequence(e, n, err)) return -1;
 
     const int64_t V = c->n_vocab, d = c->d_model, hd = c->head_dim, B = e->opts.prefill_block;
     const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
@@ -705,7 +705,7 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
     const backend_ops *be = e->be;
     comm *cm = e->comm;
     if (check_tokens(e, &token, 1, err)) return -1;
-    if (e->n_past == 0 && begin_sequence(e, 0, err)) return -1;  // a sequence that starts without a prompt
+    if (e->n_past == 0 && engine_begin_sequence(e, 0, err)) return -1;  // a sequence that starts without a prompt
     const int64_t d = c->d_model, hd = c->head_dim;
     const int64_t q_dim = c->n_head * hd, kv_dim = c->n_head_kv * hd;
     const int64_t pos = e->n_past;
