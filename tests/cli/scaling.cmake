@@ -4,6 +4,7 @@
 #                         "synthetic fill" (table and CSV), no prefill rows by default
 #   cli_bad_scaling_*     bad input: one "recall: ..." line and exit 1
 #   plan_output           recall plan --shape: the table and CSV rows for every cell
+#   sweep_resume          launch/sweep.sh: resume (see below)
 #   slurm_cpu_sbatch      (label slurm) munged + slurmctld + slurmd started by the test, the
 #                         CPU sbatch script with 2 tasks: the same text and bitwise-equal logits
 #                         as mpirun -np 2 (scripts/slurm_check.sh; 77 = Slurm not installed)
@@ -45,3 +46,13 @@ add_test(NAME slurm_cpu_sbatch
 # Open MPI's allocations look like leaks to LeakSanitizer.
 set_tests_properties(slurm_cpu_sbatch PROPERTIES LABELS "slurm;mpi;real_model" TIMEOUT 600 SKIP_RETURN_CODE 77
                      ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+
+# sweep_resume: launch/sweep.sh on the tiny model, 8 cells; a rerun does nothing, a deleted
+# cell is redone alone (scripts/sweep_check.sh).
+if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
+  add_test(NAME sweep_resume
+    COMMAND ${RECALL_BASH_SLURM} ${CMAKE_CURRENT_SOURCE_DIR}/scripts/sweep_check.sh ${PROJECT_SOURCE_DIR}
+            $<TARGET_FILE:recall> ${tiny} ${scaling_work}/sweep)
+  set_tests_properties(sweep_resume PROPERTIES LABELS mpi FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 300
+                       ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0;GOMP_SPINCOUNT=2000")
+endif()
