@@ -68,6 +68,17 @@ static void test_hand_computed(void) {
     CHECK(cm_predict(&s, &d, &full, 100, 3, &r, &err) == 0);
     CHECK_CLOSE(r.full.seconds, 178688.0 * 3 / 1e6 + 2e-5 + 1088 / 1e9, 0, 1e-12);
 
+    // A rank limited by its own threads: one rank alone on a shared device gets
+    // at most rank_mem_bw / rank_kv_bw (here half the device).
+    d.flops = 0;
+    d.rank_mem_bw = 0.5e9;
+    d.rank_kv_bw = 0.25e9;
+    CHECK(cm_predict(&s, &d, &full, 100, 1, &r, &err) == 0);
+    CHECK_CLOSE(r.full.seconds, 80640 / 0.5e9 + 100 * 256 / 0.25e9, 0, 1e-12);
+    CHECK(cm_predict(&s, &d, &full, 100, 3, &r, &err) == 0);  // 3 ranks: the device's third is smaller
+    CHECK_CLOSE(r.full.seconds, 3 * (80640 / 1e9 + 8704 / 0.5e9) + 2e-5 + 1088 / 1e9, 0, 1e-12);
+    d.rank_mem_bw = d.rank_kv_bw = 0;
+
     // Bad settings fail with a message.
     CHECK(cm_predict(&s, &d, &full, 0, 3, &r, &err) != 0);
     cm_method_opts bad = {.method = CM_RECYCLED, .k = 0, .stride = 4};

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cli/cli.h"
@@ -38,7 +39,8 @@ static void usage(FILE *out) {
             "      --recycle-k K       recycled rows per layer and KV head (default: ctx / 8, as bench)\n"
             "      --recycle-stride S  a full step every S steps (default 10)\n"
             "      --kv-type f16|f32   KV cache type (default f16)\n"
-            "      --threads N         threads of the cpu probe (default: OMP_NUM_THREADS, else all cores)\n"
+            "      --threads N         cpu: threads per rank (default 1); the probe measures the node on all\n"
+            "                          cores and one rank on N threads, and a rank gets the smaller share\n"
             "      --csv FILE          also write the rows as CSV\n"
             "      --config FILE       read flags from FILE ('key = value', keys = the long flags, [plan])\n"
             "  -h, --help              this help\n");
@@ -78,7 +80,7 @@ static void run_attn(void *p) {
 // This machine, measured with the kernels decode runs: a Q4_1 GEMV over
 // 64 MiB of weights (the weight read rate), f16 decode attention over 64 MiB
 // of K/V (the K/V read rate), and a 512-token GEMM (prefill FLOP/s).
-static cm_device probe_cpu(int n_threads) {
+static cm_device probe_cpu_threads(int n_threads) {
     backend_cpu_set_threads(n_threads);
     probe_args a = {0};
     const int64_t n_in = 4096, n_out = 16384, n_tok = 512;  // a prefill block: the BLAS path
@@ -113,6 +115,23 @@ static cm_device probe_cpu(int n_threads) {
     return d;
 }
 
+// The node's rates on all its cores, and one rank's on its own threads.
+static cm_device probe_cpu(int rank_threads) {
+    const long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const int cores = n_cpu > 0 ? (int)n_cpu : 1;
+    cm_device node = probe_cpu_threads(cores);
+    if (rank_threads < cores) {
+        cm_device rank = probe_cpu_threads(rank_threads);
+        node.rank_mem_bw = rank.mem_bw;
+        node.rank_kv_bw = rank.kv_bw;
+    } else {
+        node.rank_mem_bw = node.mem_bw;
+        node.rank_kv_bw = node.kv_bw;
+    }
+    snprintf(node.name, sizeof(node.name), "cpu");
+    return node;
+}
+
 static double weight_type_bytes(const char *t) {
     if (!strcmp(t, "q4_1")) return 20.0 / 32.0;
     if (!strcmp(t, "q8_0")) return 34.0 / 32.0;
@@ -124,7 +143,7 @@ int cmd_plan(int argc, char **argv) {
     const char *model_path = NULL, *shape_name = NULL, *wtype = "q4_1", *devices_arg = "cpu";
     const char *methods_arg = "full,recycled", *csv_path = NULL;
     int64_t ctxs[MAX_LIST] = {2048, 8192, 32768}, ranks[MAX_LIST] = {1, 2, 4};
-    int n_ctx = 3, n_ranks = 3, n_threads = cli_default_threads(), kv_elem = KV_F16;
+    int n_ctx = 3, n_ranks = 3, n_threads = 1, kv_elem = KV_F16;
     int64_t k_fixed = 0, stride = 10;
     enum { OPT_SHAPE = 256, OPT_WTYPE, OPT_CTX, OPT_RANKS, OPT_DEVICE, OPT_ATT, OPT_K, OPT_STRIDE, OPT_KV, OPT_THREADS,
            OPT_CSV, OPT_CONFIG };
@@ -218,6 +237,9 @@ int cmd_plan(int argc, char **argv) {
            (long long)s.head_dim, (long long)s.d_ff, (long long)s.n_vocab, kv_elem == KV_F16 ? "f16" : "f32");
     for (int di = 0; di < n_devs; di++) {
         const cm_device *d = &devs[di];
+        if (d->rank_mem_bw > 0)
+            printf("# device %s, one rank on %d thread(s): weights %.1f GB/s, K/V %.1f GB/s\n", d->name, n_threads,
+                   d->rank_mem_bw / 1e9, d->rank_kv_bw / 1e9);
         printf("# device %s: weights %.1f GB/s, K/V %.1f GB/s, decode roof %s, prefill %.1f GFLOP/s, link %.0f us + "
                "%.0f GB/s, %s; %s\n",
                d->name, d->mem_bw / 1e9, (d->kv_bw > 0 ? d->kv_bw : d->mem_bw) / 1e9,

@@ -19,7 +19,9 @@ static double dmax(double a, double b) { return a > b ? a : b; }
 // Memory and compute overlap (roofline); collectives do not.
 static void step_time(cm_step *st, const cm_device *d, int64_t sharing) {
     const double kv_bw = d->kv_bw > 0 ? d->kv_bw : d->mem_bw;
-    const double t_mem = (st->weight_bytes / d->mem_bw + st->kv_bytes / kv_bw) * (double)sharing;
+    double t_mem = (st->weight_bytes / d->mem_bw + st->kv_bytes / kv_bw) * (double)sharing;
+    if (d->rank_mem_bw > 0 && d->rank_kv_bw > 0)
+        t_mem = dmax(t_mem, st->weight_bytes / d->rank_mem_bw + st->kv_bytes / d->rank_kv_bw);
     const double t_flop = d->flops > 0 ? st->flops * (double)sharing / d->flops : 0.0;
     st->seconds = dmax(t_mem, t_flop) + (double)st->calls * d->link_latency +
                   (d->link_bw > 0 ? st->comm_bytes / d->link_bw : 0.0);
@@ -127,9 +129,9 @@ int cm_device_by_name(const char *name, cm_device *out) {
     // few KiB over NVLink within a node, and the bus bandwidth ~360 GB/s,
     // from nccl-tests-style all_gather_perf figures reported for 8x H100 SXM.
     static const cm_device gpus[] = {
-        {"h100", 3.35e12, 0, 989e12, 989e12, 10e-6, 360e9, 0,
+        {"h100", 3.35e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0,
          "NVIDIA H100 SXM5 datasheet (HBM3 3.35 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
-        {"h200", 4.8e12, 0, 989e12, 989e12, 10e-6, 360e9, 0,
+        {"h200", 4.8e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0,
          "NVIDIA H200 SXM datasheet (HBM3e 4.8 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
     };
     for (size_t i = 0; i < sizeof(gpus) / sizeof(gpus[0]); i++)

@@ -28,6 +28,9 @@ typedef struct cm_device {
     double kv_bw;           // bytes/s decode attention reads K/V at (0: mem_bw)
     double flops;           // FLOP/s roof of decode (0: none, the measured kernels are bandwidth figures)
     double prefill_flops;   // FLOP/s of the prefill GEMMs
+    // Shared devices: what one rank achieves on its own threads (0: no limit
+    // but the device's share); a CPU rank with 1 of 2 cores gets at most half.
+    double rank_mem_bw, rank_kv_bw;
     double link_latency;    // seconds per collective call
     double link_bw;         // bytes/s per rank of a collective
     int shared;             // 1: all ranks on one device (this CPU machine); 0: one device per rank
