@@ -5,6 +5,7 @@
 #   cli_bad_scaling_*     bad input: one "recall: ..." line and exit 1
 #   plan_output           recall plan --shape: the table and CSV rows for every cell
 #   sweep_resume          launch/sweep.sh: resume (see below)
+#   scaling_plots         launch/scaling_plots.sh (see below)
 #   slurm_cpu_sbatch      (label slurm) munged + slurmctld + slurmd started by the test, the
 #                         CPU sbatch script with 2 tasks: the same text and bitwise-equal logits
 #                         as mpirun -np 2 (scripts/slurm_check.sh; 77 = Slurm not installed)
@@ -55,4 +56,14 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
             $<TARGET_FILE:recall> ${tiny} ${scaling_work}/sweep)
   set_tests_properties(sweep_resume PROPERTIES LABELS mpi FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 300
                        ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0;GOMP_SPINCOUNT=2000")
+endif()
+
+# scaling_plots: launch/scaling_plots.sh on a small CSV: three PNGs whose series are the CSV's.
+find_program(RECALL_GNUPLOT_SCALING gnuplot)
+find_program(RECALL_PYTHON3 python3)
+if(RECALL_GNUPLOT_SCALING AND RECALL_PYTHON3)
+  add_test(NAME scaling_plots
+    COMMAND ${CMAKE_COMMAND} -DBASH=${RECALL_BASH_SLURM} -DSCRIPT=${PROJECT_SOURCE_DIR}/launch/scaling_plots.sh
+            -DWORK=${scaling_work}/plots -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/scaling_plots_check.cmake)
+  set_tests_properties(scaling_plots PROPERTIES TIMEOUT 120)
 endif()
