@@ -110,6 +110,7 @@ static cm_device probe_cpu_threads(int n_threads) {
     d.kv_bw = (double)(kv_elems * 2 * 2) / best_time(run_attn, &a, 5);
     a.n_tok = n_tok;
     d.prefill_flops = 2.0 * (double)(n_in * n_out * n_tok) / best_time(run_gemv, &a, 2);
+    d.mem_capacity = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     d.source = "probed now: Q4_1 GEMV (weights), f16 decode attention (K/V), 512-token GEMM (prefill)";
     free(wd); free(a.x); free(a.y); free(kd); free(vd); free(a.q); free(a.o); free(a.lse);
     return d;
@@ -230,7 +231,7 @@ int cmd_plan(int argc, char **argv) {
     if (csv_path) {
         if (!(csv = fopen(csv_path, "w"))) cli_die("--csv %s: cannot open for writing", csv_path);
         fprintf(csv, "shape,device,method,k,stride,ctx,ranks,weight_bytes,kv_bytes_full,flops_full,calls_full,"
-                     "comm_bytes_full,kv_bytes_rec,mem_per_rank,ms_full,ms_rec,ms_mean,tok_s,prefill_us_per_token\n");
+                     "comm_bytes_full,kv_bytes_rec,mem_per_rank,ms_full,ms_rec,ms_mean,tok_s,prefill_us_per_token,fits\n");
     }
     printf("# recall plan: %s (%lld layers, d_model %lld, %lld/%lld heads x %lld, d_ff %lld, vocab %lld), KV %s\n",
            s.name, (long long)s.n_layer, (long long)s.d_model, (long long)s.n_head, (long long)s.n_head_kv,
@@ -261,22 +262,24 @@ int cmd_plan(int argc, char **argv) {
                     char mname[32];
                     if (mo.method == CM_FULL) snprintf(mname, sizeof(mname), "full");
                     else snprintf(mname, sizeof(mname), "recycled:s=%lld", (long long)stride);
-                    printf("  %-6s %-14s %8lld %6lld %10.1f %10.1f %9.2f %6lld %10.1f %10.2f %9.2f %9.2f %9.1f %9.1f\n",
+                    printf("  %-6s %-14s %8lld %6lld %10.1f %10.1f %9.2f %6lld %10.1f %9.2f%s %9.2f %9.2f %9.1f %9.1f\n",
                            devs[di].name, mname, (long long)ctxs[ci], (long long)ranks[ri], r.full.weight_bytes / 1e6,
                            r.full.kv_bytes / 1e6, r.full.flops / 1e9, (long long)r.full.calls,
-                           r.full.comm_bytes / 1e3, r.total_mem / (1 << 30), r.full.seconds * 1e3,
+                           r.full.comm_bytes / 1e3, r.total_mem / (1 << 30), r.fits ? " " : "!", r.full.seconds * 1e3,
                            r.recycled.seconds * 1e3, 1.0 / r.mean_step_seconds, r.prefill_token_seconds * 1e6);
                     if (csv)
-                        fprintf(csv, "%s,%s,%s,%lld,%lld,%lld,%lld,%.0f,%.0f,%.0f,%lld,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.3f,%.3f\n",
+                        fprintf(csv, "%s,%s,%s,%lld,%lld,%lld,%lld,%.0f,%.0f,%.0f,%lld,%.0f,%.0f,%.0f,%.4f,%.4f,%.4f,%.3f,%.3f,%d\n",
                                 s.name, devs[di].name, mo.method == CM_FULL ? "full" : "recycled",
                                 mo.method == CM_FULL ? 0LL : (long long)mo.k, mo.method == CM_FULL ? 0LL : (long long)stride,
                                 (long long)ctxs[ci], (long long)ranks[ri], r.full.weight_bytes, r.full.kv_bytes,
                                 r.full.flops, (long long)r.full.calls, r.full.comm_bytes, r.recycled.kv_bytes,
                                 r.total_mem, r.full.seconds * 1e3, r.recycled.seconds * 1e3,
-                                r.mean_step_seconds * 1e3, 1.0 / r.mean_step_seconds, r.prefill_token_seconds * 1e6);
+                                r.mean_step_seconds * 1e3, 1.0 / r.mean_step_seconds, r.prefill_token_seconds * 1e6, r.fits);
                 }
     printf("# ms/full: a step with full attention in every layer; ms/rec: an all-recycled step; tok/s: the mean\n"
-           "# over one stride; us/pf-tok: prefill time per prompt token; mem: weights + K/V shard + recycled cache\n");
+           "# over one stride; us/pf-tok: prefill time per prompt token; mem: weights + K/V shard + recycled cache\n"
+           "# per rank, '!' where the ranks sharing a device do not fit its memory; recycled comm KB counts every\n"
+           "# selected row as fetched at each rebuild (an upper bound: rows already held are not sent again)\n");
     if (csv && fclose(csv)) cli_die("--csv %s: write error", csv_path);
     return 0;
 }

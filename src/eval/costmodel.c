@@ -94,6 +94,7 @@ int cm_predict(const cm_shape *s, const cm_device *d, const cm_method_opts *m, i
     out->weight_mem = W;
     out->kv_mem = (double)n_loc * kv_per_pos;
     out->total_mem = out->weight_mem + out->kv_mem + out->recycled_mem;
+    out->fits = d->mem_capacity <= 0 || out->total_mem * (double)sharing <= d->mem_capacity;
     return 0;
 }
 
@@ -122,16 +123,17 @@ int cm_shape_by_name(const char *name, cm_shape *out) {
 }
 
 int cm_device_by_name(const char *name, cm_device *out) {
-    // Datasheet figures (NVIDIA H100 SXM5 and H200 SXM datasheets: HBM3 3.35
-    // TB/s, HBM3e 4.8 TB/s, dense BF16 989 TFLOP/s, NVLink 900 GB/s per GPU).
+    // Datasheet figures (NVIDIA H100 SXM5 and H200 SXM datasheets: 80 GB HBM3
+    // at 3.35 TB/s, 141 GB HBM3e at 4.8 TB/s, dense BF16 989 TFLOP/s, NVLink
+    // 900 GB/s per GPU).
     // Decode attention and GEMV are bandwidth-bound; their FLOP rate is taken
     // as the dense BF16 figure. Collective latency ~10 us per all-gather of a
     // few KiB over NVLink within a node, and the bus bandwidth ~360 GB/s,
     // from nccl-tests-style all_gather_perf figures reported for 8x H100 SXM.
     static const cm_device gpus[] = {
-        {"h100", 3.35e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0,
+        {"h100", 3.35e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0, 80e9,
          "NVIDIA H100 SXM5 datasheet (HBM3 3.35 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
-        {"h200", 4.8e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0,
+        {"h200", 4.8e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0, 141e9,
          "NVIDIA H200 SXM datasheet (HBM3e 4.8 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
     };
     for (size_t i = 0; i < sizeof(gpus) / sizeof(gpus[0]); i++)

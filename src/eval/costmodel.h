@@ -34,6 +34,7 @@ typedef struct cm_device {
     double link_latency;    // seconds per collective call
     double link_bw;         // bytes/s per rank of a collective
     int shared;             // 1: all ranks on one device (this CPU machine); 0: one device per rank
+    double mem_capacity;    // bytes of memory per device (0: unknown)
     const char *source;     // where the figures come from
 } cm_device;
 
@@ -60,6 +61,7 @@ typedef struct cm_result {
     double mean_step_seconds;         // over one stride (full: = full.seconds)
     double prefill_token_seconds;     // whole prompt / n_ctx, prefill FLOPs at prefill_flops
     double weight_mem, kv_mem, recycled_mem, total_mem;  // bytes per rank
+    int fits;                         // 1: the ranks on a device fit its memory (or it is unknown)
 } cm_result;
 
 int64_t cm_params_per_token(const cm_shape *s);  // weights a decode token multiplies (no embedding)
