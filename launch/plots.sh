@@ -4,7 +4,8 @@
 #                                          method, one panel per context length; full attention (which
 #                                          keeps everything) is a dashed horizontal line
 #   docs/plots/decode_speed_vs_context.png decode tokens/s vs context depth, one line per method (and
-#                                          rank count, when the CSV holds several)
+#                                          rank count, when the CSV holds several): one colour per
+#                                          method, one line style per rank count, full attention thicker
 #
 #   launch/plots.sh [RESULTS_DIR]
 #
@@ -123,8 +124,15 @@ min_depth=$(cat "$tmp"/speed_*.dat | sort -n | head -n 1 | cut -d' ' -f1)
   if [ "$min_depth" -gt 0 ]; then echo "set logscale x 2"; fi
   plots=()
   i=0
+  # One colour per method, one line style per rank count, full attention thicker.
+  speed_methods=$(cut -d, -f1 "$tmp/speed_index" | awk '!s[$0]++')
+  speed_ranks=$(cut -d, -f2 "$tmp/speed_index" | sort -n -u)
   while IFS=, read -r m r; do
     i=$((i + 1))
+    color=$(echo "$speed_methods" | awk -v m="$m" '$0 == m { print NR; exit }')
+    dash=$(echo "$speed_ranks" | awk -v r="$r" '$0 == r { print NR; exit }')
+    width=2
+    [ "${m%%:*}" = full ] && width=4
     sort -n "$tmp/speed_$i.dat" > "$tmp/speed_${i}_sorted.dat"
     title="$m"
     if [ "$n_ranks" -gt 1 ]; then
@@ -132,7 +140,7 @@ min_depth=$(cat "$tmp"/speed_*.dat | sort -n | head -n 1 | cut -d' ' -f1)
       [ "$r" -gt 1 ] && plural=s
       title="$m, $r rank$plural"
     fi
-    plots+=("'$tmp/speed_${i}_sorted.dat' using 1:2 with linespoints linewidth 2 pointtype 7 title '$title'")
+    plots+=("'$tmp/speed_${i}_sorted.dat' using 1:2 with linespoints linecolor $color dashtype $dash linewidth $width pointtype 7 title '$title'")
   done < "$tmp/speed_index"
   (IFS=,; echo "plot ${plots[*]}")
 } > "$tmp/speed.gp"

@@ -17,7 +17,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- system packages -------------------------------------------------------
 packages=(build-essential cmake pkg-config python3 python3-pip
           libopenblas-openmp-dev libpcre2-dev libcjson-dev libopenmpi-dev openmpi-bin
-          gnuplot-nox clang libomp-dev)  # clang + libomp: the fuzzing build (launch/fuzz.sh)
+          gnuplot-nox clang libomp-dev slurm-wlm munge)  # clang + libomp: the fuzzing build (launch/fuzz.sh); slurm + munge: the Slurm test
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -75,7 +75,7 @@ int main(void) {
     EXPECT("model a.gguf\n", "ERR:t.ini:1: expected 'key = value', '[command]' or a comment");
     EXPECT(" = a\n", "ERR:t.ini:1: expected 'key = value', '[command]' or a comment");
     EXPECT("[generate\n", "ERR:t.ini:1: a section line must be '[command]'");
-    EXPECT("[gen]\n", "ERR:t.ini:1: unknown section '[gen]' (sections are [generate], [bench], [eval ruler], [eval ppl], [eval custom] and [profile-heads])");
+    EXPECT("[gen]\n", "ERR:t.ini:1: unknown section '[gen]' (sections are [generate], [bench], [eval ruler], [eval ppl], [eval custom], [profile-heads] and [plan])");
     EXPECT("[bench]\nx\n", "ERR:t.ini:2: expected 'key = value', '[command]' or a comment");  // syntax is checked everywhere
 
     // Files: an unreadable one is an error naming it.

@@ -30,8 +30,12 @@ static void usage(FILE *out) {
             "prefill of the same tokens (column #wrong; checked where depth <= --verify-max).\n"
             "\n"
             "  -m, --model FILE          GGUF model (required)\n"
-            "      --prefill LIST        prompt lengths (default 512,4096)\n"
+            "      --prefill LIST        prompt lengths (default 512,4096; none with --fill random), or none\n"
             "      --depths LIST         decode context depths (default 0,2048,8192); --ctx LIST is the same\n"
+            "      --fill prefill|random how each depth's KV cache is made (default prefill): random holds\n"
+            "                            synthetic K/V rows of a real model's scale instead of running the\n"
+            "                            prompt, so decode at 128K-1M context is timed in seconds (full and\n"
+            "                            recycled methods; rows and CSV say 'synthetic fill'; not verified)\n"
             "      --decode-tokens N     timed decode steps per depth (default 64)\n"
             "      --reps N              prefill repetitions, best is reported (default 2)\n"
             "      --threads N           CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
@@ -74,11 +78,12 @@ typedef struct bench_row {
     double kv_mib;               // K/V held, largest rank
     double peak_rss_mib;         // peak RSS so far, largest rank
     int64_t wrong;               // check count of the depth; -1: not verified / not applicable
+    int synthetic;               // decode from a synthetic fill (engine_fill_synthetic), not a prefill
 } bench_row;
 
 static void csv_header(FILE *f) {
     fprintf(f, "test,method,budget,depth,tokens,ranks,threads,kv_type,seconds,tok_s,vs_full,n_full,ms_full,ms_rec,"
-               "kv_bytes_read_per_token,comm_bytes_per_token,kv_mib,peak_rss_mib,wrong,command\n");
+               "kv_bytes_read_per_token,comm_bytes_per_token,kv_mib,peak_rss_mib,wrong,fill,command\n");
 }
 
 // Empty fields where a column does not apply (prefill rows have no method or depth).
@@ -99,7 +104,7 @@ static void csv_row(FILE *f, const bench_row *r, int ranks, int threads, const c
         fprintf(f, ",,,,,,");
     fprintf(f, "%.3f,%.1f,", r->kv_mib, r->peak_rss_mib);
     if (r->wrong >= 0) fprintf(f, "%lld", (long long)r->wrong);
-    fputc(',', f);
+    fprintf(f, ",%s,", dec ? (r->synthetic ? "synthetic fill" : "prefill") : "");
     cli_csv_field(f, command);
     fputc('\n', f);
 }
@@ -138,6 +143,7 @@ static void json_write(const char *path, const bench_row *rows, int n, const cha
         cJSON_AddNumberToObject(o, "kv_mib", r->kv_mib);
         cJSON_AddNumberToObject(o, "peak_rss_mib", r->peak_rss_mib);
         if (r->wrong >= 0) cJSON_AddNumberToObject(o, "wrong", (double)r->wrong);
+        if (dec) cJSON_AddStringToObject(o, "fill", r->synthetic ? "synthetic fill" : "prefill");
         cJSON_AddItemToArray(arr, o);
     }
     cJSON_AddItemToObject(root, "rows", arr);
@@ -176,7 +182,7 @@ int cmd_bench(int argc, char **argv) {
     int n_threads = cli_default_threads(), kv_elem = KV_F16;
     double bandwidth_gbs = 31.6;
     enum { OPT_PREFILL = 256, OPT_DEPTHS, OPT_DECODE, OPT_REPS, OPT_THREADS, OPT_KV, OPT_BW, OPT_VERIFY, OPT_CONFIG,
-           OPT_CSV, OPT_JSON };
+           OPT_CSV, OPT_JSON, OPT_FILL };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"prefill", required_argument, 0, OPT_PREFILL},
         {"depths", required_argument, 0, OPT_DEPTHS},  {"decode-tokens", required_argument, 0, OPT_DECODE},
@@ -184,12 +190,12 @@ int cmd_bench(int argc, char **argv) {
         {"kv-type", required_argument, 0, OPT_KV},     {"bandwidth-gbs", required_argument, 0, OPT_BW},
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
         {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", optional_argument, 0, OPT_CSV},
-        {"json", required_argument, 0, OPT_JSON},
+        {"json", required_argument, 0, OPT_JSON},     {"fill", required_argument, 0, OPT_FILL},
         CLI_ATTENTION_OPTIONS,
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     engine_opts base = engine_default_opts();
     const char *methods_arg = "full", *csv_path = NULL, *json_path = NULL;
-    int k_explicit = 0, budget_explicit = 0;
+    int k_explicit = 0, budget_explicit = 0, synthetic = 0, prefill_explicit = 0;
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
@@ -211,8 +217,17 @@ int cmd_bench(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, optstring, opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
-        case OPT_PREFILL: n_prefill = cli_parse_int_list("--prefill", optarg, prefill_lens, MAX_LIST, 1, 1 << 22); break;
-        case OPT_DEPTHS: n_depths = cli_parse_int_list("--depths", optarg, depths, MAX_LIST, 0, 1 << 22); break;  // or --ctx
+        case OPT_PREFILL:
+            prefill_explicit = 1;
+            n_prefill = strcmp(optarg, "none") == 0 ? 0
+                                                    : cli_parse_int_list("--prefill", optarg, prefill_lens, MAX_LIST, 1, 1 << 22);
+            break;
+        case OPT_FILL:
+            if (strcmp(optarg, "random") && strcmp(optarg, "prefill"))
+                cli_die("--fill: expected prefill or random, got '%s'", optarg);
+            synthetic = strcmp(optarg, "random") == 0;
+            break;
+        case OPT_DEPTHS: n_depths = cli_parse_int_list("--depths", optarg, depths, MAX_LIST, 0, 1 << 26); break;  // or --ctx
         case OPT_DECODE: decode_tokens = cli_parse_int("--decode-tokens", optarg, 1, 1 << 20); break;
         case OPT_REPS: reps = cli_parse_int("--reps", optarg, 1, 1000); break;
         case OPT_THREADS: n_threads = (int)cli_parse_int("--threads", optarg, 1, 1024); break;
@@ -241,6 +256,11 @@ int cmd_bench(int argc, char **argv) {
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
     method_spec methods[MAX_METHODS];
     const int n_methods = method_list_parse(methods_arg, &base, k_explicit, budget_explicit, methods, MAX_METHODS);
+    if (synthetic && !prefill_explicit) n_prefill = 0;
+    for (int i = 0; synthetic && i < n_methods; i++)
+        if (attention_kind_is_policy(methods[i].attention))
+            cli_die("--fill random: %s compresses a real prompt (its last queries vote); use --fill prefill",
+                    methods[i].name);
     char command[4096] = "recall bench";
     for (int a = 1; a < argc; a++) {  // argv after the config merge: the whole setting
         size_t len = strlen(command);
@@ -329,7 +349,8 @@ int cmd_bench(int argc, char **argv) {
         const int64_t D = depths[i];
         engine_reset(e);
         if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);
-        if (D > 0 && engine_prefill(e, ids, D, NULL, NULL, NULL, &err)) cli_die_err(&err);
+        if (D > 0 && synthetic && engine_fill_synthetic(e, D, BENCH_SEED, &err)) cli_die_err(&err);
+        if (D > 0 && !synthetic && engine_prefill(e, ids, D, NULL, NULL, NULL, &err)) cli_die_err(&err);
         double full_tps = 0.0;
         int have_first = 0;
         const int depth_rows = n_rows;
@@ -410,9 +431,9 @@ int cmd_bench(int argc, char **argv) {
                 snprintf(name, sizeof(name), "%.47s:budget=%lld", bm->name, (long long)po.budget);
             else
                 snprintf(name, sizeof(name), "%.63s", bm->name);
-            fprintf(out, "  %-8s %-44s %6lld %6lld %8.1f %7s %6.0f %8.1f %8.1f %6.1f%% %6.1f%% %11.0f %8.1f\n", "decode",
-                    name, (long long)D, (long long)decode_tokens, tps, vs, acc[1], ms[0], ms[1], pct[0], pct[1],
-                    comm_per_step, kv_mib);
+            fprintf(out, "  %-8s %-44s %6lld %6lld %8.1f %7s %6.0f %8.1f %8.1f %6.1f%% %6.1f%% %11.0f %8.1f%s\n",
+                    "decode", name, (long long)D, (long long)decode_tokens, tps, vs, acc[1], ms[0], ms[1], pct[0],
+                    pct[1], comm_per_step, kv_mib, synthetic && D > 0 ? "  synthetic fill" : "");
             fflush(out);
             bench_row *row = &rows[n_rows++];
             *row = (bench_row){.test = "decode", .depth = D, .tokens = decode_tokens, .seconds = dt, .tok_s = tps,
@@ -421,11 +442,11 @@ int cmd_bench(int argc, char **argv) {
                                .kv_read_per_token = (acc[2] + acc[5]) / (double)decode_tokens,
                                .comm_per_token = comm_per_step, .kv_mib = kv_mib, .peak_rss_mib = peak_rss,
                                .budget = bm->attention == ATTENTION_RECYCLED ? ro.k : policy ? po.budget : -1,
-                               .wrong = -1};
+                               .wrong = -1, .synthetic = synthetic && D > 0};
             snprintf(row->method, sizeof(row->method), "%.63s", bm->name);
         }
         int64_t wrong = -1;  // -1: not verified
-        if (have_first && D <= verify_max) {
+        if (have_first && D <= verify_max && !(synthetic && D > 0)) {
             // Independent path: prefill D+1 tokens at once (tiled GEMM attention).
             engine_reset(e);
             if (engine_set_attention(e, ATTENTION_FULL, NULL, NULL, &err)) cli_die_err(&err);

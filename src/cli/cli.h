@@ -51,5 +51,6 @@ int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_profile_heads(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif

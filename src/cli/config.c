@@ -11,7 +11,7 @@
 
 // The commands that read a config file: a [section] naming one of them is
 // skipped by the others; any other section name is a typo.
-static const char *const k_commands[] = {"generate", "bench", "eval ruler", "eval ppl", "eval custom", "profile-heads"};
+static const char *const k_commands[] = {"generate", "bench", "eval ruler", "eval ppl", "eval custom", "profile-heads", "plan"};
 
 static char *trim(char *s, char *end) {  // trims [s, end) in place, returns s
     while (s < end && isspace((unsigned char)*s)) s++;
@@ -68,7 +68,7 @@ int cli_config_args(const char *text, const char *name, const char *command, con
             int known = 0;
             for (size_t i = 0; i < sizeof(k_commands) / sizeof(k_commands[0]); i++) known |= !strcmp(sec, k_commands[i]);
             if (!known) {
-                rc = rc_fail(err, "%s:%d: unknown section '[%s]' (sections are [generate], [bench], [eval ruler], [eval ppl], [eval custom] and [profile-heads])", name, lineno,
+                rc = rc_fail(err, "%s:%d: unknown section '[%s]' (sections are [generate], [bench], [eval ruler], [eval ppl], [eval custom], [profile-heads] and [plan])", name, lineno,
                              sec);
                 break;
             }

@@ -13,6 +13,7 @@ static void usage(FILE *out) {
             "  info       print a model file's architecture, shapes and tensor types\n"
             "  bench      measure prefill and decode speed and memory bandwidth\n"
             "  eval       RULER-style accuracy, long-text perplexity and your own data, per attention method\n"
+            "  plan       predict latency, bytes, FLOPs, collectives and memory per rank (cost model)\n"
             "  profile-heads\n"
             "             measure per-head retrieval importance (HeadKV probes) and write it as JSON\n"
             "\n"
@@ -37,6 +38,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plan")) return cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "profile-heads")) return cmd_profile_heads(argc - 1, argv + 1);
     cli_die("unknown command '%s' (try 'recall --help')", cmd);
 }

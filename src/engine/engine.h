@@ -145,6 +145,8 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
 // recycled mode, rebuilds that layer's recycled cache); a recycled layer
 // attends over the replicated recycled cache with no communication.
 int engine_decode(engine *e, int32_t token, rc_err *err);
+// Instead of a prefill: holds n_positions synthetic K/V rows (engine_fill.c).
+int engine_fill_synthetic(engine *e, int64_t n_positions, uint64_t seed, rc_err *err);
 
 // ---- accessors
 const float *engine_logits(const engine *e);  // (n_vocab) the last position's logits, host memory
