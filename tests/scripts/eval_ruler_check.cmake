@@ -11,8 +11,7 @@
 #      line is cut off, only that run is redone, and the results equal the
 #      first run's.
 if(NOT EXISTS "${MODEL}")
-  message("eval test skipped: no model at ${MODEL} (launch/setup.sh fetches it)")
-  return()
+  message(FATAL_ERROR "the real model is required at ${MODEL}; fetch it with: bash launch/setup.sh")
 endif()
 include(${CMAKE_CURRENT_LIST_DIR}/mpi_run.cmake)
 file(REMOVE_RECURSE ${WORK})
