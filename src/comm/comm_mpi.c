@@ -82,9 +82,18 @@ static int mpi_fail(const comm *c, rc_err *err, int code, const char *what) {
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
+// RECALL_COMM_FAIL=...:mid (comm.h): this rank leaves the collective after
+// its first chunk, the others are left inside it.
+static int mid_call_failure(comm *c, size_t off, rc_err *err) {
+    if (!c->fail_mid || off == 0) return 0;
+    c->fail_mid = 0;
+    return rc_fail(err, "injected failure between two chunks of a collective (%s)", COMM_FAIL_ENV);
+}
+
 static int bcast_chunked(comm *c, unsigned char *buf, size_t n_bytes, int root, rc_err *err) {
     const mpi_impl *m = c->impl;
     for (size_t off = 0; off < n_bytes; off += m->max_call_bytes) {
+        if (mid_call_failure(c, off, err)) return -1;
         const int n = (int)min_size(m->max_call_bytes, n_bytes - off);
         MPI_TRY(c, err, MPI_Bcast(buf + off, n, MPI_BYTE, root, m->world));
     }
@@ -126,7 +135,9 @@ static int mpi_allgather(comm *c, const void *send, size_t n_bytes, void *recv, 
     const unsigned char *s = send;
     unsigned char *r = recv;
     for (size_t off = 0; off < n_bytes; off += per_rank)
-        if (allgather_chunk(c, s + off, min_size(per_rank, n_bytes - off), r + off, n_bytes, err)) return -1;
+        if (mid_call_failure(c, off, err) ||
+            allgather_chunk(c, s + off, min_size(per_rank, n_bytes - off), r + off, n_bytes, err))
+            return -1;
     return 0;
 }
 
