@@ -14,7 +14,9 @@
 
 void openblas_set_num_threads(int num_threads);
 
-static int g_threads = 1;
+// Atomic: simulated ranks are threads of one process that each set it
+// (ThreadSanitizer reports the plain int as a data race).
+static _Atomic int g_threads = 1;
 
 void backend_cpu_set_threads(int n_threads) {
     g_threads = n_threads > 0 ? n_threads : 1;
@@ -24,7 +26,7 @@ void backend_cpu_set_threads(int n_threads) {
 // RECALL_CPU_PORTABLE=1 forces the portable kernels, so the path a CPU
 // without AVX2 takes is tested on one that has it.
 static int cpu_has_avx2(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) {
         const char *portable = getenv("RECALL_CPU_PORTABLE");
         __builtin_cpu_init();

@@ -14,4 +14,15 @@ static inline uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
+// The hash of one element of a set (splitmix64's finalizer over its words):
+// XOR over the elements is a fingerprint of the set that does not depend on
+// the order they are added or on how the set is split between ranks (XOR the
+// ranks' parts). Elements must be distinct.
+static inline uint64_t hash_set_elem(uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t z = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull ^ c;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "policy/budget.h"
 
 static const char *const method_names[KV_METHOD_COUNT] = {"streaming", "h2o", "snapkv", "pyramidkv", "adakv", "headkv"};
@@ -77,7 +78,8 @@ int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_
     ps->budget = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->held = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->row_buf = malloc(2 * kv_store_row_bytes(&ps->store));
-    if (!ps->budget || !ps->held || !ps->row_buf) {
+    ps->sel_hash = calloc((size_t)n_layer, sizeof(uint64_t));
+    if (!ps->budget || !ps->held || !ps->row_buf || !ps->sel_hash) {
         kvpolicy_free(ps);
         return rc_fail(err, "out of memory for the KV policy");
     }
@@ -90,11 +92,13 @@ void kvpolicy_free(kvpolicy_state *ps) {
     free(ps->held);
     free(ps->raw);
     free(ps->row_buf);
+    free(ps->sel_hash);
     memset(ps, 0, sizeof(*ps));
 }
 
 void kvpolicy_reset(kvpolicy_state *ps) {
     kv_store_clear(&ps->store);
+    if (ps->sel_hash) memset(ps->sel_hash, 0, (size_t)ps->n_layer * sizeof(uint64_t));
     ps->built = 0;
     ps->n_prompt = 0;
 }
@@ -180,6 +184,7 @@ int kvpolicy_compress(kvpolicy_state *ps, const backend_ops *be, const prompt_wi
     const int keep_all = B >= n;  // a budget that covers the prompt compresses nothing (as SnapKV's reference code)
     const int needs_scores = ps->method == KV_METHOD_H2O || (!keep_all && snap);
     kv_store_clear(&ps->store);
+    memset(ps->sel_hash, 0, (size_t)L * sizeof(uint64_t));
     ps->built = 0;
 
     int rc = -1;
@@ -271,6 +276,7 @@ int kvpolicy_compress(kvpolicy_state *ps, const backend_ops *be, const prompt_wi
                 if (kv_store_append(&ps->store, l, s, sh->slot_pos[j], kv_cache_row(sh->kv, 0, l, kvh, j),
                                     kv_cache_row(sh->kv, 1, l, kvh, j), score, err))
                     goto done;
+                ps->sel_hash[l] ^= hash_set_elem((uint64_t)l, (uint64_t)s, (uint64_t)sh->slot_pos[j]);
             }
             ps->budget[l * S + s] = kept_global;
             ps->held[l * S + s] = kept_global;
@@ -303,6 +309,7 @@ int kvpolicy_attend(kvpolicy_state *ps, const backend_ops *be, int64_t layer, co
         kv_convert_row(ps->row_buf, ps->store.elem, k + kvh * hd, hd);
         kv_convert_row(ps->row_buf + row, ps->store.elem, v + kvh * hd, hd);
         if (kv_store_append(&ps->store, layer, s, pos, ps->row_buf, ps->row_buf + row, 0.0, err)) return -1;
+        ps->sel_hash[layer] ^= hash_set_elem((uint64_t)layer, (uint64_t)s, (uint64_t)pos);
     }
     const int h2o = ps->method == KV_METHOD_H2O;
     if (h2o) {
@@ -342,6 +349,7 @@ int kvpolicy_after_step(kvpolicy_state *ps, int64_t layer, const float *lse, int
             kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
             int64_t i = dist_find_pos(h->pos, h->count, gone);
             if (i >= 0) {
+                ps->sel_hash[layer] ^= hash_set_elem((uint64_t)layer, (uint64_t)s, (uint64_t)gone);
                 kv_store_remove(&ps->store, layer, s, i);
                 ps->stats.rows_evicted++;
             }
@@ -393,6 +401,7 @@ int kvpolicy_after_step(kvpolicy_state *ps, int64_t layer, const float *lse, int
             kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
             int64_t i = dist_find_pos(h->pos, h->count, best.pos);
             if (i >= 0) {
+                ps->sel_hash[layer] ^= hash_set_elem((uint64_t)layer, (uint64_t)s, (uint64_t)best.pos);
                 kv_store_remove(&ps->store, layer, s, i);
                 ps->stats.rows_evicted++;
             }

@@ -75,6 +75,11 @@ typedef struct kvpolicy_state {
     uint8_t *row_buf;      // one K and one V row in the store's type
     kvpolicy_stats stats;
     int n_threads;
+    // (n_layer): XOR of hash_set_elem(layer, store head, position) over the
+    // rows this rank holds, kept up to date as rows come and go. XOR over the
+    // ranks gives the layer's kept set, the same on any rank count exactly
+    // when the selections are (generate --trace prints it).
+    uint64_t *sel_hash;
 } kvpolicy_state;
 
 int kvpolicy_init(kvpolicy_state *ps, int method, const kvpolicy_opts *o, int64_t n_layer, int64_t n_head,
