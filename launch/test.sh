@@ -36,7 +36,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 # parallel region runs on the calling thread and the ranks' own threads are
 # all TSan sees.
 echo "[test] ThreadSanitizer build (simulated ranks)" >&2
-tsan_tests=(test_comm test_shard test_recycle test_kvpolicy)
+tsan_tests=(test_comm test_shard test_recycle test_kvpolicy test_soak)
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRECALL_TSAN=ON -DRECALL_MPI=OFF >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target "${tsan_tests[@]}" >/dev/null
 for t in "${tsan_tests[@]}"; do
