@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/hash.h"
 #include "engine/engine.h"
 #include "gguf_writer.h"
 #include "model/model.h"
@@ -185,10 +186,11 @@ static int golden_read(golden *g, const char *path) {
 static int file_fnv1a64(const char *path, uint64_t *n_bytes, uint64_t *hash) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
-    uint64_t h = 0xcbf29ce484222325ull, n = 0;
+    uint64_t h = FNV1A_INIT, n = 0;
     int c;
     while ((c = fgetc(fp)) != EOF) {
-        h = (h ^ (uint8_t)c) * 0x100000001b3ull;
+        const uint8_t byte = (uint8_t)c;
+        h = fnv1a(h, &byte, 1);
         n++;
     }
     fclose(fp);

@@ -25,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/array.h"
+
 int comm_launched_by_mpi(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"};
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(vars); i++) {
         const char *v = getenv(vars[i]);
         if (v && *v) return 1;
     }

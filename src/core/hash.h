@@ -1,12 +1,14 @@
 // FNV-1a, 64 bits: the fingerprints ranks compare to prove they hold the same
-// bytes (logits, schedule decisions, selections) without sending the bytes.
+// bytes (logits, schedule decisions, selections) without sending the bytes,
+// the tokenizer's hash map, and the model-file fingerprints of the goldens.
+// The project's only FNV-1a.
 #ifndef RECALL_CORE_HASH_H
 #define RECALL_CORE_HASH_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define FNV1A_INIT 1469598103934665603ull
+#define FNV1A_INIT 0xcbf29ce484222325ull  // the 64-bit offset basis
 
 static inline uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
     const uint8_t *b = data;

@@ -27,8 +27,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/array.h"
 #include "core/hash.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
 #include "tokenizer/chat.h"
 
 // ---------------------------------------------------------------------------
@@ -291,67 +293,6 @@ static const char *const RULER_VERBS[] = {
     "write", "yawn", "yell", "yield", "zoom"
 };
 
-#define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-// ---------------------------------------------------------------------------
-// Growable NUL-terminated string. Allocation failure is sticky (oom) and
-// checked once where the text is used.
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_free(sbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
-static int sb_reserve(sbuf *b, size_t extra) {
-    if (b->oom) return -1;
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (sb_reserve(b, n)) return;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || sb_reserve(b, (size_t)n)) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-}
-
-static void sb_clear(sbuf *b) {
-    b->n = 0;
-    if (b->p) b->p[0] = '\0';
-}
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s);
@@ -361,7 +302,7 @@ static char *xstrdup(const char *s) {
 }
 
 // Replaces every "{name}" in tmpl by its value; unknown placeholders stay.
-static void sb_fill(sbuf *out, const char *tmpl, int n_vars, const char *const *names, const char *const *values) {
+static void sb_fill(strbuf *out, const char *tmpl, int n_vars, const char *const *names, const char *const *values) {
     const char *s = tmpl;
     while (*s) {
         int matched = 0;
@@ -383,7 +324,7 @@ static void sb_fill(sbuf *out, const char *tmpl, int n_vars, const char *const *
 // str.replace(from, to) on a heap string; returns the new string (the old is freed) or NULL.
 static char *replace_all(char *s, const char *from, const char *to) {
     if (!s) return NULL;
-    sbuf b = {0};
+    strbuf b = {0};
     size_t lf = strlen(from);
     const char *p = s, *hit;
     while ((hit = strstr(p, from))) {
@@ -463,13 +404,13 @@ static const char *const TASK_NAMES[] = {
 };
 
 const char *const *ruler_task_names(int *n) {
-    if (n) *n = ARRAY_LEN(TASK_NAMES);
+    if (n) *n = (int)ARRAY_LEN(TASK_NAMES);
     return TASK_NAMES;
 }
 
 static const task_spec *find_task(const char *name) {
     if (!name) return NULL;
-    for (int i = 0; i < ARRAY_LEN(TASKS); i++)
+    for (size_t i = 0; i < ARRAY_LEN(TASKS); i++)
         if (strcmp(TASKS[i].name, name) == 0) return &TASKS[i];
     return NULL;
 }
@@ -486,7 +427,7 @@ static const char *value_kind_name(value_kind k) {
 }
 
 // RULER's generate_random: 7-digit number, adjective-noun word, or a version-4 uuid (lowercase).
-static void random_value(rng *r, value_kind k, sbuf *out) {
+static void random_value(rng *r, value_kind k, strbuf *out) {
     if (k == VAL_NUMBERS) {
         uint64_t lo = 1000000, hi = 9999999;  // 10^(d-1) .. 10^d - 1
         sb_printf(out, "%llu", (unsigned long long)(lo + rng_below(r, hi - lo + 1)));
@@ -516,7 +457,7 @@ static int is_abbreviation(const char *w, size_t n) {
     static const char *const ABBREV[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Messrs", "Col", "Capt", "Gen", "Rev", "Esq", "Lt"};
     while (n && (*w == '"' || *w == '\'' || *w == '(' || *w == '_')) w++, n--;
     if (n == 1 && w[0] >= 'A' && w[0] <= 'Z') return 1;
-    for (int i = 0; i < ARRAY_LEN(ABBREV); i++)
+    for (size_t i = 0; i < ARRAY_LEN(ABBREV); i++)
         if (strlen(ABBREV[i]) == n && memcmp(ABBREV[i], w, n) == 0) return 1;
     return 0;
 }
@@ -542,7 +483,7 @@ typedef struct hay {
     unsigned char *cls;  // (n + 1)
     int64_t *prefix;     // (n + 1) bytes before unit u in the joined haystack: sum_{i<u} len_i + sep_len
     int64_t n, cap;
-    sbuf pool;
+    strbuf pool;
     const char *sep;
     int oom;
 } hay;
@@ -672,7 +613,7 @@ static void hay_place(const hay *h, insert *ins, int k) {
 }
 
 // Joins units and inserts (sorted by unit; an insert comes before its unit) with sep.
-static void hay_join(const hay *h, insert *ins, int k, sbuf *out) {
+static void hay_join(const hay *h, insert *ins, int k, strbuf *out) {
     size_t base = out->n;
     int first = 1, r = 0;
     for (int64_t u = 0; u <= h->n; u++) {
@@ -791,7 +732,7 @@ typedef struct gen {
     int64_t n_min, n_max;  // range of the size variable
     // Scratch for the sized part.
     hay h;
-    sbuf ctx, line;
+    strbuf ctx, line;
     int32_t *order;  // cwe / fwe shuffles
     size_t order_cap;
 } gen;
@@ -820,7 +761,7 @@ static int oom(rc_err *err) { return rc_fail(err, "ruler: out of memory"); }
 static int split_template(gen *g, const char *filled, const char *pre, rc_err *err) {
     const char *at = strstr(filled, "{context}");
     if (!at) return rc_fail(err, "ruler: internal error: template without {context}");
-    sbuf h = {0};
+    strbuf h = {0};
     if (pre) sb_puts(&h, pre);
     sb_put(&h, filled, (size_t)(at - filled));
     g->head = h.p;
@@ -837,7 +778,7 @@ static double frac(double x) { return x - floor(x); }
 static int niah_fixed(gen *g, rc_err *err) {
     const task_spec *t = g->t;
     rng r = rng_stream(g->base, STREAM_FIXED, 0, 0);
-    sbuf b = {0};
+    strbuf b = {0};
     int rc = -1;
     // Keys (distinct), values, needles: needle j = key j / value j for
     // multi-key tasks, or value j of the one key for multivalue.
@@ -909,7 +850,7 @@ static int niah_fixed(gen *g, rc_err *err) {
     }
     const char *names[] = {"type_needle_v", "query"};
     const char *vals[] = {type_name, query};
-    sbuf filled = {0}, ap = {0};
+    strbuf filled = {0}, ap = {0};
     sb_fill(&filled, tmpl, 2, names, vals);
     sb_fill(&ap, prefix, 2, names, vals);
     free(tmpl), free(prefix), free(query);
@@ -950,11 +891,11 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
     int64_t used = 0;
     size_t starts[MAX_LINE_PIECES];
     while (used < m) {
-        sbuf *line = &g->line;
+        strbuf *line = &g->line;
         sb_clear(line);
         if (by_word) {
             // RULER's needle haystack: needles with random keys and values (not the real keys).
-            sbuf key = {0}, value = {0};
+            strbuf key = {0}, value = {0};
             for (;;) {
                 sb_clear(&key);
                 random_value(r, g->t->key_type, &key);
@@ -995,7 +936,7 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
     return hay_finish(h, BOUND_SENTENCE);
 }
 
-static int niah_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx, size_t *needle_off) {
+static int niah_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx, size_t *needle_off) {
     const task_spec *t = g->t;
     hay *h = &g->h;
     if (t->hay == HAY_ESSAY) {
@@ -1055,7 +996,7 @@ static void random_vars(rng *r, int len, char vars[][8], int n) {
     }
 }
 
-static void vt_statement(sbuf *b, char vars[][8], unsigned value, int j) {
+static void vt_statement(strbuf *b, char vars[][8], unsigned value, int j) {
     if (j == 0) sb_printf(b, "VAR %s = %u", vars[0], value);
     else sb_printf(b, "VAR %s = VAR %s ", vars[j], vars[j - 1]);  // RULER's trailing space
 }
@@ -1085,7 +1026,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     char vars[VT_N_VARS][8];
     random_vars(&r, VT_VAR_LEN, vars, VT_N_VARS);
     unsigned value = 10000 + (unsigned)rng_below(&r, 89999);  // numpy randint(10000, 99999)
-    sbuf b = {0};
+    strbuf b = {0};
     for (int j = 0; j < VT_N_VARS; j++) {
         sb_clear(&b);
         vt_statement(&b, vars, value, j);
@@ -1103,7 +1044,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     while (ivalue == value);
     int64_t pos[VT_N_VARS];
     distinct_sorted(&ri, VT_ICL_NOISE_LINES, pos, VT_N_VARS);
-    sbuf ctx = {0};
+    strbuf ctx = {0};
     for (int i = 0, j = 0; i < VT_ICL_NOISE_LINES; i++) {
         for (; j < VT_N_VARS && pos[j] == i; j++) {
             if (ctx.n) sb_puts(&ctx, " ");
@@ -1126,7 +1067,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     sb_free(&ctx);
     // Main question: fill everything but {context}.
     const char *vals[] = {val, num_v};
-    sbuf filled = {0}, ap = {0};
+    strbuf filled = {0}, ap = {0};
     sb_fill(&filled, VT_TEMPLATE, 2, names + 1, vals);
     sb_fill(&ap, VT_ANSWER_PREFIX, 2, names + 1, vals);
     g->answer_prefix = ap.p;
@@ -1144,7 +1085,7 @@ fail:
     return oom(err);
 }
 
-static int vt_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int vt_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
     if (build_lines(g, n, &r, " ", 1)) return -1;
     int64_t pos[VT_N_VARS];
@@ -1183,7 +1124,7 @@ static void shuffle_i32(rng *r, int32_t *a, size_t n) {
 // "1. w 2. w ..." for `count` list entries: word i of `words` repeated as
 // the counts say (first n_common words `freq_common` times, then `freq_other`).
 static int cwe_list(gen *g, rng *r, const char **words, int n_common, int freq_common, int n_other, int freq_other,
-                    sbuf *out) {
+                    strbuf *out) {
     size_t count = (size_t)n_common * (size_t)freq_common + (size_t)n_other * (size_t)freq_other;
     if (ensure_order(g, count)) return -1;
     size_t k = 0;
@@ -1197,13 +1138,13 @@ static int cwe_list(gen *g, rng *r, const char **words, int n_common, int freq_c
 }
 
 static int cwe_fixed(gen *g, rc_err *err) {
-    int total = ARRAY_LEN(RULER_ADJECTIVES) + ARRAY_LEN(RULER_NOUNS) + ARRAY_LEN(RULER_VERBS);
+    int total = (int)(ARRAY_LEN(RULER_ADJECTIVES) + ARRAY_LEN(RULER_NOUNS) + ARRAY_LEN(RULER_VERBS));
     g->words = malloc((size_t)total * sizeof(*g->words));
     if (!g->words) return oom(err);
     int n = 0;
-    for (int i = 0; i < ARRAY_LEN(RULER_ADJECTIVES); i++) g->words[n++] = RULER_ADJECTIVES[i];
-    for (int i = 0; i < ARRAY_LEN(RULER_NOUNS); i++) g->words[n++] = RULER_NOUNS[i];
-    for (int i = 0; i < ARRAY_LEN(RULER_VERBS); i++) g->words[n++] = RULER_VERBS[i];
+    for (size_t i = 0; i < ARRAY_LEN(RULER_ADJECTIVES); i++) g->words[n++] = RULER_ADJECTIVES[i];
+    for (size_t i = 0; i < ARRAY_LEN(RULER_NOUNS); i++) g->words[n++] = RULER_NOUNS[i];
+    for (size_t i = 0; i < ARRAY_LEN(RULER_VERBS); i++) g->words[n++] = RULER_VERBS[i];
     qsort(g->words, (size_t)n, sizeof(*g->words), cmp_str);
     int u = 0;
     for (int i = 0; i < n; i++)
@@ -1229,7 +1170,7 @@ static int cwe_fixed(gen *g, rc_err *err) {
     // The solved example (its words are the last of the permutation, never in the question's list).
     const char **ex = g->words + g->n_words - g->cwe_n_example;
     rng ri = rng_stream(g->base, STREAM_ICL, 0, 0);
-    sbuf ctx = {0}, b = {0};
+    strbuf ctx = {0}, b = {0};
     if (cwe_list(g, &ri, ex, CWE_NUM_COMMON, ex_fc, g->cwe_n_example - CWE_NUM_COMMON, ex_fu, &ctx)) {
         sb_free(&ctx);
         return oom(err);
@@ -1253,7 +1194,7 @@ static int cwe_fixed(gen *g, rc_err *err) {
     return rc;
 }
 
-static int cwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int cwe_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
     return cwe_list(g, &r, g->words, CWE_NUM_COMMON, g->cwe_freq_common, (int)n, g->cwe_freq_uncommon, ctx);
 }
@@ -1317,7 +1258,7 @@ fail:
     return oom(err);
 }
 
-static int fwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int fwe_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     size_t total = 0;
     int n_used = 0;
     for (; n_used < g->n_codes && fwe_count(n, n_used) > 0; n_used++) total += (size_t)fwe_count(n, n_used);
@@ -1338,7 +1279,7 @@ static int fwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
 // Sizing
 
 typedef struct built {
-    sbuf prompt;
+    strbuf prompt;
     int64_t n, n_tokens;
     size_t ctx_begin, ctx_end;
     size_t needle_off[MAX_NEEDLES];  // in the prompt
@@ -1356,7 +1297,7 @@ static int count_tokens(const gen *g, const char *text, size_t n_bytes, int64_t 
 
 // The prompt for size n (variant: another draw of the sized part's randomness).
 static int probe(gen *g, int64_t n, uint64_t variant, built *b, rc_err *err) {
-    sbuf *ctx = &g->ctx;
+    strbuf *ctx = &g->ctx;
     sb_clear(ctx);
     size_t noff[MAX_NEEDLES] = {0};
     int rc;
@@ -1367,7 +1308,7 @@ static int probe(gen *g, int64_t n, uint64_t variant, built *b, rc_err *err) {
     default: rc = fwe_context(g, n, variant, ctx); break;
     }
     if (rc || ctx->oom || g->h.oom) return oom(err);
-    sbuf *p = &b->prompt;
+    strbuf *p = &b->prompt;
     sb_clear(p);
     if (g->chat_pre) sb_puts(p, g->chat_pre);
     sb_puts(p, g->head);

@@ -13,6 +13,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "core/array.h"
+#include "core/hash.h"
+
 enum vocab_kind { VOCAB_BPE, VOCAB_SPM };
 
 // GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
@@ -53,11 +56,7 @@ typedef struct strmap {
 } strmap;
 
 static uint64_t hash_bytes(const char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;  // FNV-1a
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ull;
-    }
+    const uint64_t h = fnv1a(FNV1A_INIT, p, n);
     return h ^ (h >> 29);
 }
 
@@ -349,7 +348,7 @@ static const pre_def k_pre_defs[] = {
 };
 
 static const pre_def *find_pre(gguf_str name) {
-    for (size_t i = 0; i < sizeof(k_pre_defs) / sizeof(k_pre_defs[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(k_pre_defs); i++)
         for (const char *const *n = k_pre_defs[i].names; *n; n++)
             if (gguf_str_eq(name, *n)) return &k_pre_defs[i];
     return NULL;
@@ -595,7 +594,6 @@ static int text_in(const char *txt, size_t len, const char *const *list, size_t 
     return 0;
 }
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static int build_pieces(tokenizer *t, rc_err *err) {
     // Decoded text is never longer than the stored text (byte-level chars are
@@ -753,14 +751,14 @@ static int init_impl(tokenizer *t, const gguf_file *f, rc_err *err) {
     for (int32_t id = 0; id < t->n_vocab; id++) {
         size_t len;
         const char *txt = tok_text(t, id, &len);
-        if (text_in(txt, len, k_eog_texts, COUNT_OF(k_eog_texts)) ||
-            text_in(txt, len, k_fim_eog_texts, COUNT_OF(k_fim_eog_texts)))
+        if (text_in(txt, len, k_eog_texts, ARRAY_LEN(k_eog_texts)) ||
+            text_in(txt, len, k_fim_eog_texts, ARRAY_LEN(k_fim_eog_texts)))
             t->attr[id] |= ATTR_CONTROL | ATTR_EOG;
-        else if (text_in(txt, len, k_fim_texts, COUNT_OF(k_fim_texts)))
+        else if (text_in(txt, len, k_fim_texts, ARRAY_LEN(k_fim_texts)))
             t->attr[id] |= ATTR_CONTROL;
     }
     const int32_t eog_ids[] = {t->eos, eot, eom, fim_pad, fim_rep, fim_sep};
-    for (size_t i = 0; i < COUNT_OF(eog_ids); i++)
+    for (size_t i = 0; i < ARRAY_LEN(eog_ids); i++)
         if (eog_ids[i] >= 0) t->attr[eog_ids[i]] |= ATTR_EOG;
 
     for (int b = 0; b < 256; b++) {
