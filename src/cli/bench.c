@@ -245,11 +245,8 @@ int cmd_bench(int argc, char **argv) {
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
     method_spec methods[MAX_METHODS];
     const int n_methods = method_list_parse(methods_arg, &base, k_explicit, budget_explicit, methods, MAX_METHODS);
-    char command[4096] = "recall bench";
-    for (int a = 1; a < argc; a++) {  // argv after the config merge: the whole setting
-        size_t len = strlen(command);
-        snprintf(command + len, sizeof(command) - len, " %s", argv[a]);
-    }
+    char command[4096];
+    cli_command_line("recall bench", argc, argv, command, sizeof(command));
     const char *kv_name = kv_elem == KV_F16 ? "f16" : "f32";
     FILE *csv = NULL;  // rank 0; open before any work so a bad path fails at once
     if (rank0 && csv_path) {
