@@ -9,6 +9,7 @@
 #include "core/array.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
+#include "eval/text.h"
 
 // ---------------------------------------------------------------- scoring
 
@@ -166,43 +167,13 @@ static uint64_t splitmix64(uint64_t *state) { return splitmix64_next(state); }
 static size_t pick(uint64_t *rng, size_t n) { return (size_t)(splitmix64(rng) % n); }
 
 
-static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
-
-// Would a sentence end just before byte i (i >= 1)? The text there is
-// ".", "!" or "?", possibly followed by closing quotes or brackets (ASCII or
-// UTF-8 ’ ”), and not an honorific like "Mr.".
-static int sentence_ends_before(const char *t, size_t i) {
-    while (i >= 1) {
-        char c = t[i - 1];
-        if (c == '"' || c == '\'' || c == ')' || c == ']') {
-            i--;
-        } else if (i >= 3 && (unsigned char)t[i - 3] == 0xe2 && (unsigned char)t[i - 2] == 0x80 &&
-                   ((unsigned char)t[i - 1] == 0x99 || (unsigned char)t[i - 1] == 0x9d)) {
-            i -= 3;
-        } else {
-            break;
-        }
-    }
-    if (i < 1) return 0;
-    char c = t[i - 1];
-    if (c == '!' || c == '?') return 1;
-    if (c != '.') return 0;
-    static const char *const honorifics[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Esq"};
-    size_t w = i - 1;  // the word before the period: [w0, w)
-    size_t w0 = w;
-    while (w0 > 0 && isalpha((unsigned char)t[w0 - 1])) w0--;
-    for (size_t k = 0; k < ARRAY_LEN(honorifics); k++)
-        if (w - w0 == strlen(honorifics[k]) && memcmp(t + w0, honorifics[k], w - w0) == 0) return 0;
-    return 1;
-}
-
 // Insertion points: 0, len, and i where a sentence ends before a whitespace
 // byte t[i] (sentences) or where any whitespace run starts (words).
 static int is_sentence_point(const char *t, size_t len, size_t i) {
-    return i == 0 || i == len || (is_space(t[i]) && sentence_ends_before(t, i));
+    return i == 0 || i == len || (text_is_space(t[i]) && text_sentence_ends_before(t, i));
 }
 static int is_word_point(const char *t, size_t len, size_t i) {
-    return i == 0 || i == len || (is_space(t[i]) && !is_space(t[i - 1]));
+    return i == 0 || i == len || (text_is_space(t[i]) && !text_is_space(t[i - 1]));
 }
 
 // The insertion point nearest to target (ties: the earlier one).
@@ -231,9 +202,9 @@ static char *build_context(const char *hay, size_t hay_len, size_t n_bytes, size
     // The lookahead byte t[n_bytes] decides whether a sentence ends at n_bytes.
     size_t cut = 0;
     for (size_t i = n_bytes; i > 0 && !cut; i--)
-        if (is_space(t[i]) && sentence_ends_before(t, i)) cut = i;
+        if (text_is_space(t[i]) && text_sentence_ends_before(t, i)) cut = i;
     for (size_t i = n_bytes; i > 0 && !cut; i--)
-        if (is_space(t[i]) && !is_space(t[i - 1])) cut = i;
+        if (text_is_space(t[i]) && !text_is_space(t[i - 1])) cut = i;
     if (!cut) {
         cut = n_bytes;
         while (cut > 0 && ((unsigned char)t[cut] & 0xc0) == 0x80) cut--;  // not inside a UTF-8 character
@@ -355,10 +326,10 @@ int probe_make_example(int kind, const char *haystack, size_t haystack_len, int6
         sb_put(&p, ctx + done, ins[k].at - done);
         done = ins[k].at;
         // One space separates the sentence from text it would otherwise touch.
-        if (!p.oom && !is_space(p.p[p.n - 1])) sb_puts(&p, " ");
+        if (!p.oom && !text_is_space(p.p[p.n - 1])) sb_puts(&p, " ");
         size_t sentence_at = p.n;
         sb_puts(&p, ins[k].text);
-        if (ins[k].at < ctx_len && !is_space(ctx[ins[k].at])) sb_puts(&p, " ");
+        if (ins[k].at < ctx_len && !text_is_space(ctx[ins[k].at])) sb_puts(&p, " ");
         if (ins[k].is_needle) {
             out->needle_begin = sentence_at + ins[k].span_begin;
             out->needle_end = sentence_at + ins[k].span_end;

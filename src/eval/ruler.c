@@ -31,6 +31,7 @@
 #include "core/hash.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
+#include "eval/text.h"
 #include "tokenizer/chat.h"
 
 // ---------------------------------------------------------------------------
@@ -444,34 +445,6 @@ static void random_value(rng *r, value_kind k, strbuf *out) {
     }
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-
-// ---------------------------------------------------------------------------
-// Boundaries. The class of the boundary after a word: a sentence ends at
-// . ! ? (closing quotes and brackets allowed after it) unless the word is a
-// title or an initial ("Mr.", "J."), a clause at , ; :.
-
-enum { BOUND_WORD = 0, BOUND_CLAUSE = 1, BOUND_SENTENCE = 2 };
-
-static int is_abbreviation(const char *w, size_t n) {
-    static const char *const ABBREV[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Messrs", "Col", "Capt", "Gen", "Rev", "Esq", "Lt"};
-    while (n && (*w == '"' || *w == '\'' || *w == '(' || *w == '_')) w++, n--;
-    if (n == 1 && w[0] >= 'A' && w[0] <= 'Z') return 1;
-    for (size_t i = 0; i < ARRAY_LEN(ABBREV); i++)
-        if (strlen(ABBREV[i]) == n && memcmp(ABBREV[i], w, n) == 0) return 1;
-    return 0;
-}
-
-static int boundary_after(const char *w, size_t n) {
-    while (n && (w[n - 1] == '"' || w[n - 1] == '\'' || w[n - 1] == ')' || w[n - 1] == ']' || w[n - 1] == '_')) n--;
-    if (!n) return BOUND_WORD;
-    char c = w[n - 1];
-    if (c == '!' || c == '?') return BOUND_SENTENCE;
-    if (c == '.') return is_abbreviation(w, n - 1) ? BOUND_WORD : BOUND_SENTENCE;
-    if (c == ',' || c == ';' || c == ':') return BOUND_CLAUSE;
-    return BOUND_WORD;
-}
-
 // ---------------------------------------------------------------------------
 // Haystack: units joined by `sep`; needles go between units. cls[u] is the
 // boundary class before unit u (cls[n]: at the end).
@@ -588,7 +561,7 @@ static void hay_place(const hay *h, insert *ins, int k) {
         int64_t u0 = lo;
         if (u0 > umin && fabs((double)h->prefix[u0 - 1] - want) <= fabs((double)h->prefix[u0] - want)) u0--;
         int64_t chosen = u0;
-        for (int cls = BOUND_SENTENCE; cls > BOUND_WORD; cls--) {
+        for (int cls = TEXT_BOUND_SENTENCE; cls > TEXT_BOUND_WORD; cls--) {
             int64_t best = -1;
             double best_d = window;
             for (int64_t u = u0; u >= umin; u--) {
@@ -656,13 +629,13 @@ typedef struct essay {
 
 static int essay_scan(essay *e, size_t *off, size_t *len) {
     for (int wraps = 0;;) {
-        while (e->cursor < e->len && is_space(e->text[e->cursor])) e->cursor++;
+        while (e->cursor < e->len && text_is_space(e->text[e->cursor])) e->cursor++;
         if (e->cursor < e->len) break;
         e->cursor = 0;
         if (++wraps > 1) return -1;
     }
     size_t s = e->cursor;
-    while (e->cursor < e->len && !is_space(e->text[e->cursor])) e->cursor++;
+    while (e->cursor < e->len && !text_is_space(e->text[e->cursor])) e->cursor++;
     *off = s;
     *len = e->cursor - s;
     return 0;
@@ -671,17 +644,17 @@ static int essay_scan(essay *e, size_t *off, size_t *len) {
 // Positions the essay at the first sentence start at or after byte `at`.
 static int essay_start(essay *e, size_t at) {
     e->cursor = at < e->len ? at : 0;
-    while (e->cursor > 0 && e->cursor < e->len && !is_space(e->text[e->cursor - 1]) && !is_space(e->text[e->cursor]))
+    while (e->cursor > 0 && e->cursor < e->len && !text_is_space(e->text[e->cursor - 1]) && !text_is_space(e->text[e->cursor]))
         e->cursor++;  // skip the rest of a word we landed in
     size_t off, len;
-    int prev = BOUND_WORD;
+    int prev = TEXT_BOUND_WORD;
     for (int64_t i = 0; i < 200000; i++) {
         if (essay_scan(e, &off, &len)) return -1;
-        if (prev == BOUND_SENTENCE) {
+        if (prev == TEXT_BOUND_SENTENCE) {
             e->cursor = off;
             return 0;
         }
-        prev = boundary_after(e->text + off, len);
+        prev = text_boundary_after(e->text + off, len);
     }
     e->cursor = 0;
     return 0;
@@ -915,12 +888,12 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
         if (line->oom) return -1;
         int n_pieces = line_pieces(line->p, line->n, by_word, starts, MAX_LINE_PIECES);
         if (used + n_pieces <= m) {
-            hay_add_pool(h, line->p, line->n, BOUND_SENTENCE);
+            hay_add_pool(h, line->p, line->n, TEXT_BOUND_SENTENCE);
             used += n_pieces;
         } else {
             int64_t rest = m - used;  // 1 .. n_pieces-1
             size_t s = starts[n_pieces - rest];
-            hay_add_pool(h, line->p + s, line->n - s, BOUND_SENTENCE);
+            hay_add_pool(h, line->p + s, line->n - s, TEXT_BOUND_SENTENCE);
             used = m;
             if (h->oom) return -1;
             // The partial line goes first: rotate it to unit 0.
@@ -933,7 +906,7 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
         }
         if (h->oom) return -1;
     }
-    return hay_finish(h, BOUND_SENTENCE);
+    return hay_finish(h, TEXT_BOUND_SENTENCE);
 }
 
 static int niah_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx, size_t *needle_off) {
@@ -943,11 +916,11 @@ static int niah_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx, size_t
         if (essay_words(&g->es, n)) return -1;
         hay_reset(h, " ");
         for (int64_t u = 0; u < n; u++) {
-            int cls = u == 0 ? BOUND_SENTENCE
-                             : boundary_after(g->es.text + g->es.off[u - 1], g->es.wlen[u - 1]);
+            int cls = u == 0 ? TEXT_BOUND_SENTENCE
+                             : text_boundary_after(g->es.text + g->es.off[u - 1], g->es.wlen[u - 1]);
             hay_add_ext(h, g->es.text + g->es.off[u], g->es.wlen[u], cls);
         }
-        int cls_end = n ? boundary_after(g->es.text + g->es.off[n - 1], g->es.wlen[n - 1]) : BOUND_SENTENCE;
+        int cls_end = n ? text_boundary_after(g->es.text + g->es.off[n - 1], g->es.wlen[n - 1]) : TEXT_BOUND_SENTENCE;
         if (hay_finish(h, cls_end)) return -1;
     } else {
         rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
@@ -1435,7 +1408,7 @@ static int setup_chat(gen *g, rc_err *err) {
     // The answer prefix continues the assistant turn: no leading space after
     // a header that ends in whitespace (ChatML "assistant\n", Llama-3 "\n\n").
     size_t n = strlen(g->chat_post);
-    if (n && is_space(g->chat_post[n - 1]) && g->answer_prefix[0] == ' ')
+    if (n && text_is_space(g->chat_post[n - 1]) && g->answer_prefix[0] == ' ')
         memmove(g->answer_prefix, g->answer_prefix + 1, strlen(g->answer_prefix));
     return 0;
 }
@@ -1592,7 +1565,7 @@ int ruler_load_prose(const char *path, char **text, size_t *len, rc_err *err) {
     }
     buf[n] = '\0';
     size_t words = 0;
-    for (size_t i = 0; i < n && !words; i++) words += !is_space(buf[i]);
+    for (size_t i = 0; i < n && !words; i++) words += !text_is_space(buf[i]);
     if (!words) {
         free(buf);
         return rc_fail(err, "ruler: the prose haystack %s is empty %s", path, hint);
