@@ -31,6 +31,7 @@
 #include "core/hash.h"
 #include "core/rng.h"
 #include "core/strbuf.h"
+#include "eval/ruler_words.h"
 #include "eval/text.h"
 #include "tokenizer/chat.h"
 
@@ -83,216 +84,6 @@
 #define FIT_MAX_PROBES 40
 #define FIT_MAX_VARIANTS 24
 
-// ---------------------------------------------------------------------------
-// Word lists: adjectives and nouns make the "words" keys and values
-// (adjective-noun, as RULER builds them from wonderwords); all three lists,
-// deduplicated, are cwe's vocabulary (RULER: nouns + adjectives + verbs).
-static const char *const RULER_ADJECTIVES[] = {
-    "able", "absent", "absolute", "abstract", "abundant", "academic", "acceptable", "accurate", "acid", "active",
-    "actual", "acute", "adequate", "adjacent", "adorable", "advanced", "afraid", "aggressive", "agile", "agreeable",
-    "alert", "alive", "alleged", "alone", "amateur", "amazing", "ambitious", "ample", "ancient", "angry", "annual",
-    "anxious", "apparent", "appropriate", "arctic", "arid", "aromatic", "artistic", "ashamed", "asleep", "assorted",
-    "astonishing", "athletic", "attractive", "automatic", "available", "average", "awake", "aware", "awesome", "awful",
-    "awkward", "bad", "bald", "bare", "basic", "beautiful", "beneficial", "best", "better", "big", "bitter", "bizarre",
-    "black", "bland", "blank", "bleak", "blind", "blond", "blue", "blunt", "bold", "boring", "bouncy", "brave", "brief",
-    "bright", "brilliant", "brisk", "broad", "broken", "bronze", "brown", "bumpy", "burly", "busy", "calm", "capable",
-    "careful", "careless", "casual", "cautious", "central", "certain", "charming", "cheap", "cheerful", "chemical",
-    "chief", "chilly", "chubby", "circular", "civic", "civil", "classic", "clean", "clear", "clever", "close", "cloudy",
-    "clumsy", "coarse", "cold", "colorful", "comfortable", "common", "compact", "competent", "complete", "complex",
-    "concrete", "confident", "conscious", "constant", "content", "cool", "corporate", "correct", "cosmic", "costly",
-    "courageous", "cozy", "crazy", "creamy", "creative", "crisp", "critical", "crooked", "crowded", "crucial", "cruel",
-    "crunchy", "cuddly", "cultural", "curious", "curly", "current", "curved", "cute", "daily", "damp", "dangerous",
-    "dark", "dazzling", "dead", "deaf", "dear", "decent", "decisive", "deep", "defiant", "delicate", "delicious",
-    "delightful", "dense", "dental", "desperate", "detailed", "different", "difficult", "digital", "diligent", "direct",
-    "dirty", "distant", "divine", "dizzy", "domestic", "dominant", "double", "dramatic", "dreary", "dry", "dual", "due",
-    "dull", "durable", "dusty", "eager", "early", "earnest", "eastern", "easy", "economic", "educational", "efficient",
-    "elaborate", "elastic", "elderly", "electric", "elegant", "elementary", "elite", "eloquent", "emotional", "empty",
-    "endless", "energetic", "enormous", "entire", "equal", "essential", "eternal", "ethical", "even", "evident", "evil",
-    "exact", "excellent", "excited", "exotic", "expensive", "expert", "explicit", "express", "extinct", "extra",
-    "extreme", "fabulous", "faint", "fair", "faithful", "false", "familiar", "famous", "fancy", "fantastic", "far",
-    "fast", "fat", "fatal", "faulty", "fearless", "federal", "feeble", "fertile", "festive", "few", "fierce", "filthy",
-    "final", "financial", "fine", "firm", "first", "fiscal", "fit", "fixed", "flaky", "flat", "flawless", "flexible",
-    "fluffy", "fluid", "focal", "fond", "foolish", "foreign", "formal", "former", "fortunate", "fragile", "frail",
-    "frank", "free", "frequent", "fresh", "friendly", "frightened", "frosty", "frozen", "frugal", "full", "functional",
-    "funny", "furry", "fuzzy", "gallant", "general", "generous", "gentle", "genuine", "giant", "gifted", "gigantic",
-    "gleaming", "global", "glorious", "glossy", "golden", "good", "gorgeous", "graceful", "gradual", "grand",
-    "grateful", "grave", "gray", "greasy", "great", "green", "grim", "gross", "grumpy", "guilty", "habitual", "hairy",
-    "half", "handsome", "handy", "happy", "hard", "harmful", "harmless", "harsh", "hasty", "healthy", "heavy",
-    "helpful", "hidden", "high", "hilarious", "hollow", "holy", "honest", "hopeful", "horizontal", "hostile", "hot",
-    "huge", "humble", "humid", "hungry", "hurried", "icy", "ideal", "identical", "idle", "ignorant", "illegal",
-    "immense", "immune", "impartial", "imperfect", "important", "impossible", "inborn", "incredible", "indirect",
-    "indoor", "infamous", "infinite", "informal", "initial", "inner", "innocent", "intense", "internal", "jagged",
-    "jealous", "jolly", "joyful", "juicy", "junior", "just", "keen", "key", "kind", "large", "last", "late", "lavish",
-    "lazy", "lean", "legal", "lengthy", "level", "light", "likely", "limited", "linear", "liquid", "literary", "little",
-    "live", "lively", "local", "logical", "lone", "lonely", "long", "loose", "lost", "loud", "lovely", "low", "loyal",
-    "lucky", "lukewarm", "lush", "magic", "magnetic", "main", "major", "male", "mammoth", "manual", "marine", "massive",
-    "mature", "maximum", "meager", "medical", "medium", "mellow", "mental", "mere", "messy", "metallic", "mighty",
-    "mild", "military", "minimal", "minor", "minute", "misty", "mixed", "mobile", "modern", "modest", "moist", "molten",
-    "monthly", "moral", "mortal", "motionless", "muddy", "musical", "mute", "mutual", "mysterious", "naive", "narrow",
-    "nasty", "national", "native", "natural", "naughty", "near", "neat", "necessary", "needy", "negative", "nervous",
-    "neutral", "new", "next", "nice", "nimble", "noble", "noisy", "normal", "notable", "novel", "numb", "numerous",
-    "nutty", "obedient", "obese", "obvious", "occasional", "odd", "official", "oily", "old", "olive", "only", "open",
-    "optimal", "optional", "orange", "ordinary", "organic", "original", "other", "outer", "oval", "overt", "pale",
-    "parallel", "partial", "passive", "past", "patient", "peaceful", "perfect", "periodic", "personal", "petty",
-    "physical", "pink", "plain", "plastic", "pleasant", "plump", "polite", "poor", "popular", "portable", "positive",
-    "potential", "powerful", "practical", "precious", "precise", "pregnant", "premium", "present", "pretty", "previous",
-    "pricey", "primary", "prime", "private", "probable", "productive", "profound", "prompt", "proper", "proud",
-    "public", "pure", "purple", "quaint", "quick", "quiet", "radical", "rapid", "rare", "raw", "ready", "real",
-    "recent", "regular", "related", "remote", "rich", "rigid", "ripe", "robust", "rocky", "romantic", "rotten", "rough",
-    "round", "royal", "rural", "rustic", "sacred", "sad", "safe", "salty", "same", "sandy", "scarce", "scary", "secret",
-    "secure", "select", "selfish", "senior", "sensitive", "separate", "serene", "serious", "severe", "shabby",
-    "shallow", "sharp", "shiny", "short", "shy", "silent", "silky", "silly", "silver", "similar", "simple", "sincere",
-    "single", "skinny", "sleepy", "slim", "slippery", "slow", "small", "smart", "smooth", "snappy", "soft", "solar",
-    "solid", "sour", "spare", "special", "spicy", "splendid", "square", "stable", "stale", "steady", "steep", "sticky",
-    "stiff", "still", "strange", "strict", "striped", "strong", "stupid", "sturdy", "subtle", "sudden", "sunny",
-    "super", "superb", "supreme", "sweet", "swift", "tall", "tame", "tart", "tasty", "tender", "tense", "terrible",
-    "thick", "thin", "thirsty", "tidy", "tight", "timely", "tiny", "tired", "total", "tough", "toxic", "tragic",
-    "tricky", "tropical", "true", "typical", "ugly", "ultimate", "unique", "united", "unusual", "upper", "urban",
-    "urgent", "useful", "useless", "usual", "vague", "valid", "vast", "verbal", "vibrant", "vicious", "violent",
-    "virtual", "visible", "visual", "vital", "vivid", "vocal", "warm", "wary", "weak", "wealthy", "weary", "weekly",
-    "weird", "western", "wet", "white", "whole", "wicked", "wide", "wild", "windy", "wise", "witty", "wooden", "woolly",
-    "worldly", "worried", "worthy", "wrong", "yellow", "young", "youthful", "zealous", "zesty"
-};
-static const char *const RULER_NOUNS[] = {
-    "abbey", "access", "accident", "account", "acorn", "actor", "adapter", "address", "advice", "affair", "agency",
-    "agenda", "agent", "airport", "alarm", "album", "alley", "almond", "altar", "amount", "anchor", "angle", "animal",
-    "ankle", "answer", "antelope", "apple", "apricot", "apron", "arch", "archer", "area", "arena", "argument",
-    "armchair", "army", "arrow", "artist", "ash", "attic", "auction", "aunt", "author", "avenue", "award", "axis",
-    "baby", "backpack", "bacon", "badge", "bag", "bagel", "bakery", "balance", "balcony", "ball", "ballet", "balloon",
-    "bamboo", "banana", "band", "bank", "banner", "barber", "barn", "barrel", "basket", "bat", "bath", "battery",
-    "beach", "beacon", "bead", "beak", "beam", "bean", "bear", "beard", "bed", "bee", "beetle", "bell", "belt", "bench",
-    "berry", "bicycle", "bike", "bird", "biscuit", "bishop", "blanket", "blender", "block", "blossom", "board", "boat",
-    "body", "bolt", "bone", "bonnet", "book", "boot", "border", "bottle", "boulder", "bowl", "box", "boy", "bracelet",
-    "brain", "branch", "bread", "breeze", "brick", "bride", "bridge", "brook", "broom", "brother", "brush", "bubble",
-    "bucket", "buffalo", "bugle", "building", "bulb", "bull", "bundle", "bunker", "burger", "bus", "bush", "butter",
-    "button", "cabin", "cabinet", "cable", "cactus", "cafe", "cake", "calendar", "camel", "camera", "camp", "canal",
-    "candle", "candy", "cane", "cannon", "canoe", "canvas", "canyon", "cap", "captain", "car", "caravan", "card",
-    "cargo", "carpet", "carrot", "cart", "castle", "cat", "cattle", "cave", "ceiling", "celery", "cell", "cellar",
-    "cement", "chain", "chair", "chalk", "champion", "channel", "chapel", "chapter", "charcoal", "charity", "chart",
-    "cheese", "chef", "cherry", "chess", "chest", "chicken", "child", "chimney", "chin", "chip", "chisel", "choir",
-    "church", "cider", "cinema", "circle", "circus", "citizen", "city", "clam", "class", "claw", "clay", "cliff",
-    "climate", "clinic", "clock", "closet", "cloud", "clover", "clown", "club", "coach", "coal", "coast", "coat",
-    "cobra", "cocoa", "coconut", "code", "coffee", "coin", "collar", "college", "colony", "column", "comb", "comet",
-    "compass", "concert", "condor", "cookie", "copper", "coral", "cord", "cork", "corn", "corner", "cottage", "cotton",
-    "couch", "counter", "country", "couple", "courage", "court", "cousin", "cow", "crab", "cradle", "crane", "crater",
-    "crayon", "cream", "creek", "crew", "cricket", "crown", "crystal", "cube", "cup", "cupboard", "curtain", "cushion",
-    "customer", "cycle", "dagger", "dairy", "daisy", "dam", "dancer", "daughter", "dawn", "deck", "deer", "degree",
-    "delta", "dentist", "desert", "desk", "dessert", "diamond", "diary", "dinner", "dinosaur", "diploma", "director",
-    "dish", "doctor", "dog", "doll", "dolphin", "dome", "donkey", "door", "dough", "dove", "dragon", "drawer", "dream",
-    "dress", "drill", "drum", "duck", "dune", "dust", "eagle", "ear", "earth", "easel", "echo", "eel", "egg", "elbow",
-    "elephant", "elevator", "elk", "embassy", "emerald", "empire", "engine", "engineer", "envelope", "eraser", "estate",
-    "evening", "exam", "eye", "fabric", "face", "factory", "falcon", "family", "fan", "farm", "farmer", "feast",
-    "feather", "fence", "ferry", "festival", "fiddle", "field", "fig", "film", "finger", "fire", "fireplace", "fish",
-    "flag", "flame", "flute", "foam", "fog", "folder", "forest", "fork", "fort", "fossil", "fountain", "fox", "frame",
-    "friend", "frog", "fruit", "fuel", "furnace", "gallery", "game", "garage", "garden", "garlic", "gate", "gazelle",
-    "gear", "gem", "ghost", "gift", "ginger", "giraffe", "girl", "glacier", "glass", "glove", "goat", "gold", "golf",
-    "goose", "gorilla", "gown", "grain", "grape", "grass", "gravel", "guitar", "gull", "gym", "hall", "hammer",
-    "hamster", "hand", "harbor", "harp", "hat", "hawk", "hay", "heart", "hedge", "helmet", "hen", "herb", "hero",
-    "heron", "highway", "hill", "hinge", "hippo", "hobby", "honey", "hood", "hook", "horizon", "horn", "horse",
-    "hospital", "hotel", "house", "hut", "ice", "icicle", "idea", "igloo", "inch", "index", "ink", "insect", "island",
-    "ivory", "jacket", "jaguar", "jam", "jar", "jaw", "jeans", "jelly", "jet", "jewel", "journal", "judge", "jug",
-    "juice", "jungle", "kangaroo", "kettle", "key", "kidney", "king", "kitchen", "kite", "kitten", "knee", "knife",
-    "knight", "knot", "koala", "label", "ladder", "lady", "lagoon", "lake", "lamb", "lamp", "lantern", "laptop", "lawn",
-    "lawyer", "leaf", "lemon", "lens", "leopard", "letter", "lettuce", "library", "lighthouse", "lily", "lime", "lion",
-    "lizard", "llama", "lobster", "lock", "locket", "lodge", "loft", "log", "lounge", "lunch", "lung", "magnet",
-    "mailbox", "mammal", "manager", "mango", "mansion", "map", "maple", "marble", "market", "mask", "mast", "meadow",
-    "melon", "menu", "mesa", "metal", "meteor", "microphone", "mill", "mineral", "mint", "mirror", "mitten", "moat",
-    "monk", "monkey", "moon", "moose", "morning", "mosque", "moss", "moth", "motor", "mountain", "mouse", "mouth",
-    "mud", "mule", "muscle", "museum", "mushroom", "music", "nail", "napkin", "nature", "neck", "necklace", "needle",
-    "nest", "net", "newt", "night", "noodle", "nose", "notebook", "novelist", "nurse", "nut", "oak", "oar", "oasis",
-    "ocean", "octopus", "office", "oil", "olive", "onion", "opera", "orbit", "orchard", "orchestra", "organ", "ostrich",
-    "otter", "oven", "owl", "ox", "oyster", "paddle", "page", "pail", "painter", "pajamas", "palace", "palm", "pan",
-    "panda", "panther", "paper", "parade", "parcel", "park", "parrot", "party", "pasta", "path", "patio", "peach",
-    "peacock", "peak", "peanut", "pear", "pearl", "pebble", "pelican", "pen", "pencil", "penguin", "pepper", "piano",
-    "pickle", "picnic", "pie", "pier", "pig", "pigeon", "pillow", "pilot", "pine", "pipe", "pirate", "pistol", "pizza",
-    "plain", "planet", "plank", "plant", "plate", "platform", "plum", "pocket", "poem", "poet", "pond", "pony", "pool",
-    "port", "porch", "portrait", "post", "pot", "potato", "pottery", "prairie", "prince", "princess", "printer",
-    "prism", "puddle", "pumpkin", "puppet", "puppy", "purse", "puzzle", "pyramid", "quarry", "queen", "quill", "quilt",
-    "rabbit", "raccoon", "radio", "radish", "raft", "rail", "rain", "rainbow", "raisin", "ranch", "raven", "razor",
-    "reef", "reptile", "ribbon", "rice", "riddle", "ring", "river", "road", "robe", "robin", "robot", "rock", "rocket",
-    "roof", "room", "rooster", "root", "rope", "rose", "ruby", "rug", "ruler", "saddle", "safari", "sail", "sailor",
-    "salad", "salmon", "salt", "sand", "sandal", "satellite", "sauce", "saucer", "sausage", "saw", "scale", "scarf",
-    "school", "scissors", "scooter", "scout", "screen", "sea", "seal", "season", "seed", "shadow", "shark", "sheep",
-    "shelf", "shell", "shield", "ship", "shirt", "shoe", "shop", "shore", "shovel", "shrimp", "sister", "skate",
-    "skeleton", "skirt", "skull", "sky", "sled", "sleeve", "slipper", "snail", "snake", "snow", "soap", "sock", "sofa",
-    "soldier", "soup", "spade", "spider", "spinach", "sponge", "spoon", "spring", "squash", "squid", "squirrel",
-    "stable", "stadium", "stage", "stair", "stamp", "star", "station", "statue", "steam", "stone", "stool", "storm",
-    "stove", "straw", "stream", "street", "string", "student", "studio", "submarine", "sugar", "suitcase", "summit",
-    "sun", "sunset", "swamp", "swan", "sweater", "sword", "table", "tablet", "tail", "tailor", "tank", "tape", "taxi",
-    "tea", "teacher", "teapot", "telescope", "temple", "tent", "terrace", "theater", "thread", "throne", "thumb",
-    "ticket", "tiger", "timber", "toast", "toe", "tomato", "tongue", "tool", "tooth", "torch", "tortoise", "towel",
-    "tower", "town", "toy", "tractor", "trail", "train", "tray", "treasure", "tree", "triangle", "trophy", "truck",
-    "trumpet", "trunk", "tuba", "tulip", "tunnel", "turkey", "turtle", "twig", "umbrella", "uncle", "unicorn",
-    "universe", "valley", "van", "vase", "vault", "vegetable", "velvet", "vessel", "village", "vine", "violin",
-    "volcano", "vulture", "waffle", "wagon", "waiter", "wall", "wallet", "walnut", "walrus", "wand", "wardrobe",
-    "warrior", "wasp", "watch", "water", "waterfall", "wave", "wax", "weasel", "whale", "wheat", "wheel", "whistle",
-    "willow", "window", "wine", "wing", "winter", "wire", "wizard", "wolf", "woman", "wood", "worm", "wreath", "wrench",
-    "yacht", "yak", "yard", "yarn", "zebra", "zipper", "zoo"
-};
-static const char *const RULER_VERBS[] = {
-    "accept", "achieve", "acquire", "adapt", "add", "adjust", "admire", "admit", "adopt", "advise", "afford", "agree",
-    "aim", "allow", "alter", "amuse", "analyze", "announce", "annoy", "appear", "applaud", "apply", "appoint",
-    "approve", "argue", "arise", "arrange", "arrest", "arrive", "ask", "assemble", "assess", "assist", "assume",
-    "attach", "attack", "attempt", "attend", "attract", "avoid", "bake", "balance", "bang", "bathe", "battle", "beam",
-    "beg", "begin", "behave", "belong", "bend", "bet", "bind", "bite", "blend", "bless", "blink", "blow", "boast",
-    "boil", "borrow", "bounce", "bow", "brake", "breathe", "breed", "bring", "broadcast", "browse", "build", "bump",
-    "burn", "burst", "bury", "buy", "calculate", "call", "camp", "capture", "care", "carry", "carve", "cast", "catch",
-    "cause", "celebrate", "challenge", "change", "charge", "chase", "chat", "check", "cheer", "chew", "choke", "choose",
-    "chop", "claim", "clap", "clean", "clear", "climb", "cling", "close", "coach", "collapse", "collect", "comb",
-    "come", "command", "comment", "commit", "compare", "compete", "complain", "complete", "compose", "concentrate",
-    "concern", "conclude", "confess", "confirm", "confuse", "connect", "consider", "consist", "construct", "consult",
-    "contain", "continue", "contribute", "control", "convert", "convince", "cook", "copy", "correct", "cough", "count",
-    "crash", "crawl", "create", "creep", "criticize", "cross", "crush", "cry", "cure", "curl", "cut", "dare", "deal",
-    "debate", "decay", "deceive", "decide", "declare", "decorate", "decrease", "defeat", "defend", "define", "delay",
-    "deliver", "demand", "deny", "depart", "depend", "deposit", "describe", "deserve", "design", "desire", "destroy",
-    "detect", "develop", "differ", "dig", "dine", "direct", "disagree", "disappear", "discover", "discuss", "dislike",
-    "dissolve", "distribute", "disturb", "dive", "divide", "donate", "doubt", "drag", "drain", "draw", "dress", "drift",
-    "drink", "drive", "drop", "drown", "dry", "dwell", "earn", "eat", "edit", "educate", "elect", "embrace", "emerge",
-    "employ", "empty", "enable", "encourage", "end", "endure", "enforce", "engage", "enhance", "enjoy", "enlarge",
-    "enter", "entertain", "escape", "establish", "estimate", "evaluate", "evolve", "examine", "exceed", "exchange",
-    "excite", "exclude", "excuse", "execute", "exercise", "exhibit", "exist", "expand", "expect", "explain", "explode",
-    "explore", "export", "expose", "extend", "fade", "fail", "fasten", "fear", "feed", "feel", "fetch", "fight", "fill",
-    "find", "finish", "fix", "flap", "flee", "fling", "float", "flood", "flow", "fly", "fold", "follow", "forbid",
-    "force", "forecast", "forget", "forgive", "freeze", "frighten", "gain", "gather", "gaze", "generate", "get", "give",
-    "glance", "glide", "glow", "glue", "govern", "grab", "greet", "grin", "grind", "grip", "groan", "grow", "guard",
-    "guess", "guide", "hang", "happen", "harm", "hate", "hatch", "haul", "head", "heal", "hear", "heat", "help",
-    "hesitate", "hide", "hire", "hold", "hop", "hope", "hover", "hug", "hum", "hunt", "hurry", "hurt", "identify",
-    "ignore", "illustrate", "imagine", "imitate", "impress", "improve", "include", "increase", "indicate", "inform",
-    "inhale", "inject", "injure", "insist", "inspect", "inspire", "install", "instruct", "intend", "interrupt",
-    "introduce", "invent", "invest", "investigate", "invite", "iron", "irritate", "itch", "jog", "join", "joke",
-    "judge", "juggle", "jump", "justify", "kick", "kiss", "kneel", "knit", "knock", "land", "last", "laugh", "launch",
-    "lead", "leak", "lean", "learn", "leave", "lend", "lick", "lie", "lift", "like", "limp", "list", "listen", "live",
-    "load", "locate", "lock", "look", "lose", "love", "maintain", "manage", "march", "mark", "marry", "match", "matter",
-    "measure", "meet", "melt", "memorize", "mend", "mention", "milk", "mine", "mix", "moan", "modify", "monitor",
-    "move", "mow", "multiply", "murmur", "nod", "note", "notice", "number", "obey", "object", "observe", "obtain",
-    "occur", "offend", "offer", "open", "operate", "order", "organize", "owe", "own", "pack", "paint", "park",
-    "participate", "pass", "pause", "pay", "peel", "perform", "permit", "persuade", "pick", "pinch", "place", "plan",
-    "plant", "play", "plead", "please", "plug", "point", "poke", "polish", "pop", "possess", "post", "pour", "practice",
-    "praise", "pray", "preach", "predict", "prefer", "prepare", "present", "preserve", "press", "pretend", "prevent",
-    "print", "proceed", "produce", "program", "promise", "pronounce", "protect", "protest", "prove", "provide", "pull",
-    "pump", "punch", "punish", "purchase", "push", "quarrel", "question", "queue", "quit", "race", "rain", "raise",
-    "reach", "react", "read", "realize", "receive", "recognize", "recommend", "record", "recover", "reduce", "reflect",
-    "refuse", "regret", "reject", "relax", "release", "rely", "remain", "remember", "remind", "remove", "repair",
-    "repeat", "replace", "reply", "report", "request", "require", "rescue", "research", "resign", "resist", "respond",
-    "rest", "retire", "return", "reveal", "review", "reward", "ride", "ring", "rinse", "rise", "risk", "roar", "rob",
-    "rock", "roll", "rub", "ruin", "rule", "run", "rush", "sail", "satisfy", "save", "say", "scare", "scatter", "scold",
-    "scratch", "scream", "search", "seize", "select", "sell", "send", "sense", "serve", "settle", "sew", "shake",
-    "share", "shave", "shine", "shiver", "shock", "shoot", "shout", "show", "shrink", "shrug", "shut", "sigh", "sign",
-    "sing", "sink", "sip", "sit", "sketch", "ski", "skip", "slap", "sleep", "slide", "slip", "smash", "smell", "smile",
-    "smoke", "sneeze", "sniff", "snore", "soak", "solve", "sort", "speak", "spell", "spend", "spill", "spin", "spit",
-    "split", "spoil", "spray", "spread", "sprint", "squeeze", "stack", "stain", "stamp", "stand", "stare", "start",
-    "stay", "steal", "steer", "step", "stir", "stitch", "stop", "store", "stretch", "strike", "stroll", "struggle",
-    "study", "stuff", "submit", "succeed", "suck", "suffer", "suggest", "suit", "supply", "support", "suppose",
-    "surprise", "surround", "survive", "suspect", "swallow", "sway", "swear", "sweat", "sweep", "swell", "swim",
-    "swing", "switch", "talk", "tap", "taste", "teach", "tear", "tease", "tell", "tempt", "test", "thank", "thaw",
-    "think", "throw", "tickle", "tie", "tip", "tolerate", "touch", "tour", "tow", "trace", "trade", "train",
-    "transform", "translate", "transport", "trap", "travel", "treat", "tremble", "trick", "trim", "trip", "trot",
-    "trust", "try", "tug", "tumble", "turn", "twist", "type", "understand", "undress", "unfold", "unite", "unlock",
-    "unpack", "untie", "upgrade", "upset", "urge", "use", "vanish", "vary", "visit", "vote", "wait", "wake", "walk",
-    "wander", "want", "warn", "wash", "waste", "watch", "wave", "wear", "weave", "weep", "weigh", "welcome", "whip",
-    "whisper", "wiggle", "win", "wink", "wipe", "wish", "wobble", "wonder", "work", "worry", "wrap", "wreck", "wrestle",
-    "write", "yawn", "yell", "yield", "zoom"
-};
 
 
 static char *xstrdup(const char *s) {
@@ -433,8 +224,8 @@ static void random_value(rng *r, value_kind k, strbuf *out) {
         uint64_t lo = 1000000, hi = 9999999;  // 10^(d-1) .. 10^d - 1
         sb_printf(out, "%llu", (unsigned long long)(lo + rng_below(r, hi - lo + 1)));
     } else if (k == VAL_WORDS) {
-        sb_printf(out, "%s-%s", RULER_ADJECTIVES[rng_below(r, ARRAY_LEN(RULER_ADJECTIVES))],
-                  RULER_NOUNS[rng_below(r, ARRAY_LEN(RULER_NOUNS))]);
+        sb_printf(out, "%s-%s", ruler_adjectives[rng_below(r, ruler_n_adjectives)],
+                  ruler_nouns[rng_below(r, ruler_n_nouns)]);
     } else {
         uint64_t a = rng_next(r), b = rng_next(r);
         a = (a & ~0xf000ull) | 0x4000ull;                          // version 4
@@ -1111,13 +902,13 @@ static int cwe_list(gen *g, rng *r, const char **words, int n_common, int freq_c
 }
 
 static int cwe_fixed(gen *g, rc_err *err) {
-    int total = (int)(ARRAY_LEN(RULER_ADJECTIVES) + ARRAY_LEN(RULER_NOUNS) + ARRAY_LEN(RULER_VERBS));
+    int total = (int)(ruler_n_adjectives + ruler_n_nouns + ruler_n_verbs);
     g->words = malloc((size_t)total * sizeof(*g->words));
     if (!g->words) return oom(err);
     int n = 0;
-    for (size_t i = 0; i < ARRAY_LEN(RULER_ADJECTIVES); i++) g->words[n++] = RULER_ADJECTIVES[i];
-    for (size_t i = 0; i < ARRAY_LEN(RULER_NOUNS); i++) g->words[n++] = RULER_NOUNS[i];
-    for (size_t i = 0; i < ARRAY_LEN(RULER_VERBS); i++) g->words[n++] = RULER_VERBS[i];
+    for (size_t i = 0; i < ruler_n_adjectives; i++) g->words[n++] = ruler_adjectives[i];
+    for (size_t i = 0; i < ruler_n_nouns; i++) g->words[n++] = ruler_nouns[i];
+    for (size_t i = 0; i < ruler_n_verbs; i++) g->words[n++] = ruler_verbs[i];
     qsort(g->words, (size_t)n, sizeof(*g->words), cmp_str);
     int u = 0;
     for (int i = 0; i < n; i++)
@@ -1515,62 +1306,4 @@ void ruler_sample_free(ruler_sample *s) {
         for (int i = 0; i < s->n_needles; i++) free(s->needles[i]);
     free(s->needles);
     memset(s, 0, sizeof(*s));
-}
-
-static int lower_ascii(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
-
-static int contains_nocase(const char *hay, const char *needle) {
-    size_t n = strlen(needle);
-    if (n == 0) return 1;  // Python: '' in s
-    for (const char *h = hay; *h; h++) {
-        size_t i = 0;
-        while (i < n && h[i] && lower_ascii((unsigned char)h[i]) == lower_ascii((unsigned char)needle[i])) i++;
-        if (i == n) return 1;
-    }
-    return 0;
-}
-
-// RULER string_match_all: sum(r.lower() in pred.lower() for r in refs) / len(refs).
-// A plain substring test, so "1234567" is found inside "12345678".
-double ruler_score(const ruler_sample *s, const char *output) {
-    if (!s || !output || s->n_answers <= 0 || !s->answers) return 0.0;
-    int hits = 0;
-    for (int i = 0; i < s->n_answers; i++) hits += s->answers[i] && contains_nocase(output, s->answers[i]);
-    return (double)hits / (double)s->n_answers;
-}
-
-int ruler_load_prose(const char *path, char **text, size_t *len, rc_err *err) {
-    *text = NULL;
-    *len = 0;
-    const char *hint = "(launch/setup.sh extracts it from Debian's r-cran-janeaustenr)";
-    if (!path) return rc_fail(err, "ruler: no prose haystack path %s", hint);
-    FILE *f = fopen(path, "rb");
-    if (!f) return rc_fail(err, "ruler: cannot open the prose haystack %s: %s %s", path, strerror(errno), hint);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rc_fail(err, "ruler: the prose haystack %s is not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        return oom(err);
-    }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        free(buf);
-        return rc_fail(err, "ruler: reading the prose haystack %s: short read", path);
-    }
-    buf[n] = '\0';
-    size_t words = 0;
-    for (size_t i = 0; i < n && !words; i++) words += !text_is_space(buf[i]);
-    if (!words) {
-        free(buf);
-        return rc_fail(err, "ruler: the prose haystack %s is empty %s", path, hint);
-    }
-    *text = buf;
-    *len = n;
-    return 0;
 }
