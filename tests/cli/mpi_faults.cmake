@@ -68,6 +68,9 @@ if(CMAKE_SCRIPT_MODE_FILE)
 endif()
 
 # --------------------------------------------------------------- configure mode
+if(NOT MPI_C_FOUND OR NOT DEFINED recall_mpiexec_joined)
+  return()  # a build without MPI (-DRECALL_MPI=OFF)
+endif()
 set(fault_prompt "hello there, a prompt of a few words")
 foreach(fault "prefill_kv;1:prefill:2;1;allgatherv" "decode_mid;2:decode:3:mid;2;between two chunks")
   list(POP_FRONT fault tag spec rank what)
