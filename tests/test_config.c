@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cli/cli.h"
 #include "cli/config.h"
 
 static const struct option k_opts[] = {
@@ -119,5 +120,13 @@ int main(void) {
     argv = plain;
     cli_config_merge("generate", ":m:p:n:h", k_opts, &argc, &argv);
     CHECK(argc == 3 && argv == plain);
+    // The command line written into results: what a shell would run again.
+    char *cmd_argv[] = {"bench", "-m", "/x/m.gguf", "--csv", "/tmp/a b.csv", "--text", "it's", ""};
+    char line[256];
+    cli_command_line("recall bench", 8, cmd_argv, line, sizeof(line));
+    CHECK_MSG(strcmp(line, "recall bench -m /x/m.gguf --csv '/tmp/a b.csv' --text 'it'\\''s' ''") == 0, "%s", line);
+    char small[16];
+    cli_command_line("recall bench", 8, cmd_argv, small, sizeof(small));
+    CHECK_MSG(strlen(small) == sizeof(small) - 1 && strncmp(small, "recall bench -m", 15) == 0, "%s", small);
     TEST_MAIN_END();
 }

@@ -3,7 +3,7 @@
 // models (tests/golden/make_tiny_golden.py, which documents the .logits
 // format and how to regenerate them).
 //
-//   test_engine [GOLDEN_DIR]
+//   test_engine [GOLDEN_DIR [MODEL]]
 //
 // The models are the table of tests/support/tiny_zoo.c; the test writes each
 // one into a temporary directory (the .gguf files are not committed) and
@@ -12,7 +12,8 @@
 // golden is only ever compared with the model it was computed from. Pointing
 // GOLDEN_DIR at the output of `make_tiny_golden.py --variant V --out-dir DIR`
 // (a deliberately wrong reference) must make this test fail: that is how we
-// check that it can.
+// check that it can (MODEL: only that model of the table; the mutation
+// tests run this way on the wrong goldens under tests/data/tiny_mutants/).
 //
 // Checked per model, on a 64-token sequence (logits at every position):
 //   * prefill with logits_all, blocks of 7 (uneven) and of 512 (one block),
@@ -64,6 +65,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/hash.h"
 #include "engine/engine_internal.h"
 #include "test_backend.h"
 #include "gguf_writer.h"
@@ -185,10 +187,11 @@ static int golden_read(golden *g, const char *path) {
 static int file_fnv1a64(const char *path, uint64_t *n_bytes, uint64_t *hash) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
-    uint64_t h = 0xcbf29ce484222325ull, n = 0;
+    uint64_t h = FNV1A_INIT, n = 0;
     int c;
     while ((c = fgetc(fp)) != EOF) {
-        h = (h ^ (uint8_t)c) * 0x100000001b3ull;
+        const uint8_t byte = (uint8_t)c;
+        h = fnv1a(h, &byte, 1);
         n++;
     }
     fclose(fp);
@@ -719,6 +722,7 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv);
     }
     const char *golden_dir = argc > 1 ? argv[1] : TINY_DIR;
+    const char *only = argc > 2 ? argv[2] : NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);  // progress lines survive a sanitizer abort
     g_verbose = getenv("RECALL_TEST_VERBOSE") && atoi(getenv("RECALL_TEST_VERBOSE")) > 0;
     if (getenv("RECALL_TEST_THREADS") && atoi(getenv("RECALL_TEST_THREADS")) > 0)
@@ -732,6 +736,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < tiny_zoo_count(); i++) {
         const char *name = tiny_zoo_name(i);
+        if (only && strcmp(name, only) != 0) continue;
         char gpath[1024], lpath[1024];
         if (write_zoo_model(i, gpath, sizeof(gpath))) continue;
         snprintf(lpath, sizeof(lpath), "%s/%s.logits", golden_dir, name);

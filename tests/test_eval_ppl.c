@@ -13,7 +13,7 @@
 //      be off by about 1);
 //   2. recycled with K = C (nothing left out) equals full within 1e-4;
 //   3. the CSV has one row per method with the JSON's ppl.
-// Uses the real model and its tokenizer (RECALL_MODEL_PATH; exit 77 when it is
+// Uses the real model and its tokenizer (RECALL_MODEL_PATH; the test fails when it is
 // missing) on tests/data/prose/persuasion_ch1.txt at C = 512, E = 128.
 // The recall binary comes from $RECALL_BIN (tests/cli/eval.cmake sets it),
 // else ../recall next to this test's directory.
@@ -104,8 +104,7 @@ int main(void) {
     rc_err err = {{0}};
     model m;
     if (model_load(&m, RECALL_MODEL_PATH, &err)) {
-        printf("skipped: %s\n", err.msg);
-        return TEST_SKIP;
+        return test_missing_model(RECALL_MODEL_PATH, err.msg);
     }
     char bin[PATH_MAX + 16], dir[] = "/tmp/recall_test_eval_ppl_XXXXXX";
     recall_binary(bin, sizeof(bin));

@@ -220,8 +220,7 @@ int main(void) {
     rc_err err = {{0}};
     model m;
     if (model_load(&m, RECALL_MODEL_PATH, &err)) {
-        fprintf(stderr, "FAIL: the real model is required: %s\n  fetch it with: bash launch/setup.sh\n", err.msg);
-        return 1;
+        return test_missing_model(RECALL_MODEL_PATH, err.msg);
     }
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);

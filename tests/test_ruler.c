@@ -3,7 +3,7 @@
 //   * tiny tokenizer (tests/support/tiny_model.h: byte-level BPE, ChatML
 //     template): always runs;
 //   * the real model's tokenizer and chat template (SmolLM2, at
-//     RECALL_MODEL_PATH): skipped (77) when the file is missing, after the
+//     RECALL_MODEL_PATH): the test fails when the file is missing, after the
 //     tiny-tokenizer part has run.
 // The essay haystack is the repository's Persuasion chapter
 // (tests/data/prose), which the generator wraps around for long targets.
@@ -626,10 +626,8 @@ int main(void) {
 
     gguf_file f;
     if (gguf_open(&f, RECALL_MODEL_PATH, &err) != 0) {
-        printf("%s missing: real-tokenizer checks skipped\n", RECALL_MODEL_PATH);
         free(g_prose);
-        if (g_checks_failed) TEST_MAIN_END();
-        return TEST_SKIP;
+        return test_missing_model(RECALL_MODEL_PATH, err.msg);
     }
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &f, &err) == 0, "%s", err.msg);

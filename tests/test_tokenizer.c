@@ -503,22 +503,37 @@ static void test_api(const tokenizer *tok) {
     CHECK(in_range);
     free(ids);
 
-    // Speed: 100 KB of English prose, well under a second.
+    // Complexity, not wall-clock (a loaded machine makes any time limit
+    // flaky): encoding the text whole may take at most 1.5x the time of
+    // encoding its four quarters one after another (the same bytes, so the
+    // same caches), best of 7 runs each. Linear encoding gives ~1x; a
+    // quadratic one 4x.
     const char *para = "The quick brown fox jumps over the lazy dog, isn't it? In 2026, 3.5 million people "
                        "read   this sentence twice.\nThen they wrote it down again; nobody knows why.\n";
-    size_t pl = strlen(para), total = 100 * 1024;
+    size_t pl = strlen(para), total = 512 * 1024, quarter = total / 4;
     char *big = malloc(total + 1);
     for (size_t i = 0; i < total; i++) big[i] = para[i % pl];
-    double t0 = now_s();
-    int rc = tokenizer_encode(tok, big, total, 0, 1, &ids, &n, &err);
-    double dt = now_s() - t0;
-#if defined(__SANITIZE_ADDRESS__)
-    const double limit_s = 10.0;  // sanitizers slow everything down
-#else
-    const double limit_s = 1.0;
-#endif
-    CHECK_MSG(rc == 0 && dt < limit_s, "encoding 100 KB took %.3f s (limit %.1f s)", dt, limit_s);
-    printf("encode 100 KB: %zu tokens in %.1f ms\n", n, dt * 1e3);
+    int rc = 0;
+    double best[2] = {INFINITY, INFINITY};  // four quarters, whole
+    ids = NULL;
+    for (int rep = 0; rep < 7; rep++) {
+        for (int which = 0; which < 2; which++) {
+            double t0 = now_s();
+            for (int part = 0; part < (which ? 1 : 4); part++) {
+                free(ids);
+                ids = NULL;
+                rc |= tokenizer_encode(tok, big + (which ? 0 : part * quarter), which ? total : quarter, 0, 1, &ids,
+                                       &n, &err);
+            }
+            double dt = now_s() - t0;
+            if (dt < best[which]) best[which] = dt;
+        }
+    }
+    CHECK_MSG(rc == 0 && best[1] <= 1.5 * best[0],
+              "encoding 512 KB whole took %.2fx the time of its 4 quarters (%.2f ms vs %.2f ms; limit 1.5x)",
+              best[1] / best[0], best[1] * 1e3, best[0] * 1e3);
+    printf("encode 512 KB: %zu tokens in %.1f ms; as 4 quarters %.1f ms (%.2fx)\n", n, best[1] * 1e3, best[0] * 1e3,
+           best[1] / best[0]);
     // decoding the ids gives the text back
     char *back = malloc(total + 1);
     size_t m = 0, cap = tokenizer_decode_cap(tok);
@@ -530,7 +545,7 @@ static void test_api(const tokenizer *tok) {
         memcpy(back + m, piece, k);
         m += k;
     }
-    CHECK_MSG(m == total && memcmp(back, big, total) == 0, "100 KB text does not round-trip");
+    CHECK_MSG(m == total && memcmp(back, big, total) == 0, "512 KB text does not round-trip");
     free(piece);
     free(back);
     free(big);

@@ -72,11 +72,15 @@ static int cpu_weight_upload(const backend *b, weight *dst, const weight *src, r
 
 static void cpu_weight_free(const backend *b, weight *w) { *w = (weight){0}; }
 
+// RECALL_CPU_PORTABLE=1 forces the portable kernels, so the path a CPU
+// without AVX2 takes is tested on one that has it.
 static int cpu_has_avx2(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) {
+        const char *portable = getenv("RECALL_CPU_PORTABLE");
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        cached = !(portable && strcmp(portable, "0") != 0 && portable[0]) && __builtin_cpu_supports("avx2") &&
+                 __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     }
     return cached;
 }

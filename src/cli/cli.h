@@ -45,6 +45,10 @@ double cli_now(void);
 char *cli_read_file(const char *path, const char *what, size_t *n_bytes);
 // One CSV field, quoted (RFC 4180) when it holds a comma, quote or line break.
 void cli_csv_field(FILE *f, const char *s);
+// "HEAD ARG..." for argv[1..argc) (after the config merge: the whole setting),
+// an argument with a space or a shell metacharacter in single quotes, cut at
+// cap - 1 bytes. The one command-line rebuild of bench and eval.
+void cli_command_line(const char *head, int argc, char **argv, char *buf, size_t cap);
 
 int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);

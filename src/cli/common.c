@@ -160,3 +160,18 @@ void cli_csv_field(FILE *f, const char *s) {
     }
     fputc('"', f);
 }
+
+void cli_command_line(const char *head, int argc, char **argv, char *buf, size_t cap) {
+    if (cap == 0) return;
+    size_t len = (size_t)snprintf(buf, cap, "%s", head);
+    for (int a = 1; a < argc && len + 1 < cap; a++) {
+        const int quote = argv[a][0] == '\0' || strpbrk(argv[a], " \t\n\"'\\$`!*?;&|<>()[]{}#~") != NULL;
+        len += (size_t)snprintf(buf + len, cap - len, quote ? " '" : " ");
+        for (const char *c = argv[a]; *c && len + 1 < cap; c++) {
+            if (quote && *c == '\'') len += (size_t)snprintf(buf + len, cap - len, "'\\''");  // ' -> '\''
+            else buf[len++] = *c, buf[len] = '\0';
+        }
+        if (quote && len + 1 < cap) len += (size_t)snprintf(buf + len, cap - len, "'");
+    }
+    if (len >= cap) buf[cap - 1] = '\0';
+}

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/array.h"
 #include "core/read_file.h"
 
 // The commands that read a config file: a [section] naming one of them is
@@ -66,7 +67,7 @@ int cli_config_args(const char *text, const char *name, const char *command, con
             }
             char *sec = trim(s + 1, s + len - 1);
             int known = 0;
-            for (size_t i = 0; i < sizeof(k_commands) / sizeof(k_commands[0]); i++) known |= !strcmp(sec, k_commands[i]);
+            for (size_t i = 0; i < ARRAY_LEN(k_commands); i++) known |= !strcmp(sec, k_commands[i]);
             if (!known) {
                 rc = rc_fail(err, "%s:%d: unknown section '[%s]' (sections are [generate], [bench], [eval ruler], [eval ppl], [eval custom], [profile-heads] and [plan])", name, lineno,
                              sec);

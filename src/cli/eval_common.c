@@ -324,14 +324,6 @@ void eval_progress_end(eval_progress *p) {
     fprintf(stderr, "\n");
 }
 
-void eval_command_line(const char *head, int argc, char **argv, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s", head);
-    for (int a = 1; a < argc; a++) {
-        size_t len = strlen(buf);
-        snprintf(buf + len, cap - len, " %s", argv[a]);
-    }
-}
-
 static void make_parent_dirs(const char *path) {
     char *copy = strdup(path);
     for (char *s = copy + 1; *s; s++) {

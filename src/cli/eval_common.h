@@ -130,8 +130,6 @@ void eval_progress_line(eval_progress *p, const char *text);      // one finishe
 void eval_progress_end(eval_progress *p);
 void eval_format_seconds(double s, char *buf, size_t cap);        // "12s", "3m05s", "1h02m"
 
-// "recall eval ruler -m ... " from the command line after the config merge.
-void eval_command_line(const char *head, int argc, char **argv, char *buf, size_t cap);
 // PREFIX + ext, creating PREFIX's directory when missing; dies on failure.
 FILE *eval_open_output(const char *prefix, const char *ext, const char *mode, char *path, size_t cap);
 const char *eval_basename(const char *path);

@@ -380,7 +380,7 @@ int eval_custom_main(int argc, char **argv) {
     method_spec methods[METHOD_LIST_MAX];
     const int n_methods = method_list_parse(a.c.methods_arg, &a.c.base, a.c.recycle_k_given, 0, methods, METHOD_LIST_MAX);
     char command[4096];
-    eval_command_line("recall eval custom", argc, argv, command, sizeof(command));
+    cli_command_line("recall eval custom", argc, argv, command, sizeof(command));
 
     // The data first: a bad file stops before the model is even loaded.
     custom_data data = {0};

@@ -104,7 +104,7 @@ int eval_ppl_main(int argc, char **argv) {
     method_spec methods[METHOD_LIST_MAX];
     const int n_methods = method_list_parse(o.methods_arg, &o.base, o.recycle_k_given, 0, methods, METHOD_LIST_MAX);
     char command[4096];
-    eval_command_line("recall eval ppl", argc, argv, command, sizeof(command));
+    cli_command_line("recall eval ppl", argc, argv, command, sizeof(command));
 
     model m;
     cli_load_model(cm, &m, o.model_path);

@@ -387,7 +387,7 @@ int eval_ruler_main(int argc, char **argv) {
     method_spec methods[METHOD_LIST_MAX];
     const int n_methods = method_list_parse(a.c.methods_arg, &a.c.base, a.c.recycle_k_given, 0, methods, METHOD_LIST_MAX);
     char command[4096], prose_default[4096];
-    eval_command_line("recall eval ruler", argc, argv, command, sizeof(command));
+    cli_command_line("recall eval ruler", argc, argv, command, sizeof(command));
     if (!a.prose_path) {
         default_prose_path(prose_default, sizeof(prose_default));
         a.prose_path = prose_default;

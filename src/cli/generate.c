@@ -50,7 +50,8 @@ static void usage(FILE *out) {
             "                          with recycled attention also full/recycled steps per layer, K/V\n"
             "                          bytes read per step and the rebuilds' rows sent and reused\n"
             "      --trace FILE        JSON lines, one per decode step (time, full layers, K/V bytes read,\n"
-            "                          collective calls and bytes, a hash of the recycled selections);\n"
+            "                          collective calls and bytes, a hash of the recycled selections, and of\n"
+            "                          the rows a --kv-budget policy holds, per layer);\n"
             "                          rank r > 0 writes FILE.rank<r>\n"
             "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
@@ -192,7 +193,41 @@ static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
     return any ? h : 0;
 }
 
-static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t step, int32_t token) {
+// The KV-compression policy's kept sets per layer, over all ranks (XOR of
+// every rank's kvpolicy_state.sel_hash) into out: (n_layer). The exchange is
+// the trace's own: it is left out of the counters, so a traced run reports
+// the traffic of an untraced one.
+static void policy_layer_hashes(comm *cm, const engine *e, uint64_t *out) {
+    const int64_t L = engine_model(e)->cfg.n_layer;
+    memcpy(out, engine_policy(e)->sel_hash, (size_t)L * sizeof(uint64_t));
+    if (cm->size == 1) return;
+    uint64_t *all = malloc((size_t)(L * cm->size) * sizeof(uint64_t));
+    if (!all) cli_die("out of memory for the trace");
+    const comm_counters saved = cm->counters[cm->phase];
+    rc_err err = {{0}};
+    if (comm_allgather(cm, engine_policy(e)->sel_hash, (size_t)L * sizeof(uint64_t), all, &err)) cli_die_err(&err);
+    cm->counters[cm->phase] = saved;
+    memset(out, 0, (size_t)L * sizeof(uint64_t));
+    for (int r = 0; r < cm->size; r++)
+        for (int64_t l = 0; l < L; l++) out[l] ^= all[r * L + l];
+    free(all);
+}
+
+// ,"policy_layers":"h0,h1,...": the rows the policy holds, per layer (none
+// without a policy).
+static void write_policy_hashes(FILE *tf, comm *cm, const engine *e) {
+    if (!engine_policy(e)) return;
+    const int64_t L = engine_model(e)->cfg.n_layer;
+    uint64_t *h = malloc((size_t)L * sizeof(uint64_t));
+    if (!h) cli_die("out of memory for the trace");
+    policy_layer_hashes(cm, e, h);
+    fprintf(tf, ",\"policy_layers\":\"");
+    for (int64_t l = 0; l < L; l++) fprintf(tf, "%s%016llx", l ? "," : "", (unsigned long long)h[l]);
+    fprintf(tf, "\"");
+    free(h);
+}
+
+static void write_trace_step(FILE *tf, const engine *e, comm *cm, int64_t step, int32_t token) {
     const engine_step *st = engine_last_step(e);
     const int64_t n_layer = engine_model(e)->cfg.n_layer;
     char layers[1024];
@@ -202,11 +237,13 @@ static void write_trace_step(FILE *tf, const engine *e, const comm *cm, int64_t 
     fprintf(tf,
             "{\"event\":\"step\",\"rank\":%d,\"step\":%lld,\"pos\":%lld,\"token\":%d,\"seconds\":%.6f,"
             "\"full_layers\":%lld,\"layers\":\"%s\",\"kv_bytes_read\":%lld,\"comm_calls\":%lld,\"comm_bytes\":%lld,"
-            "\"rows_reused\":%lld,\"rows_fetched\":%lld,\"selection\":\"%016llx\"}\n",
+            "\"rows_reused\":%lld,\"rows_fetched\":%lld,\"selection\":\"%016llx\"",
             cm->rank, (long long)step, (long long)st->pos, token, st->seconds, (long long)st->n_full_layers, layers,
             (long long)st->kv_bytes_read, (long long)st->comm_calls, (long long)st->comm_bytes,
             (long long)st->rows_reused, (long long)st->rows_fetched,
             (unsigned long long)(engine_recycle(e) && st->n_full_layers ? selection_hash(e, st->layer_full) : 0));
+    write_policy_hashes(tf, cm, e);
+    fprintf(tf, "}\n");
 }
 
 int cmd_generate(int argc, char **argv) {

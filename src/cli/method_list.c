@@ -5,6 +5,7 @@
 
 #include "cli/attention_opts.h"
 #include "cli/cli.h"
+#include "core/array.h"
 
 static const struct method_key { const char *key; int opt; int policy; } method_keys[] = {
     {"k", CLI_OPT_RECYCLE_K, 0},        {"stride", CLI_OPT_RECYCLE_STRIDE, 0}, {"schedule", CLI_OPT_RECYCLE_SCHEDULE, 0},
@@ -35,7 +36,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
         const int policy = attention_kind_is_policy(m->attention);
         m->k_explicit = policy ? budget_explicit : k_explicit;
         // key=value settings map onto the flags and their checks.
-        const size_t n_keys = sizeof(method_keys) / sizeof(method_keys[0]);
+        const size_t n_keys = ARRAY_LEN(method_keys);
         for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
             char *eq = strchr(part, '=');
             if (!eq || m->attention == ATTENTION_FULL)

@@ -9,9 +9,38 @@
 // always reports 0 received.
 #include "comm/comm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+static const char *const phase_names[COMM_PHASE_COUNT] = {"setup", "prefill", "decode"};
+
+// RECALL_COMM_FAIL (comm.h): 1 when this call (already counted) is the one to
+// fail on this rank, 2 when it must fail between its chunks. A malformed
+// value never matches.
+static int inject_hit(const comm *c) {
+    const char *env = getenv(COMM_FAIL_ENV);
+    if (!env || !*env) return 0;
+    int rank = -1, used = 0;
+    long long n = 0;
+    char phase[16] = "";
+    if (sscanf(env, "%d:%15[a-z]:%lld%n", &rank, phase, &n, &used) != 3 || rank != c->rank) return 0;
+    if (strcmp(phase, phase_names[c->phase]) != 0 || c->counters[c->phase].n_calls != n) return 0;
+    return strcmp(env + used, ":mid") == 0 ? 2 : 1;
+}
+
+// Counts the call; then either fails it now (injected) or arms the mid-call failure.
+static int begin_call(comm *c, const char *what, rc_err *err) {
+    c->counters[c->phase].n_calls++;
+    c->fail_mid = 0;
+    const int hit = inject_hit(c);
+    if (hit == 1)
+        return rc_fail(err, "injected failure at %s collective %lld, %s (%s)", phase_names[c->phase],
+                       (long long)c->counters[c->phase].n_calls, what, COMM_FAIL_ENV);
+    c->fail_mid = hit == 2;
+    return 0;
+}
 
 static int check_phase(const comm *c, rc_err *err) {
     if (!c) return rc_fail(err, "comm: NULL communicator");
@@ -26,8 +55,7 @@ int comm_allgather(comm *c, const void *send, size_t n_bytes, void *recv, rc_err
     if (n_bytes > SIZE_MAX / (size_t)c->size)
         return rc_fail(err, "comm allgather: %d ranks x %zu bytes overflows size_t", c->size, n_bytes);
     comm_counters *k = &c->counters[c->phase];
-    k->n_calls++;
-    if (c->ops->allgather(c, send, n_bytes, recv, err)) return -1;
+    if (begin_call(c, "allgather", err) || c->ops->allgather(c, send, n_bytes, recv, err)) return -1;
     k->bytes_sent += (int64_t)n_bytes;
     k->bytes_recv += (int64_t)(n_bytes * (size_t)(c->size - 1));
     return 0;
@@ -45,8 +73,7 @@ int comm_allgatherv(comm *c, const void *send, const size_t *counts, void *recv,
     if ((mine > 0 && !send) || (total > 0 && !recv))
         return rc_fail(err, "comm allgatherv: NULL buffer (this rank %zu bytes, total %zu)", mine, total);
     comm_counters *k = &c->counters[c->phase];
-    k->n_calls++;
-    if (c->ops->allgatherv(c, send, counts, recv, err)) return -1;
+    if (begin_call(c, "allgatherv", err) || c->ops->allgatherv(c, send, counts, recv, err)) return -1;
     k->bytes_sent += (int64_t)mine;
     k->bytes_recv += (int64_t)(total - mine);
     return 0;
@@ -57,8 +84,7 @@ int comm_bcast(comm *c, void *buf, size_t n_bytes, int root, rc_err *err) {
     if (root < 0 || root >= c->size) return rc_fail(err, "comm bcast: root %d out of range [0, %d)", root, c->size);
     if (n_bytes > 0 && !buf) return rc_fail(err, "comm bcast: NULL buffer for %zu bytes", n_bytes);
     comm_counters *k = &c->counters[c->phase];
-    k->n_calls++;
-    if (c->ops->bcast(c, buf, n_bytes, root, err)) return -1;
+    if (begin_call(c, "bcast", err) || c->ops->bcast(c, buf, n_bytes, root, err)) return -1;
     if (c->rank == root) k->bytes_sent += (int64_t)n_bytes;
     else k->bytes_recv += (int64_t)n_bytes;
     return 0;
@@ -66,7 +92,7 @@ int comm_bcast(comm *c, void *buf, size_t n_bytes, int root, rc_err *err) {
 
 int comm_barrier(comm *c, rc_err *err) {
     if (check_phase(c, err)) return -1;
-    c->counters[c->phase].n_calls++;
+    if (begin_call(c, "barrier", err)) return -1;
     return c->ops->barrier(c, err);
 }
 

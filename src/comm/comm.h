@@ -46,8 +46,17 @@ struct comm {
     char host[64];
     int phase;                   // enum comm_phase: where counters accrue
     comm_counters counters[COMM_PHASE_COUNT];
+    int fail_mid;                // fault injection: the collective in progress fails after its first chunk
     void *impl;
 };
+
+// Fault injection for tests: RECALL_COMM_FAIL=RANK:PHASE:N[:mid] (PHASE one
+// of setup, prefill, decode) makes rank RANK's N-th collective of that phase
+// (1-based) fail with an rc_err "injected failure ...": before it starts, or
+// with ":mid" between two chunks of it (MPI only; lower
+// RECALL_COMM_MPI_MAX_CALL_BYTES so the call is chunked), while the other
+// ranks are inside it.
+#define COMM_FAIL_ENV "RECALL_COMM_FAIL"
 
 // Convenience wrappers (count calls and bytes in c->counters[c->phase]).
 int comm_allgather(comm *c, const void *send, size_t n_bytes, void *recv, rc_err *err);

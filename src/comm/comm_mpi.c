@@ -25,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/array.h"
+
 int comm_launched_by_mpi(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"};
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(vars); i++) {
         const char *v = getenv(vars[i]);
         if (v && *v) return 1;
     }
@@ -82,9 +84,18 @@ static int mpi_fail(const comm *c, rc_err *err, int code, const char *what) {
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
+// RECALL_COMM_FAIL=...:mid (comm.h): this rank leaves the collective after
+// its first chunk, the others are left inside it.
+static int mid_call_failure(comm *c, size_t off, rc_err *err) {
+    if (!c->fail_mid || off == 0) return 0;
+    c->fail_mid = 0;
+    return rc_fail(err, "injected failure between two chunks of a collective (%s)", COMM_FAIL_ENV);
+}
+
 static int bcast_chunked(comm *c, unsigned char *buf, size_t n_bytes, int root, rc_err *err) {
     const mpi_impl *m = c->impl;
     for (size_t off = 0; off < n_bytes; off += m->max_call_bytes) {
+        if (mid_call_failure(c, off, err)) return -1;
         const int n = (int)min_size(m->max_call_bytes, n_bytes - off);
         MPI_TRY(c, err, MPI_Bcast(buf + off, n, MPI_BYTE, root, m->world));
     }
@@ -126,7 +137,9 @@ static int mpi_allgather(comm *c, const void *send, size_t n_bytes, void *recv, 
     const unsigned char *s = send;
     unsigned char *r = recv;
     for (size_t off = 0; off < n_bytes; off += per_rank)
-        if (allgather_chunk(c, s + off, min_size(per_rank, n_bytes - off), r + off, n_bytes, err)) return -1;
+        if (mid_call_failure(c, off, err) ||
+            allgather_chunk(c, s + off, min_size(per_rank, n_bytes - off), r + off, n_bytes, err))
+            return -1;
     return 0;
 }
 

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/array.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
+#include "eval/text.h"
 
 // ---------------------------------------------------------------- scoring
 
@@ -154,7 +157,6 @@ static const char *const k_names[] = {
     "Kofi", "Ingrid", "Mateo", "Yuki",  "Priya",  "Lars",   "Amara", "Dmitri",
     "Zara", "Tobias", "Imani", "Oskar", "Nadia",  "Rafael", "Sven",  "Leilani",
 };
-#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static const char k_book_open[] = "<book>\n";
 static const char k_book_close[] = "\n</book>\nBased on the content of the book, Question: ";
@@ -164,69 +166,14 @@ static uint64_t splitmix64(uint64_t *state) { return splitmix64_next(state); }
 
 static size_t pick(uint64_t *rng, size_t n) { return (size_t)(splitmix64(rng) % n); }
 
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} strbuf;
-
-static void sb_put(strbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *grown = realloc(b->s, cap);
-        if (!grown) {
-            b->oom = 1;
-            return;
-        }
-        b->s = grown;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_str(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
-
-// Would a sentence end just before byte i (i >= 1)? The text there is
-// ".", "!" or "?", possibly followed by closing quotes or brackets (ASCII or
-// UTF-8 ’ ”), and not an honorific like "Mr.".
-static int sentence_ends_before(const char *t, size_t i) {
-    while (i >= 1) {
-        char c = t[i - 1];
-        if (c == '"' || c == '\'' || c == ')' || c == ']') {
-            i--;
-        } else if (i >= 3 && (unsigned char)t[i - 3] == 0xe2 && (unsigned char)t[i - 2] == 0x80 &&
-                   ((unsigned char)t[i - 1] == 0x99 || (unsigned char)t[i - 1] == 0x9d)) {
-            i -= 3;
-        } else {
-            break;
-        }
-    }
-    if (i < 1) return 0;
-    char c = t[i - 1];
-    if (c == '!' || c == '?') return 1;
-    if (c != '.') return 0;
-    static const char *const honorifics[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Esq"};
-    size_t w = i - 1;  // the word before the period: [w0, w)
-    size_t w0 = w;
-    while (w0 > 0 && isalpha((unsigned char)t[w0 - 1])) w0--;
-    for (size_t k = 0; k < N_OF(honorifics); k++)
-        if (w - w0 == strlen(honorifics[k]) && memcmp(t + w0, honorifics[k], w - w0) == 0) return 0;
-    return 1;
-}
 
 // Insertion points: 0, len, and i where a sentence ends before a whitespace
 // byte t[i] (sentences) or where any whitespace run starts (words).
 static int is_sentence_point(const char *t, size_t len, size_t i) {
-    return i == 0 || i == len || (is_space(t[i]) && sentence_ends_before(t, i));
+    return i == 0 || i == len || (text_is_space(t[i]) && text_sentence_ends_before(t, i));
 }
 static int is_word_point(const char *t, size_t len, size_t i) {
-    return i == 0 || i == len || (is_space(t[i]) && !is_space(t[i - 1]));
+    return i == 0 || i == len || (text_is_space(t[i]) && !text_is_space(t[i - 1]));
 }
 
 // The insertion point nearest to target (ties: the earlier one).
@@ -255,9 +202,9 @@ static char *build_context(const char *hay, size_t hay_len, size_t n_bytes, size
     // The lookahead byte t[n_bytes] decides whether a sentence ends at n_bytes.
     size_t cut = 0;
     for (size_t i = n_bytes; i > 0 && !cut; i--)
-        if (is_space(t[i]) && sentence_ends_before(t, i)) cut = i;
+        if (text_is_space(t[i]) && text_sentence_ends_before(t, i)) cut = i;
     for (size_t i = n_bytes; i > 0 && !cut; i--)
-        if (is_space(t[i]) && !is_space(t[i - 1])) cut = i;
+        if (text_is_space(t[i]) && !text_is_space(t[i - 1])) cut = i;
     if (!cut) {
         cut = n_bytes;
         while (cut > 0 && ((unsigned char)t[cut] & 0xc0) == 0x80) cut--;  // not inside a UTF-8 character
@@ -276,17 +223,17 @@ typedef struct insertion {
 
 // Draws 4 distinct names, preferring ones the context does not contain.
 static void pick_names(uint64_t *rng, const char *ctx, const char *names_out[4]) {
-    size_t order[N_OF(k_names)];
-    for (size_t i = 0; i < N_OF(k_names); i++) order[i] = i;
-    for (size_t i = N_OF(k_names) - 1; i > 0; i--) {
+    size_t order[ARRAY_LEN(k_names)];
+    for (size_t i = 0; i < ARRAY_LEN(k_names); i++) order[i] = i;
+    for (size_t i = ARRAY_LEN(k_names) - 1; i > 0; i--) {
         size_t j = pick(rng, i + 1), tmp = order[i];
         order[i] = order[j];
         order[j] = tmp;
     }
     size_t n = 0;
-    for (size_t i = 0; i < N_OF(k_names) && n < 4; i++)
+    for (size_t i = 0; i < ARRAY_LEN(k_names) && n < 4; i++)
         if (!strstr(ctx, k_names[order[i]])) names_out[n++] = k_names[order[i]];
-    for (size_t i = 0; i < N_OF(k_names) && n < 4; i++) {  // the context holds most names: take any
+    for (size_t i = 0; i < ARRAY_LEN(k_names) && n < 4; i++) {  // the context holds most names: take any
         int used = 0;
         for (size_t k = 0; k < n; k++) used |= names_out[k] == k_names[order[i]];
         if (!used) names_out[n++] = k_names[order[i]];
@@ -332,8 +279,8 @@ int probe_make_example(int kind, const char *haystack, size_t haystack_len, int6
     int n_ins = 0;
     double depths[2] = {depth, depth < 0.5 ? depth + 0.5 : depth - 0.5};
     if (kind == PROBE_R) {
-        const char *city = k_cities[pick(&rng, N_OF(k_cities))];
-        const char *activity = k_activities[pick(&rng, N_OF(k_activities))];
+        const char *city = k_cities[pick(&rng, ARRAY_LEN(k_cities))];
+        const char *activity = k_activities[pick(&rng, ARRAY_LEN(k_activities))];
         snprintf(needle, sizeof(needle), "The best thing to do in %s is %s.", city, activity);
         snprintf(question, sizeof(question), "What is the best thing to do in %s?", city);
         snprintf(answer, sizeof(answer), "%s", activity);
@@ -373,16 +320,16 @@ int probe_make_example(int kind, const char *haystack, size_t haystack_len, int6
     }
 
     strbuf p = {0};
-    sb_str(&p, k_book_open);
+    sb_puts(&p, k_book_open);
     size_t done = 0;
     for (int k = 0; k < n_ins; k++) {
         sb_put(&p, ctx + done, ins[k].at - done);
         done = ins[k].at;
         // One space separates the sentence from text it would otherwise touch.
-        if (!p.oom && !is_space(p.s[p.len - 1])) sb_str(&p, " ");
-        size_t sentence_at = p.len;
-        sb_str(&p, ins[k].text);
-        if (ins[k].at < ctx_len && !is_space(ctx[ins[k].at])) sb_str(&p, " ");
+        if (!p.oom && !text_is_space(p.p[p.n - 1])) sb_puts(&p, " ");
+        size_t sentence_at = p.n;
+        sb_puts(&p, ins[k].text);
+        if (ins[k].at < ctx_len && !text_is_space(ctx[ins[k].at])) sb_puts(&p, " ");
         if (ins[k].is_needle) {
             out->needle_begin = sentence_at + ins[k].span_begin;
             out->needle_end = sentence_at + ins[k].span_end;
@@ -392,18 +339,18 @@ int probe_make_example(int kind, const char *haystack, size_t haystack_len, int6
         }
     }
     sb_put(&p, ctx + done, ctx_len - done);
-    sb_str(&p, k_book_close);
-    sb_str(&p, question);
-    sb_str(&p, k_answer_cue);
+    sb_puts(&p, k_book_close);
+    sb_puts(&p, question);
+    sb_puts(&p, k_answer_cue);
     free(ctx);
     out->answer = strdup(answer);
     if (p.oom || !out->answer) {
-        free(p.s);
+        sb_free(&p);
         free(out->answer);
         memset(out, 0, sizeof(*out));
         return rc_fail(err, "probe example: out of memory");
     }
-    out->prompt = p.s;
+    out->prompt = p.p;
     return 0;
 }
 

@@ -27,8 +27,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/array.h"
 #include "core/hash.h"
 #include "core/rng.h"
+#include "core/strbuf.h"
+#include "eval/ruler_words.h"
+#include "eval/text.h"
 #include "tokenizer/chat.h"
 
 // ---------------------------------------------------------------------------
@@ -80,278 +84,7 @@
 #define FIT_MAX_PROBES 40
 #define FIT_MAX_VARIANTS 24
 
-// ---------------------------------------------------------------------------
-// Word lists: adjectives and nouns make the "words" keys and values
-// (adjective-noun, as RULER builds them from wonderwords); all three lists,
-// deduplicated, are cwe's vocabulary (RULER: nouns + adjectives + verbs).
-static const char *const RULER_ADJECTIVES[] = {
-    "able", "absent", "absolute", "abstract", "abundant", "academic", "acceptable", "accurate", "acid", "active",
-    "actual", "acute", "adequate", "adjacent", "adorable", "advanced", "afraid", "aggressive", "agile", "agreeable",
-    "alert", "alive", "alleged", "alone", "amateur", "amazing", "ambitious", "ample", "ancient", "angry", "annual",
-    "anxious", "apparent", "appropriate", "arctic", "arid", "aromatic", "artistic", "ashamed", "asleep", "assorted",
-    "astonishing", "athletic", "attractive", "automatic", "available", "average", "awake", "aware", "awesome", "awful",
-    "awkward", "bad", "bald", "bare", "basic", "beautiful", "beneficial", "best", "better", "big", "bitter", "bizarre",
-    "black", "bland", "blank", "bleak", "blind", "blond", "blue", "blunt", "bold", "boring", "bouncy", "brave", "brief",
-    "bright", "brilliant", "brisk", "broad", "broken", "bronze", "brown", "bumpy", "burly", "busy", "calm", "capable",
-    "careful", "careless", "casual", "cautious", "central", "certain", "charming", "cheap", "cheerful", "chemical",
-    "chief", "chilly", "chubby", "circular", "civic", "civil", "classic", "clean", "clear", "clever", "close", "cloudy",
-    "clumsy", "coarse", "cold", "colorful", "comfortable", "common", "compact", "competent", "complete", "complex",
-    "concrete", "confident", "conscious", "constant", "content", "cool", "corporate", "correct", "cosmic", "costly",
-    "courageous", "cozy", "crazy", "creamy", "creative", "crisp", "critical", "crooked", "crowded", "crucial", "cruel",
-    "crunchy", "cuddly", "cultural", "curious", "curly", "current", "curved", "cute", "daily", "damp", "dangerous",
-    "dark", "dazzling", "dead", "deaf", "dear", "decent", "decisive", "deep", "defiant", "delicate", "delicious",
-    "delightful", "dense", "dental", "desperate", "detailed", "different", "difficult", "digital", "diligent", "direct",
-    "dirty", "distant", "divine", "dizzy", "domestic", "dominant", "double", "dramatic", "dreary", "dry", "dual", "due",
-    "dull", "durable", "dusty", "eager", "early", "earnest", "eastern", "easy", "economic", "educational", "efficient",
-    "elaborate", "elastic", "elderly", "electric", "elegant", "elementary", "elite", "eloquent", "emotional", "empty",
-    "endless", "energetic", "enormous", "entire", "equal", "essential", "eternal", "ethical", "even", "evident", "evil",
-    "exact", "excellent", "excited", "exotic", "expensive", "expert", "explicit", "express", "extinct", "extra",
-    "extreme", "fabulous", "faint", "fair", "faithful", "false", "familiar", "famous", "fancy", "fantastic", "far",
-    "fast", "fat", "fatal", "faulty", "fearless", "federal", "feeble", "fertile", "festive", "few", "fierce", "filthy",
-    "final", "financial", "fine", "firm", "first", "fiscal", "fit", "fixed", "flaky", "flat", "flawless", "flexible",
-    "fluffy", "fluid", "focal", "fond", "foolish", "foreign", "formal", "former", "fortunate", "fragile", "frail",
-    "frank", "free", "frequent", "fresh", "friendly", "frightened", "frosty", "frozen", "frugal", "full", "functional",
-    "funny", "furry", "fuzzy", "gallant", "general", "generous", "gentle", "genuine", "giant", "gifted", "gigantic",
-    "gleaming", "global", "glorious", "glossy", "golden", "good", "gorgeous", "graceful", "gradual", "grand",
-    "grateful", "grave", "gray", "greasy", "great", "green", "grim", "gross", "grumpy", "guilty", "habitual", "hairy",
-    "half", "handsome", "handy", "happy", "hard", "harmful", "harmless", "harsh", "hasty", "healthy", "heavy",
-    "helpful", "hidden", "high", "hilarious", "hollow", "holy", "honest", "hopeful", "horizontal", "hostile", "hot",
-    "huge", "humble", "humid", "hungry", "hurried", "icy", "ideal", "identical", "idle", "ignorant", "illegal",
-    "immense", "immune", "impartial", "imperfect", "important", "impossible", "inborn", "incredible", "indirect",
-    "indoor", "infamous", "infinite", "informal", "initial", "inner", "innocent", "intense", "internal", "jagged",
-    "jealous", "jolly", "joyful", "juicy", "junior", "just", "keen", "key", "kind", "large", "last", "late", "lavish",
-    "lazy", "lean", "legal", "lengthy", "level", "light", "likely", "limited", "linear", "liquid", "literary", "little",
-    "live", "lively", "local", "logical", "lone", "lonely", "long", "loose", "lost", "loud", "lovely", "low", "loyal",
-    "lucky", "lukewarm", "lush", "magic", "magnetic", "main", "major", "male", "mammoth", "manual", "marine", "massive",
-    "mature", "maximum", "meager", "medical", "medium", "mellow", "mental", "mere", "messy", "metallic", "mighty",
-    "mild", "military", "minimal", "minor", "minute", "misty", "mixed", "mobile", "modern", "modest", "moist", "molten",
-    "monthly", "moral", "mortal", "motionless", "muddy", "musical", "mute", "mutual", "mysterious", "naive", "narrow",
-    "nasty", "national", "native", "natural", "naughty", "near", "neat", "necessary", "needy", "negative", "nervous",
-    "neutral", "new", "next", "nice", "nimble", "noble", "noisy", "normal", "notable", "novel", "numb", "numerous",
-    "nutty", "obedient", "obese", "obvious", "occasional", "odd", "official", "oily", "old", "olive", "only", "open",
-    "optimal", "optional", "orange", "ordinary", "organic", "original", "other", "outer", "oval", "overt", "pale",
-    "parallel", "partial", "passive", "past", "patient", "peaceful", "perfect", "periodic", "personal", "petty",
-    "physical", "pink", "plain", "plastic", "pleasant", "plump", "polite", "poor", "popular", "portable", "positive",
-    "potential", "powerful", "practical", "precious", "precise", "pregnant", "premium", "present", "pretty", "previous",
-    "pricey", "primary", "prime", "private", "probable", "productive", "profound", "prompt", "proper", "proud",
-    "public", "pure", "purple", "quaint", "quick", "quiet", "radical", "rapid", "rare", "raw", "ready", "real",
-    "recent", "regular", "related", "remote", "rich", "rigid", "ripe", "robust", "rocky", "romantic", "rotten", "rough",
-    "round", "royal", "rural", "rustic", "sacred", "sad", "safe", "salty", "same", "sandy", "scarce", "scary", "secret",
-    "secure", "select", "selfish", "senior", "sensitive", "separate", "serene", "serious", "severe", "shabby",
-    "shallow", "sharp", "shiny", "short", "shy", "silent", "silky", "silly", "silver", "similar", "simple", "sincere",
-    "single", "skinny", "sleepy", "slim", "slippery", "slow", "small", "smart", "smooth", "snappy", "soft", "solar",
-    "solid", "sour", "spare", "special", "spicy", "splendid", "square", "stable", "stale", "steady", "steep", "sticky",
-    "stiff", "still", "strange", "strict", "striped", "strong", "stupid", "sturdy", "subtle", "sudden", "sunny",
-    "super", "superb", "supreme", "sweet", "swift", "tall", "tame", "tart", "tasty", "tender", "tense", "terrible",
-    "thick", "thin", "thirsty", "tidy", "tight", "timely", "tiny", "tired", "total", "tough", "toxic", "tragic",
-    "tricky", "tropical", "true", "typical", "ugly", "ultimate", "unique", "united", "unusual", "upper", "urban",
-    "urgent", "useful", "useless", "usual", "vague", "valid", "vast", "verbal", "vibrant", "vicious", "violent",
-    "virtual", "visible", "visual", "vital", "vivid", "vocal", "warm", "wary", "weak", "wealthy", "weary", "weekly",
-    "weird", "western", "wet", "white", "whole", "wicked", "wide", "wild", "windy", "wise", "witty", "wooden", "woolly",
-    "worldly", "worried", "worthy", "wrong", "yellow", "young", "youthful", "zealous", "zesty"
-};
-static const char *const RULER_NOUNS[] = {
-    "abbey", "access", "accident", "account", "acorn", "actor", "adapter", "address", "advice", "affair", "agency",
-    "agenda", "agent", "airport", "alarm", "album", "alley", "almond", "altar", "amount", "anchor", "angle", "animal",
-    "ankle", "answer", "antelope", "apple", "apricot", "apron", "arch", "archer", "area", "arena", "argument",
-    "armchair", "army", "arrow", "artist", "ash", "attic", "auction", "aunt", "author", "avenue", "award", "axis",
-    "baby", "backpack", "bacon", "badge", "bag", "bagel", "bakery", "balance", "balcony", "ball", "ballet", "balloon",
-    "bamboo", "banana", "band", "bank", "banner", "barber", "barn", "barrel", "basket", "bat", "bath", "battery",
-    "beach", "beacon", "bead", "beak", "beam", "bean", "bear", "beard", "bed", "bee", "beetle", "bell", "belt", "bench",
-    "berry", "bicycle", "bike", "bird", "biscuit", "bishop", "blanket", "blender", "block", "blossom", "board", "boat",
-    "body", "bolt", "bone", "bonnet", "book", "boot", "border", "bottle", "boulder", "bowl", "box", "boy", "bracelet",
-    "brain", "branch", "bread", "breeze", "brick", "bride", "bridge", "brook", "broom", "brother", "brush", "bubble",
-    "bucket", "buffalo", "bugle", "building", "bulb", "bull", "bundle", "bunker", "burger", "bus", "bush", "butter",
-    "button", "cabin", "cabinet", "cable", "cactus", "cafe", "cake", "calendar", "camel", "camera", "camp", "canal",
-    "candle", "candy", "cane", "cannon", "canoe", "canvas", "canyon", "cap", "captain", "car", "caravan", "card",
-    "cargo", "carpet", "carrot", "cart", "castle", "cat", "cattle", "cave", "ceiling", "celery", "cell", "cellar",
-    "cement", "chain", "chair", "chalk", "champion", "channel", "chapel", "chapter", "charcoal", "charity", "chart",
-    "cheese", "chef", "cherry", "chess", "chest", "chicken", "child", "chimney", "chin", "chip", "chisel", "choir",
-    "church", "cider", "cinema", "circle", "circus", "citizen", "city", "clam", "class", "claw", "clay", "cliff",
-    "climate", "clinic", "clock", "closet", "cloud", "clover", "clown", "club", "coach", "coal", "coast", "coat",
-    "cobra", "cocoa", "coconut", "code", "coffee", "coin", "collar", "college", "colony", "column", "comb", "comet",
-    "compass", "concert", "condor", "cookie", "copper", "coral", "cord", "cork", "corn", "corner", "cottage", "cotton",
-    "couch", "counter", "country", "couple", "courage", "court", "cousin", "cow", "crab", "cradle", "crane", "crater",
-    "crayon", "cream", "creek", "crew", "cricket", "crown", "crystal", "cube", "cup", "cupboard", "curtain", "cushion",
-    "customer", "cycle", "dagger", "dairy", "daisy", "dam", "dancer", "daughter", "dawn", "deck", "deer", "degree",
-    "delta", "dentist", "desert", "desk", "dessert", "diamond", "diary", "dinner", "dinosaur", "diploma", "director",
-    "dish", "doctor", "dog", "doll", "dolphin", "dome", "donkey", "door", "dough", "dove", "dragon", "drawer", "dream",
-    "dress", "drill", "drum", "duck", "dune", "dust", "eagle", "ear", "earth", "easel", "echo", "eel", "egg", "elbow",
-    "elephant", "elevator", "elk", "embassy", "emerald", "empire", "engine", "engineer", "envelope", "eraser", "estate",
-    "evening", "exam", "eye", "fabric", "face", "factory", "falcon", "family", "fan", "farm", "farmer", "feast",
-    "feather", "fence", "ferry", "festival", "fiddle", "field", "fig", "film", "finger", "fire", "fireplace", "fish",
-    "flag", "flame", "flute", "foam", "fog", "folder", "forest", "fork", "fort", "fossil", "fountain", "fox", "frame",
-    "friend", "frog", "fruit", "fuel", "furnace", "gallery", "game", "garage", "garden", "garlic", "gate", "gazelle",
-    "gear", "gem", "ghost", "gift", "ginger", "giraffe", "girl", "glacier", "glass", "glove", "goat", "gold", "golf",
-    "goose", "gorilla", "gown", "grain", "grape", "grass", "gravel", "guitar", "gull", "gym", "hall", "hammer",
-    "hamster", "hand", "harbor", "harp", "hat", "hawk", "hay", "heart", "hedge", "helmet", "hen", "herb", "hero",
-    "heron", "highway", "hill", "hinge", "hippo", "hobby", "honey", "hood", "hook", "horizon", "horn", "horse",
-    "hospital", "hotel", "house", "hut", "ice", "icicle", "idea", "igloo", "inch", "index", "ink", "insect", "island",
-    "ivory", "jacket", "jaguar", "jam", "jar", "jaw", "jeans", "jelly", "jet", "jewel", "journal", "judge", "jug",
-    "juice", "jungle", "kangaroo", "kettle", "key", "kidney", "king", "kitchen", "kite", "kitten", "knee", "knife",
-    "knight", "knot", "koala", "label", "ladder", "lady", "lagoon", "lake", "lamb", "lamp", "lantern", "laptop", "lawn",
-    "lawyer", "leaf", "lemon", "lens", "leopard", "letter", "lettuce", "library", "lighthouse", "lily", "lime", "lion",
-    "lizard", "llama", "lobster", "lock", "locket", "lodge", "loft", "log", "lounge", "lunch", "lung", "magnet",
-    "mailbox", "mammal", "manager", "mango", "mansion", "map", "maple", "marble", "market", "mask", "mast", "meadow",
-    "melon", "menu", "mesa", "metal", "meteor", "microphone", "mill", "mineral", "mint", "mirror", "mitten", "moat",
-    "monk", "monkey", "moon", "moose", "morning", "mosque", "moss", "moth", "motor", "mountain", "mouse", "mouth",
-    "mud", "mule", "muscle", "museum", "mushroom", "music", "nail", "napkin", "nature", "neck", "necklace", "needle",
-    "nest", "net", "newt", "night", "noodle", "nose", "notebook", "novelist", "nurse", "nut", "oak", "oar", "oasis",
-    "ocean", "octopus", "office", "oil", "olive", "onion", "opera", "orbit", "orchard", "orchestra", "organ", "ostrich",
-    "otter", "oven", "owl", "ox", "oyster", "paddle", "page", "pail", "painter", "pajamas", "palace", "palm", "pan",
-    "panda", "panther", "paper", "parade", "parcel", "park", "parrot", "party", "pasta", "path", "patio", "peach",
-    "peacock", "peak", "peanut", "pear", "pearl", "pebble", "pelican", "pen", "pencil", "penguin", "pepper", "piano",
-    "pickle", "picnic", "pie", "pier", "pig", "pigeon", "pillow", "pilot", "pine", "pipe", "pirate", "pistol", "pizza",
-    "plain", "planet", "plank", "plant", "plate", "platform", "plum", "pocket", "poem", "poet", "pond", "pony", "pool",
-    "port", "porch", "portrait", "post", "pot", "potato", "pottery", "prairie", "prince", "princess", "printer",
-    "prism", "puddle", "pumpkin", "puppet", "puppy", "purse", "puzzle", "pyramid", "quarry", "queen", "quill", "quilt",
-    "rabbit", "raccoon", "radio", "radish", "raft", "rail", "rain", "rainbow", "raisin", "ranch", "raven", "razor",
-    "reef", "reptile", "ribbon", "rice", "riddle", "ring", "river", "road", "robe", "robin", "robot", "rock", "rocket",
-    "roof", "room", "rooster", "root", "rope", "rose", "ruby", "rug", "ruler", "saddle", "safari", "sail", "sailor",
-    "salad", "salmon", "salt", "sand", "sandal", "satellite", "sauce", "saucer", "sausage", "saw", "scale", "scarf",
-    "school", "scissors", "scooter", "scout", "screen", "sea", "seal", "season", "seed", "shadow", "shark", "sheep",
-    "shelf", "shell", "shield", "ship", "shirt", "shoe", "shop", "shore", "shovel", "shrimp", "sister", "skate",
-    "skeleton", "skirt", "skull", "sky", "sled", "sleeve", "slipper", "snail", "snake", "snow", "soap", "sock", "sofa",
-    "soldier", "soup", "spade", "spider", "spinach", "sponge", "spoon", "spring", "squash", "squid", "squirrel",
-    "stable", "stadium", "stage", "stair", "stamp", "star", "station", "statue", "steam", "stone", "stool", "storm",
-    "stove", "straw", "stream", "street", "string", "student", "studio", "submarine", "sugar", "suitcase", "summit",
-    "sun", "sunset", "swamp", "swan", "sweater", "sword", "table", "tablet", "tail", "tailor", "tank", "tape", "taxi",
-    "tea", "teacher", "teapot", "telescope", "temple", "tent", "terrace", "theater", "thread", "throne", "thumb",
-    "ticket", "tiger", "timber", "toast", "toe", "tomato", "tongue", "tool", "tooth", "torch", "tortoise", "towel",
-    "tower", "town", "toy", "tractor", "trail", "train", "tray", "treasure", "tree", "triangle", "trophy", "truck",
-    "trumpet", "trunk", "tuba", "tulip", "tunnel", "turkey", "turtle", "twig", "umbrella", "uncle", "unicorn",
-    "universe", "valley", "van", "vase", "vault", "vegetable", "velvet", "vessel", "village", "vine", "violin",
-    "volcano", "vulture", "waffle", "wagon", "waiter", "wall", "wallet", "walnut", "walrus", "wand", "wardrobe",
-    "warrior", "wasp", "watch", "water", "waterfall", "wave", "wax", "weasel", "whale", "wheat", "wheel", "whistle",
-    "willow", "window", "wine", "wing", "winter", "wire", "wizard", "wolf", "woman", "wood", "worm", "wreath", "wrench",
-    "yacht", "yak", "yard", "yarn", "zebra", "zipper", "zoo"
-};
-static const char *const RULER_VERBS[] = {
-    "accept", "achieve", "acquire", "adapt", "add", "adjust", "admire", "admit", "adopt", "advise", "afford", "agree",
-    "aim", "allow", "alter", "amuse", "analyze", "announce", "annoy", "appear", "applaud", "apply", "appoint",
-    "approve", "argue", "arise", "arrange", "arrest", "arrive", "ask", "assemble", "assess", "assist", "assume",
-    "attach", "attack", "attempt", "attend", "attract", "avoid", "bake", "balance", "bang", "bathe", "battle", "beam",
-    "beg", "begin", "behave", "belong", "bend", "bet", "bind", "bite", "blend", "bless", "blink", "blow", "boast",
-    "boil", "borrow", "bounce", "bow", "brake", "breathe", "breed", "bring", "broadcast", "browse", "build", "bump",
-    "burn", "burst", "bury", "buy", "calculate", "call", "camp", "capture", "care", "carry", "carve", "cast", "catch",
-    "cause", "celebrate", "challenge", "change", "charge", "chase", "chat", "check", "cheer", "chew", "choke", "choose",
-    "chop", "claim", "clap", "clean", "clear", "climb", "cling", "close", "coach", "collapse", "collect", "comb",
-    "come", "command", "comment", "commit", "compare", "compete", "complain", "complete", "compose", "concentrate",
-    "concern", "conclude", "confess", "confirm", "confuse", "connect", "consider", "consist", "construct", "consult",
-    "contain", "continue", "contribute", "control", "convert", "convince", "cook", "copy", "correct", "cough", "count",
-    "crash", "crawl", "create", "creep", "criticize", "cross", "crush", "cry", "cure", "curl", "cut", "dare", "deal",
-    "debate", "decay", "deceive", "decide", "declare", "decorate", "decrease", "defeat", "defend", "define", "delay",
-    "deliver", "demand", "deny", "depart", "depend", "deposit", "describe", "deserve", "design", "desire", "destroy",
-    "detect", "develop", "differ", "dig", "dine", "direct", "disagree", "disappear", "discover", "discuss", "dislike",
-    "dissolve", "distribute", "disturb", "dive", "divide", "donate", "doubt", "drag", "drain", "draw", "dress", "drift",
-    "drink", "drive", "drop", "drown", "dry", "dwell", "earn", "eat", "edit", "educate", "elect", "embrace", "emerge",
-    "employ", "empty", "enable", "encourage", "end", "endure", "enforce", "engage", "enhance", "enjoy", "enlarge",
-    "enter", "entertain", "escape", "establish", "estimate", "evaluate", "evolve", "examine", "exceed", "exchange",
-    "excite", "exclude", "excuse", "execute", "exercise", "exhibit", "exist", "expand", "expect", "explain", "explode",
-    "explore", "export", "expose", "extend", "fade", "fail", "fasten", "fear", "feed", "feel", "fetch", "fight", "fill",
-    "find", "finish", "fix", "flap", "flee", "fling", "float", "flood", "flow", "fly", "fold", "follow", "forbid",
-    "force", "forecast", "forget", "forgive", "freeze", "frighten", "gain", "gather", "gaze", "generate", "get", "give",
-    "glance", "glide", "glow", "glue", "govern", "grab", "greet", "grin", "grind", "grip", "groan", "grow", "guard",
-    "guess", "guide", "hang", "happen", "harm", "hate", "hatch", "haul", "head", "heal", "hear", "heat", "help",
-    "hesitate", "hide", "hire", "hold", "hop", "hope", "hover", "hug", "hum", "hunt", "hurry", "hurt", "identify",
-    "ignore", "illustrate", "imagine", "imitate", "impress", "improve", "include", "increase", "indicate", "inform",
-    "inhale", "inject", "injure", "insist", "inspect", "inspire", "install", "instruct", "intend", "interrupt",
-    "introduce", "invent", "invest", "investigate", "invite", "iron", "irritate", "itch", "jog", "join", "joke",
-    "judge", "juggle", "jump", "justify", "kick", "kiss", "kneel", "knit", "knock", "land", "last", "laugh", "launch",
-    "lead", "leak", "lean", "learn", "leave", "lend", "lick", "lie", "lift", "like", "limp", "list", "listen", "live",
-    "load", "locate", "lock", "look", "lose", "love", "maintain", "manage", "march", "mark", "marry", "match", "matter",
-    "measure", "meet", "melt", "memorize", "mend", "mention", "milk", "mine", "mix", "moan", "modify", "monitor",
-    "move", "mow", "multiply", "murmur", "nod", "note", "notice", "number", "obey", "object", "observe", "obtain",
-    "occur", "offend", "offer", "open", "operate", "order", "organize", "owe", "own", "pack", "paint", "park",
-    "participate", "pass", "pause", "pay", "peel", "perform", "permit", "persuade", "pick", "pinch", "place", "plan",
-    "plant", "play", "plead", "please", "plug", "point", "poke", "polish", "pop", "possess", "post", "pour", "practice",
-    "praise", "pray", "preach", "predict", "prefer", "prepare", "present", "preserve", "press", "pretend", "prevent",
-    "print", "proceed", "produce", "program", "promise", "pronounce", "protect", "protest", "prove", "provide", "pull",
-    "pump", "punch", "punish", "purchase", "push", "quarrel", "question", "queue", "quit", "race", "rain", "raise",
-    "reach", "react", "read", "realize", "receive", "recognize", "recommend", "record", "recover", "reduce", "reflect",
-    "refuse", "regret", "reject", "relax", "release", "rely", "remain", "remember", "remind", "remove", "repair",
-    "repeat", "replace", "reply", "report", "request", "require", "rescue", "research", "resign", "resist", "respond",
-    "rest", "retire", "return", "reveal", "review", "reward", "ride", "ring", "rinse", "rise", "risk", "roar", "rob",
-    "rock", "roll", "rub", "ruin", "rule", "run", "rush", "sail", "satisfy", "save", "say", "scare", "scatter", "scold",
-    "scratch", "scream", "search", "seize", "select", "sell", "send", "sense", "serve", "settle", "sew", "shake",
-    "share", "shave", "shine", "shiver", "shock", "shoot", "shout", "show", "shrink", "shrug", "shut", "sigh", "sign",
-    "sing", "sink", "sip", "sit", "sketch", "ski", "skip", "slap", "sleep", "slide", "slip", "smash", "smell", "smile",
-    "smoke", "sneeze", "sniff", "snore", "soak", "solve", "sort", "speak", "spell", "spend", "spill", "spin", "spit",
-    "split", "spoil", "spray", "spread", "sprint", "squeeze", "stack", "stain", "stamp", "stand", "stare", "start",
-    "stay", "steal", "steer", "step", "stir", "stitch", "stop", "store", "stretch", "strike", "stroll", "struggle",
-    "study", "stuff", "submit", "succeed", "suck", "suffer", "suggest", "suit", "supply", "support", "suppose",
-    "surprise", "surround", "survive", "suspect", "swallow", "sway", "swear", "sweat", "sweep", "swell", "swim",
-    "swing", "switch", "talk", "tap", "taste", "teach", "tear", "tease", "tell", "tempt", "test", "thank", "thaw",
-    "think", "throw", "tickle", "tie", "tip", "tolerate", "touch", "tour", "tow", "trace", "trade", "train",
-    "transform", "translate", "transport", "trap", "travel", "treat", "tremble", "trick", "trim", "trip", "trot",
-    "trust", "try", "tug", "tumble", "turn", "twist", "type", "understand", "undress", "unfold", "unite", "unlock",
-    "unpack", "untie", "upgrade", "upset", "urge", "use", "vanish", "vary", "visit", "vote", "wait", "wake", "walk",
-    "wander", "want", "warn", "wash", "waste", "watch", "wave", "wear", "weave", "weep", "weigh", "welcome", "whip",
-    "whisper", "wiggle", "win", "wink", "wipe", "wish", "wobble", "wonder", "work", "worry", "wrap", "wreck", "wrestle",
-    "write", "yawn", "yell", "yield", "zoom"
-};
 
-#define ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-// ---------------------------------------------------------------------------
-// Growable NUL-terminated string. Allocation failure is sticky (oom) and
-// checked once where the text is used.
-
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_free(sbuf *b) {
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
-static int sb_reserve(sbuf *b, size_t extra) {
-    if (b->oom) return -1;
-    if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (sb_reserve(b, n)) return;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || sb_reserve(b, (size_t)n)) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-}
-
-static void sb_clear(sbuf *b) {
-    b->n = 0;
-    if (b->p) b->p[0] = '\0';
-}
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s);
@@ -361,7 +94,7 @@ static char *xstrdup(const char *s) {
 }
 
 // Replaces every "{name}" in tmpl by its value; unknown placeholders stay.
-static void sb_fill(sbuf *out, const char *tmpl, int n_vars, const char *const *names, const char *const *values) {
+static void sb_fill(strbuf *out, const char *tmpl, int n_vars, const char *const *names, const char *const *values) {
     const char *s = tmpl;
     while (*s) {
         int matched = 0;
@@ -383,7 +116,7 @@ static void sb_fill(sbuf *out, const char *tmpl, int n_vars, const char *const *
 // str.replace(from, to) on a heap string; returns the new string (the old is freed) or NULL.
 static char *replace_all(char *s, const char *from, const char *to) {
     if (!s) return NULL;
-    sbuf b = {0};
+    strbuf b = {0};
     size_t lf = strlen(from);
     const char *p = s, *hit;
     while ((hit = strstr(p, from))) {
@@ -463,13 +196,13 @@ static const char *const TASK_NAMES[] = {
 };
 
 const char *const *ruler_task_names(int *n) {
-    if (n) *n = ARRAY_LEN(TASK_NAMES);
+    if (n) *n = (int)ARRAY_LEN(TASK_NAMES);
     return TASK_NAMES;
 }
 
 static const task_spec *find_task(const char *name) {
     if (!name) return NULL;
-    for (int i = 0; i < ARRAY_LEN(TASKS); i++)
+    for (size_t i = 0; i < ARRAY_LEN(TASKS); i++)
         if (strcmp(TASKS[i].name, name) == 0) return &TASKS[i];
     return NULL;
 }
@@ -486,13 +219,13 @@ static const char *value_kind_name(value_kind k) {
 }
 
 // RULER's generate_random: 7-digit number, adjective-noun word, or a version-4 uuid (lowercase).
-static void random_value(rng *r, value_kind k, sbuf *out) {
+static void random_value(rng *r, value_kind k, strbuf *out) {
     if (k == VAL_NUMBERS) {
         uint64_t lo = 1000000, hi = 9999999;  // 10^(d-1) .. 10^d - 1
         sb_printf(out, "%llu", (unsigned long long)(lo + rng_below(r, hi - lo + 1)));
     } else if (k == VAL_WORDS) {
-        sb_printf(out, "%s-%s", RULER_ADJECTIVES[rng_below(r, ARRAY_LEN(RULER_ADJECTIVES))],
-                  RULER_NOUNS[rng_below(r, ARRAY_LEN(RULER_NOUNS))]);
+        sb_printf(out, "%s-%s", ruler_adjectives[rng_below(r, ruler_n_adjectives)],
+                  ruler_nouns[rng_below(r, ruler_n_nouns)]);
     } else {
         uint64_t a = rng_next(r), b = rng_next(r);
         a = (a & ~0xf000ull) | 0x4000ull;                          // version 4
@@ -501,34 +234,6 @@ static void random_value(rng *r, value_kind k, sbuf *out) {
                   (unsigned long long)((a >> 16) & 0xffff), (unsigned long long)(a & 0xffff),
                   (unsigned long long)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
     }
-}
-
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-
-// ---------------------------------------------------------------------------
-// Boundaries. The class of the boundary after a word: a sentence ends at
-// . ! ? (closing quotes and brackets allowed after it) unless the word is a
-// title or an initial ("Mr.", "J."), a clause at , ; :.
-
-enum { BOUND_WORD = 0, BOUND_CLAUSE = 1, BOUND_SENTENCE = 2 };
-
-static int is_abbreviation(const char *w, size_t n) {
-    static const char *const ABBREV[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Messrs", "Col", "Capt", "Gen", "Rev", "Esq", "Lt"};
-    while (n && (*w == '"' || *w == '\'' || *w == '(' || *w == '_')) w++, n--;
-    if (n == 1 && w[0] >= 'A' && w[0] <= 'Z') return 1;
-    for (int i = 0; i < ARRAY_LEN(ABBREV); i++)
-        if (strlen(ABBREV[i]) == n && memcmp(ABBREV[i], w, n) == 0) return 1;
-    return 0;
-}
-
-static int boundary_after(const char *w, size_t n) {
-    while (n && (w[n - 1] == '"' || w[n - 1] == '\'' || w[n - 1] == ')' || w[n - 1] == ']' || w[n - 1] == '_')) n--;
-    if (!n) return BOUND_WORD;
-    char c = w[n - 1];
-    if (c == '!' || c == '?') return BOUND_SENTENCE;
-    if (c == '.') return is_abbreviation(w, n - 1) ? BOUND_WORD : BOUND_SENTENCE;
-    if (c == ',' || c == ';' || c == ':') return BOUND_CLAUSE;
-    return BOUND_WORD;
 }
 
 // ---------------------------------------------------------------------------
@@ -542,7 +247,7 @@ typedef struct hay {
     unsigned char *cls;  // (n + 1)
     int64_t *prefix;     // (n + 1) bytes before unit u in the joined haystack: sum_{i<u} len_i + sep_len
     int64_t n, cap;
-    sbuf pool;
+    strbuf pool;
     const char *sep;
     int oom;
 } hay;
@@ -647,7 +352,7 @@ static void hay_place(const hay *h, insert *ins, int k) {
         int64_t u0 = lo;
         if (u0 > umin && fabs((double)h->prefix[u0 - 1] - want) <= fabs((double)h->prefix[u0] - want)) u0--;
         int64_t chosen = u0;
-        for (int cls = BOUND_SENTENCE; cls > BOUND_WORD; cls--) {
+        for (int cls = TEXT_BOUND_SENTENCE; cls > TEXT_BOUND_WORD; cls--) {
             int64_t best = -1;
             double best_d = window;
             for (int64_t u = u0; u >= umin; u--) {
@@ -672,7 +377,7 @@ static void hay_place(const hay *h, insert *ins, int k) {
 }
 
 // Joins units and inserts (sorted by unit; an insert comes before its unit) with sep.
-static void hay_join(const hay *h, insert *ins, int k, sbuf *out) {
+static void hay_join(const hay *h, insert *ins, int k, strbuf *out) {
     size_t base = out->n;
     int first = 1, r = 0;
     for (int64_t u = 0; u <= h->n; u++) {
@@ -715,13 +420,13 @@ typedef struct essay {
 
 static int essay_scan(essay *e, size_t *off, size_t *len) {
     for (int wraps = 0;;) {
-        while (e->cursor < e->len && is_space(e->text[e->cursor])) e->cursor++;
+        while (e->cursor < e->len && text_is_space(e->text[e->cursor])) e->cursor++;
         if (e->cursor < e->len) break;
         e->cursor = 0;
         if (++wraps > 1) return -1;
     }
     size_t s = e->cursor;
-    while (e->cursor < e->len && !is_space(e->text[e->cursor])) e->cursor++;
+    while (e->cursor < e->len && !text_is_space(e->text[e->cursor])) e->cursor++;
     *off = s;
     *len = e->cursor - s;
     return 0;
@@ -730,17 +435,17 @@ static int essay_scan(essay *e, size_t *off, size_t *len) {
 // Positions the essay at the first sentence start at or after byte `at`.
 static int essay_start(essay *e, size_t at) {
     e->cursor = at < e->len ? at : 0;
-    while (e->cursor > 0 && e->cursor < e->len && !is_space(e->text[e->cursor - 1]) && !is_space(e->text[e->cursor]))
+    while (e->cursor > 0 && e->cursor < e->len && !text_is_space(e->text[e->cursor - 1]) && !text_is_space(e->text[e->cursor]))
         e->cursor++;  // skip the rest of a word we landed in
     size_t off, len;
-    int prev = BOUND_WORD;
+    int prev = TEXT_BOUND_WORD;
     for (int64_t i = 0; i < 200000; i++) {
         if (essay_scan(e, &off, &len)) return -1;
-        if (prev == BOUND_SENTENCE) {
+        if (prev == TEXT_BOUND_SENTENCE) {
             e->cursor = off;
             return 0;
         }
-        prev = boundary_after(e->text + off, len);
+        prev = text_boundary_after(e->text + off, len);
     }
     e->cursor = 0;
     return 0;
@@ -791,7 +496,7 @@ typedef struct gen {
     int64_t n_min, n_max;  // range of the size variable
     // Scratch for the sized part.
     hay h;
-    sbuf ctx, line;
+    strbuf ctx, line;
     int32_t *order;  // cwe / fwe shuffles
     size_t order_cap;
 } gen;
@@ -820,7 +525,7 @@ static int oom(rc_err *err) { return rc_fail(err, "ruler: out of memory"); }
 static int split_template(gen *g, const char *filled, const char *pre, rc_err *err) {
     const char *at = strstr(filled, "{context}");
     if (!at) return rc_fail(err, "ruler: internal error: template without {context}");
-    sbuf h = {0};
+    strbuf h = {0};
     if (pre) sb_puts(&h, pre);
     sb_put(&h, filled, (size_t)(at - filled));
     g->head = h.p;
@@ -837,7 +542,7 @@ static double frac(double x) { return x - floor(x); }
 static int niah_fixed(gen *g, rc_err *err) {
     const task_spec *t = g->t;
     rng r = rng_stream(g->base, STREAM_FIXED, 0, 0);
-    sbuf b = {0};
+    strbuf b = {0};
     int rc = -1;
     // Keys (distinct), values, needles: needle j = key j / value j for
     // multi-key tasks, or value j of the one key for multivalue.
@@ -909,7 +614,7 @@ static int niah_fixed(gen *g, rc_err *err) {
     }
     const char *names[] = {"type_needle_v", "query"};
     const char *vals[] = {type_name, query};
-    sbuf filled = {0}, ap = {0};
+    strbuf filled = {0}, ap = {0};
     sb_fill(&filled, tmpl, 2, names, vals);
     sb_fill(&ap, prefix, 2, names, vals);
     free(tmpl), free(prefix), free(query);
@@ -950,11 +655,11 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
     int64_t used = 0;
     size_t starts[MAX_LINE_PIECES];
     while (used < m) {
-        sbuf *line = &g->line;
+        strbuf *line = &g->line;
         sb_clear(line);
         if (by_word) {
             // RULER's needle haystack: needles with random keys and values (not the real keys).
-            sbuf key = {0}, value = {0};
+            strbuf key = {0}, value = {0};
             for (;;) {
                 sb_clear(&key);
                 random_value(r, g->t->key_type, &key);
@@ -974,12 +679,12 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
         if (line->oom) return -1;
         int n_pieces = line_pieces(line->p, line->n, by_word, starts, MAX_LINE_PIECES);
         if (used + n_pieces <= m) {
-            hay_add_pool(h, line->p, line->n, BOUND_SENTENCE);
+            hay_add_pool(h, line->p, line->n, TEXT_BOUND_SENTENCE);
             used += n_pieces;
         } else {
             int64_t rest = m - used;  // 1 .. n_pieces-1
             size_t s = starts[n_pieces - rest];
-            hay_add_pool(h, line->p + s, line->n - s, BOUND_SENTENCE);
+            hay_add_pool(h, line->p + s, line->n - s, TEXT_BOUND_SENTENCE);
             used = m;
             if (h->oom) return -1;
             // The partial line goes first: rotate it to unit 0.
@@ -992,21 +697,21 @@ static int build_lines(gen *g, int64_t m, rng *r, const char *sep, int vt_noise)
         }
         if (h->oom) return -1;
     }
-    return hay_finish(h, BOUND_SENTENCE);
+    return hay_finish(h, TEXT_BOUND_SENTENCE);
 }
 
-static int niah_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx, size_t *needle_off) {
+static int niah_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx, size_t *needle_off) {
     const task_spec *t = g->t;
     hay *h = &g->h;
     if (t->hay == HAY_ESSAY) {
         if (essay_words(&g->es, n)) return -1;
         hay_reset(h, " ");
         for (int64_t u = 0; u < n; u++) {
-            int cls = u == 0 ? BOUND_SENTENCE
-                             : boundary_after(g->es.text + g->es.off[u - 1], g->es.wlen[u - 1]);
+            int cls = u == 0 ? TEXT_BOUND_SENTENCE
+                             : text_boundary_after(g->es.text + g->es.off[u - 1], g->es.wlen[u - 1]);
             hay_add_ext(h, g->es.text + g->es.off[u], g->es.wlen[u], cls);
         }
-        int cls_end = n ? boundary_after(g->es.text + g->es.off[n - 1], g->es.wlen[n - 1]) : BOUND_SENTENCE;
+        int cls_end = n ? text_boundary_after(g->es.text + g->es.off[n - 1], g->es.wlen[n - 1]) : TEXT_BOUND_SENTENCE;
         if (hay_finish(h, cls_end)) return -1;
     } else {
         rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
@@ -1055,7 +760,7 @@ static void random_vars(rng *r, int len, char vars[][8], int n) {
     }
 }
 
-static void vt_statement(sbuf *b, char vars[][8], unsigned value, int j) {
+static void vt_statement(strbuf *b, char vars[][8], unsigned value, int j) {
     if (j == 0) sb_printf(b, "VAR %s = %u", vars[0], value);
     else sb_printf(b, "VAR %s = VAR %s ", vars[j], vars[j - 1]);  // RULER's trailing space
 }
@@ -1085,7 +790,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     char vars[VT_N_VARS][8];
     random_vars(&r, VT_VAR_LEN, vars, VT_N_VARS);
     unsigned value = 10000 + (unsigned)rng_below(&r, 89999);  // numpy randint(10000, 99999)
-    sbuf b = {0};
+    strbuf b = {0};
     for (int j = 0; j < VT_N_VARS; j++) {
         sb_clear(&b);
         vt_statement(&b, vars, value, j);
@@ -1103,7 +808,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     while (ivalue == value);
     int64_t pos[VT_N_VARS];
     distinct_sorted(&ri, VT_ICL_NOISE_LINES, pos, VT_N_VARS);
-    sbuf ctx = {0};
+    strbuf ctx = {0};
     for (int i = 0, j = 0; i < VT_ICL_NOISE_LINES; i++) {
         for (; j < VT_N_VARS && pos[j] == i; j++) {
             if (ctx.n) sb_puts(&ctx, " ");
@@ -1126,7 +831,7 @@ static int vt_fixed(gen *g, rc_err *err) {
     sb_free(&ctx);
     // Main question: fill everything but {context}.
     const char *vals[] = {val, num_v};
-    sbuf filled = {0}, ap = {0};
+    strbuf filled = {0}, ap = {0};
     sb_fill(&filled, VT_TEMPLATE, 2, names + 1, vals);
     sb_fill(&ap, VT_ANSWER_PREFIX, 2, names + 1, vals);
     g->answer_prefix = ap.p;
@@ -1144,7 +849,7 @@ fail:
     return oom(err);
 }
 
-static int vt_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int vt_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
     if (build_lines(g, n, &r, " ", 1)) return -1;
     int64_t pos[VT_N_VARS];
@@ -1183,7 +888,7 @@ static void shuffle_i32(rng *r, int32_t *a, size_t n) {
 // "1. w 2. w ..." for `count` list entries: word i of `words` repeated as
 // the counts say (first n_common words `freq_common` times, then `freq_other`).
 static int cwe_list(gen *g, rng *r, const char **words, int n_common, int freq_common, int n_other, int freq_other,
-                    sbuf *out) {
+                    strbuf *out) {
     size_t count = (size_t)n_common * (size_t)freq_common + (size_t)n_other * (size_t)freq_other;
     if (ensure_order(g, count)) return -1;
     size_t k = 0;
@@ -1197,13 +902,13 @@ static int cwe_list(gen *g, rng *r, const char **words, int n_common, int freq_c
 }
 
 static int cwe_fixed(gen *g, rc_err *err) {
-    int total = ARRAY_LEN(RULER_ADJECTIVES) + ARRAY_LEN(RULER_NOUNS) + ARRAY_LEN(RULER_VERBS);
+    int total = (int)(ruler_n_adjectives + ruler_n_nouns + ruler_n_verbs);
     g->words = malloc((size_t)total * sizeof(*g->words));
     if (!g->words) return oom(err);
     int n = 0;
-    for (int i = 0; i < ARRAY_LEN(RULER_ADJECTIVES); i++) g->words[n++] = RULER_ADJECTIVES[i];
-    for (int i = 0; i < ARRAY_LEN(RULER_NOUNS); i++) g->words[n++] = RULER_NOUNS[i];
-    for (int i = 0; i < ARRAY_LEN(RULER_VERBS); i++) g->words[n++] = RULER_VERBS[i];
+    for (size_t i = 0; i < ruler_n_adjectives; i++) g->words[n++] = ruler_adjectives[i];
+    for (size_t i = 0; i < ruler_n_nouns; i++) g->words[n++] = ruler_nouns[i];
+    for (size_t i = 0; i < ruler_n_verbs; i++) g->words[n++] = ruler_verbs[i];
     qsort(g->words, (size_t)n, sizeof(*g->words), cmp_str);
     int u = 0;
     for (int i = 0; i < n; i++)
@@ -1229,7 +934,7 @@ static int cwe_fixed(gen *g, rc_err *err) {
     // The solved example (its words are the last of the permutation, never in the question's list).
     const char **ex = g->words + g->n_words - g->cwe_n_example;
     rng ri = rng_stream(g->base, STREAM_ICL, 0, 0);
-    sbuf ctx = {0}, b = {0};
+    strbuf ctx = {0}, b = {0};
     if (cwe_list(g, &ri, ex, CWE_NUM_COMMON, ex_fc, g->cwe_n_example - CWE_NUM_COMMON, ex_fu, &ctx)) {
         sb_free(&ctx);
         return oom(err);
@@ -1253,7 +958,7 @@ static int cwe_fixed(gen *g, rc_err *err) {
     return rc;
 }
 
-static int cwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int cwe_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     rng r = rng_stream(g->base, STREAM_SIZED, (uint64_t)n, variant);
     return cwe_list(g, &r, g->words, CWE_NUM_COMMON, g->cwe_freq_common, (int)n, g->cwe_freq_uncommon, ctx);
 }
@@ -1317,7 +1022,7 @@ fail:
     return oom(err);
 }
 
-static int fwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
+static int fwe_context(gen *g, int64_t n, uint64_t variant, strbuf *ctx) {
     size_t total = 0;
     int n_used = 0;
     for (; n_used < g->n_codes && fwe_count(n, n_used) > 0; n_used++) total += (size_t)fwe_count(n, n_used);
@@ -1338,7 +1043,7 @@ static int fwe_context(gen *g, int64_t n, uint64_t variant, sbuf *ctx) {
 // Sizing
 
 typedef struct built {
-    sbuf prompt;
+    strbuf prompt;
     int64_t n, n_tokens;
     size_t ctx_begin, ctx_end;
     size_t needle_off[MAX_NEEDLES];  // in the prompt
@@ -1356,7 +1061,7 @@ static int count_tokens(const gen *g, const char *text, size_t n_bytes, int64_t 
 
 // The prompt for size n (variant: another draw of the sized part's randomness).
 static int probe(gen *g, int64_t n, uint64_t variant, built *b, rc_err *err) {
-    sbuf *ctx = &g->ctx;
+    strbuf *ctx = &g->ctx;
     sb_clear(ctx);
     size_t noff[MAX_NEEDLES] = {0};
     int rc;
@@ -1367,7 +1072,7 @@ static int probe(gen *g, int64_t n, uint64_t variant, built *b, rc_err *err) {
     default: rc = fwe_context(g, n, variant, ctx); break;
     }
     if (rc || ctx->oom || g->h.oom) return oom(err);
-    sbuf *p = &b->prompt;
+    strbuf *p = &b->prompt;
     sb_clear(p);
     if (g->chat_pre) sb_puts(p, g->chat_pre);
     sb_puts(p, g->head);
@@ -1494,7 +1199,7 @@ static int setup_chat(gen *g, rc_err *err) {
     // The answer prefix continues the assistant turn: no leading space after
     // a header that ends in whitespace (ChatML "assistant\n", Llama-3 "\n\n").
     size_t n = strlen(g->chat_post);
-    if (n && is_space(g->chat_post[n - 1]) && g->answer_prefix[0] == ' ')
+    if (n && text_is_space(g->chat_post[n - 1]) && g->answer_prefix[0] == ' ')
         memmove(g->answer_prefix, g->answer_prefix + 1, strlen(g->answer_prefix));
     return 0;
 }
@@ -1601,62 +1306,4 @@ void ruler_sample_free(ruler_sample *s) {
         for (int i = 0; i < s->n_needles; i++) free(s->needles[i]);
     free(s->needles);
     memset(s, 0, sizeof(*s));
-}
-
-static int lower_ascii(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
-
-static int contains_nocase(const char *hay, const char *needle) {
-    size_t n = strlen(needle);
-    if (n == 0) return 1;  // Python: '' in s
-    for (const char *h = hay; *h; h++) {
-        size_t i = 0;
-        while (i < n && h[i] && lower_ascii((unsigned char)h[i]) == lower_ascii((unsigned char)needle[i])) i++;
-        if (i == n) return 1;
-    }
-    return 0;
-}
-
-// RULER string_match_all: sum(r.lower() in pred.lower() for r in refs) / len(refs).
-// A plain substring test, so "1234567" is found inside "12345678".
-double ruler_score(const ruler_sample *s, const char *output) {
-    if (!s || !output || s->n_answers <= 0 || !s->answers) return 0.0;
-    int hits = 0;
-    for (int i = 0; i < s->n_answers; i++) hits += s->answers[i] && contains_nocase(output, s->answers[i]);
-    return (double)hits / (double)s->n_answers;
-}
-
-int ruler_load_prose(const char *path, char **text, size_t *len, rc_err *err) {
-    *text = NULL;
-    *len = 0;
-    const char *hint = "(launch/setup.sh extracts it from Debian's r-cran-janeaustenr)";
-    if (!path) return rc_fail(err, "ruler: no prose haystack path %s", hint);
-    FILE *f = fopen(path, "rb");
-    if (!f) return rc_fail(err, "ruler: cannot open the prose haystack %s: %s %s", path, strerror(errno), hint);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return rc_fail(err, "ruler: the prose haystack %s is not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    char *buf = malloc(n + 1);
-    if (!buf) {
-        fclose(f);
-        return oom(err);
-    }
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    if (got != n) {
-        free(buf);
-        return rc_fail(err, "ruler: reading the prose haystack %s: short read", path);
-    }
-    buf[n] = '\0';
-    size_t words = 0;
-    for (size_t i = 0; i < n && !words; i++) words += !is_space(buf[i]);
-    if (!words) {
-        free(buf);
-        return rc_fail(err, "ruler: the prose haystack %s is empty %s", path, hint);
-    }
-    *text = buf;
-    *len = n;
-    return 0;
 }

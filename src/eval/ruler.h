@@ -18,7 +18,7 @@
 //
 // Prompt = (chat template, when opts.chat is set, around) the task template
 // filled with the context, followed by RULER's answer prefix. Word keys are
-// adjective-noun pairs from a list embedded in ruler.c (in the manner of
+// adjective-noun pairs from a list in src/eval/ruler_words.c (in the manner of
 // RULER's wonderwords lists). The essay haystack is the Jane Austen prose that
 // launch/setup.sh extracts (RULER uses Paul Graham's essays), with every run
 // of whitespace collapsed to one space, as RULER does.

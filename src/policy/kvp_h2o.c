@@ -60,10 +60,7 @@ static int h2o_after_step(kvpolicy_state *ps, int64_t layer, const float *lse, i
         if (best.pos == INT64_MAX) continue;  // nothing outside the recent half
         kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
         const int64_t i = dist_find_pos(h->pos, h->count, best.pos);
-        if (i >= 0) {
-            if (kv_store_remove(&ps->store, layer, s, i, err)) return -1;
-            ps->stats.rows_evicted++;
-        }
+        if (i >= 0 && kvpolicy_evict(ps, layer, s, i, err)) return -1;
         ps->held[layer * S + s]--;
     }
     return 0;

@@ -25,10 +25,7 @@ static int streaming_after_step(kvpolicy_state *ps, int64_t layer, const float *
         const int64_t gone = n_total - 1 - (B - ps->o.sinks);  // the oldest row outside the sinks
         kv_store_head *h = kv_store_head_at(&ps->store, layer, s);
         const int64_t i = dist_find_pos(h->pos, h->count, gone);
-        if (i >= 0) {
-            if (kv_store_remove(&ps->store, layer, s, i, err)) return -1;
-            ps->stats.rows_evicted++;
-        }
+        if (i >= 0 && kvpolicy_evict(ps, layer, s, i, err)) return -1;
         ps->held[layer * S + s]--;
     }
     return 0;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
+
 extern const kv_policy_ops kvp_streaming, kvp_h2o, kvp_snapkv, kvp_pyramidkv, kvp_adakv, kvp_headkv;
 
 // The registry: enum kv_method order.
@@ -85,7 +87,8 @@ int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpol
     ps->base = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->cand = calloc((size_t)(ps->n_store * (n_ranks + 1)), sizeof(scored_pos));
     ps->k_tmp = calloc((size_t)ps->n_store, sizeof(int64_t));
-    if (!ps->budget || !ps->held || !ps->base || !ps->cand || !ps->k_tmp) {
+    ps->sel_hash = calloc((size_t)n_layer, sizeof(uint64_t));
+    if (!ps->budget || !ps->held || !ps->base || !ps->cand || !ps->k_tmp || !ps->sel_hash) {
         kvpolicy_free(ps);
         return rc_fail(err, "out of memory for the KV policy");
     }
@@ -101,11 +104,13 @@ void kvpolicy_free(kvpolicy_state *ps) {
     free(ps->base);
     free(ps->cand);
     free(ps->k_tmp);
+    free(ps->sel_hash);
     memset(ps, 0, sizeof(*ps));
 }
 
 void kvpolicy_reset(kvpolicy_state *ps) {
     kv_store_clear(&ps->store);
+    if (ps->sel_hash) memset(ps->sel_hash, 0, (size_t)ps->n_layer * sizeof(uint64_t));
     ps->built = 0;
     ps->n_prompt = 0;
 }
@@ -199,6 +204,7 @@ int kvpolicy_compress(kvpolicy_state *ps, const prompt_window *win, const shard_
                 b.slots[m] = j;
                 b.pos[m] = sh->slot_pos[j];
                 b.cols[m++] = s * nl + j;
+                ps->sel_hash[l] ^= hash_set_elem((uint64_t)l, (uint64_t)s, (uint64_t)sh->slot_pos[j]);
             }
             const int64_t kvh = kvpolicy_kv_head(ps, s);
             if (kv_store_append_from(&ps->store, l, s, m, b.pos, sh->kv, l, kvh, b.slots, votes ? b.votes : NULL,
@@ -235,6 +241,7 @@ int kvpolicy_attend(kvpolicy_state *ps, int64_t layer, const float *q, const flo
         if (!owner) continue;
         const int64_t kvh = kvpolicy_kv_head(ps, s);
         if (kv_store_append(&ps->store, layer, s, pos, k + kvh * hd, v + kvh * hd, err)) return -1;
+        ps->sel_hash[layer] ^= hash_set_elem((uint64_t)layer, (uint64_t)s, (uint64_t)pos);
     }
     const int scores = ps->ops->decode_scores;
     if (scores) {
@@ -262,6 +269,14 @@ int kvpolicy_attend(kvpolicy_state *ps, int64_t layer, const float *q, const flo
         off += qps * cnt;
         *rows_read += cnt;
     }
+    return 0;
+}
+
+int kvpolicy_evict(kvpolicy_state *ps, int64_t layer, int64_t head, int64_t i, rc_err *err) {
+    const int64_t pos = kv_store_head_at(&ps->store, layer, head)->pos[i];
+    if (kv_store_remove(&ps->store, layer, head, i, err)) return -1;
+    ps->sel_hash[layer] ^= hash_set_elem((uint64_t)layer, (uint64_t)head, (uint64_t)pos);
+    ps->stats.rows_evicted++;
     return 0;
 }
 

@@ -119,6 +119,11 @@ struct kvpolicy_state {
     scored_pos *cand;      // host scratch for eviction candidates
     int64_t *k_tmp;        // (n_store) host scratch
     kvpolicy_stats stats;
+    // (n_layer): XOR of hash_set_elem(layer, store head, position) over the
+    // rows this rank holds, kept up to date as rows come and go. XOR over the
+    // ranks gives the layer's kept set, the same on any rank count exactly
+    // when the selections are (generate --trace prints it).
+    uint64_t *sel_hash;
 };
 
 int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpolicy_opts *o, int64_t n_layer,
@@ -146,6 +151,9 @@ int kvpolicy_compress(kvpolicy_state *ps, const prompt_window *win, const shard_
 // state over this rank's rows goes to o: (n_head, head_dim) and lse: (n_head).
 int kvpolicy_attend(kvpolicy_state *ps, int64_t layer, const float *q, const float *k, const float *v, int64_t pos,
                     int owner, float *o, float *lse, int64_t *rows_read, rc_err *err);
+// Removes row i of a store head (an eviction): the row, its hash, its count.
+int kvpolicy_evict(kvpolicy_state *ps, int64_t layer, int64_t head, int64_t i, rc_err *err);
+
 // After the merge (lse: (n_head), global): H2O adds this step's attention to
 // its scores and evicts; StreamingLLM evicts the oldest non-sink row. n_total
 // counts the new token. Collective for H2O on several ranks.

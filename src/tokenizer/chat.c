@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/strbuf.h"
+
 enum chat_family { CHAT_CHATML, CHAT_LLAMA3, CHAT_LLAMA2 };
 
 // Lexical state of each template byte, enough to tell literal text (raw
@@ -115,31 +117,6 @@ static char *find_literal_turn(const char *tmpl, size_t n, const lexed *lx, cons
     return NULL;
 }
 
-typedef struct strbuf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(strbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
 // Adds s without leading/trailing ASCII whitespace (llama.cpp's trim()).
 static void sb_trimmed(strbuf *b, const char *s) {
@@ -148,7 +125,7 @@ static void sb_trimmed(strbuf *b, const char *s) {
     while (j > i && (s[j - 1] == ' ' || s[j - 1] == '\t' || s[j - 1] == '\n' || s[j - 1] == '\r' ||
                      s[j - 1] == '\v' || s[j - 1] == '\f'))
         j--;
-    sb_add(b, s + i, j - i);
+    sb_put(b, s + i, j - i);
 }
 
 int chat_format(const gguf_file *f, const char *system_msg, const char *user_msg, char **out_text, rc_err *err) {
@@ -195,33 +172,33 @@ int chat_format(const gguf_file *f, const char *system_msg, const char *user_msg
     switch (fam) {
     case CHAT_CHATML:
         if (system_msg) {
-            sb_str(&b, "<|im_start|>system\n");
-            sb_str(&b, system_msg);
-            sb_str(&b, "<|im_end|>\n");
+            sb_puts(&b, "<|im_start|>system\n");
+            sb_puts(&b, system_msg);
+            sb_puts(&b, "<|im_end|>\n");
         }
-        sb_str(&b, "<|im_start|>user\n");
-        sb_str(&b, user_msg);
-        sb_str(&b, "<|im_end|>\n<|im_start|>assistant\n");
+        sb_puts(&b, "<|im_start|>user\n");
+        sb_puts(&b, user_msg);
+        sb_puts(&b, "<|im_end|>\n<|im_start|>assistant\n");
         break;
     case CHAT_LLAMA3:
         if (system_msg) {
-            sb_str(&b, "<|start_header_id|>system<|end_header_id|>\n\n");
+            sb_puts(&b, "<|start_header_id|>system<|end_header_id|>\n\n");
             sb_trimmed(&b, system_msg);
-            sb_str(&b, "<|eot_id|>");
+            sb_puts(&b, "<|eot_id|>");
         }
-        sb_str(&b, "<|start_header_id|>user<|end_header_id|>\n\n");
+        sb_puts(&b, "<|start_header_id|>user<|end_header_id|>\n\n");
         sb_trimmed(&b, user_msg);
-        sb_str(&b, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+        sb_puts(&b, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
         break;
     case CHAT_LLAMA2:
-        sb_str(&b, "[INST] ");
+        sb_puts(&b, "[INST] ");
         if (system_msg) {
-            sb_str(&b, "<<SYS>>\n");
-            sb_str(&b, system_msg);
-            sb_str(&b, "\n<</SYS>>\n\n");
+            sb_puts(&b, "<<SYS>>\n");
+            sb_puts(&b, system_msg);
+            sb_puts(&b, "\n<</SYS>>\n\n");
         }
-        sb_str(&b, user_msg);
-        sb_str(&b, " [/INST]");
+        sb_puts(&b, user_msg);
+        sb_puts(&b, " [/INST]");
         break;
     }
     free(sys_default);

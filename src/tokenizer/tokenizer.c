@@ -13,6 +13,10 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "core/array.h"
+#include "tokenizer/strmap.h"
+#include "tokenizer/utf8.h"
+
 enum vocab_kind { VOCAB_BPE, VOCAB_SPM };
 
 // GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
@@ -33,86 +37,6 @@ enum {
 #define MAX_PRE_REGEX 6
 #define UTF8_REPLACEMENT "\xEF\xBF\xBD"  // U+FFFD
 #define SPM_SPACE "\xE2\x96\x81"         // U+2581, SentencePiece's escaped space
-
-// ---------------------------------------------------------------------------
-// byte string -> int32 hash map (open addressing, keys copied into an arena)
-
-typedef struct strmap_slot {
-    uint64_t hash;
-    uint64_t key_off;
-    uint32_t key_len;
-    int32_t value;  // -1 = empty slot
-} strmap_slot;
-
-typedef struct strmap {
-    strmap_slot *slots;
-    size_t mask;  // capacity - 1, capacity a power of two >= 2 * expected entries
-    size_t n;
-    char *arena;
-    size_t arena_len, arena_cap;
-} strmap;
-
-static uint64_t hash_bytes(const char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;  // FNV-1a
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ (h >> 29);
-}
-
-static int strmap_init(strmap *m, size_t n_expected) {
-    memset(m, 0, sizeof(*m));
-    size_t cap = 16;
-    while (cap < 2 * n_expected + 1) cap *= 2;
-    m->slots = malloc(cap * sizeof(strmap_slot));
-    if (!m->slots) return -1;
-    for (size_t i = 0; i < cap; i++) m->slots[i].value = -1;
-    m->mask = cap - 1;
-    return 0;
-}
-
-static void strmap_free(strmap *m) {
-    free(m->slots);
-    free(m->arena);
-    memset(m, 0, sizeof(*m));
-}
-
-static int32_t strmap_get(const strmap *m, const char *key, size_t n) {
-    if (!m->slots) return -1;
-    uint64_t h = hash_bytes(key, n);
-    for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
-        const strmap_slot *s = &m->slots[i];
-        if (s->value < 0) return -1;
-        if (s->hash == h && s->key_len == n && memcmp(m->arena + s->key_off, key, n) == 0) return s->value;
-    }
-}
-
-// Inserts key -> value unless the key is present. Returns 1 if inserted,
-// 0 if it was already there (the old value is kept), -1 when out of memory.
-static int strmap_put(strmap *m, const char *key, size_t n, int32_t value) {
-    if (m->n + 1 > (m->mask + 1) / 2) return -1;  // sized up front; never expected
-    uint64_t h = hash_bytes(key, n);
-    size_t i = (size_t)h & m->mask;
-    for (;; i = (i + 1) & m->mask) {
-        strmap_slot *s = &m->slots[i];
-        if (s->value < 0) break;
-        if (s->hash == h && s->key_len == n && memcmp(m->arena + s->key_off, key, n) == 0) return 0;
-    }
-    if (m->arena_len + n > m->arena_cap) {
-        size_t cap = m->arena_cap ? m->arena_cap : 4096;
-        while (cap < m->arena_len + n) cap *= 2;
-        char *a = realloc(m->arena, cap);
-        if (!a) return -1;
-        m->arena = a;
-        m->arena_cap = cap;
-    }
-    if (n) memcpy(m->arena + m->arena_len, key, n);
-    m->slots[i] = (strmap_slot){.hash = h, .key_off = m->arena_len, .key_len = (uint32_t)n, .value = value};
-    m->arena_len += n;
-    m->n++;
-    return 1;
-}
 
 // ---------------------------------------------------------------------------
 // growable buffers
@@ -144,95 +68,6 @@ static int grow(void **buf, size_t *cap, size_t n, size_t elem_bytes) {
     *buf = p;
     *cap = c;
     return 0;
-}
-
-// ---------------------------------------------------------------------------
-// UTF-8 helpers
-
-// Length of the sequence a lead byte announces, as llama.cpp's unicode_len_utf8
-// (continuation bytes count as 1).
-static size_t utf8_len(unsigned char c) {
-    static const size_t lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return lookup[c >> 4];
-}
-
-static size_t utf8_put(uint32_t cp, char *out) {
-    if (cp <= 0x7F) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp <= 0x7FF) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp <= 0xFFFF) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-// Decodes one code point the way llama.cpp's unicode_cpt_from_utf8 does:
-// lead/continuation structure is checked, overlong forms and surrogates are
-// not. Returns 0 on an invalid sequence (caller substitutes U+FFFD, skips 1).
-static size_t utf8_decode_lenient(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (!(c & 0x40)) return 0;
-    if (!(c & 0x20)) {
-        if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
-        *cp = ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3F);
-        return 2;
-    }
-    if (!(c & 0x10)) {
-        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-        return 3;
-    }
-    if (!(c & 0x08)) {
-        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
-        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) | ((uint32_t)(s[2] & 0x3F) << 6) |
-              (s[3] & 0x3F);
-        return 4;
-    }
-    return 0;
-}
-
-// Strict UTF-8 (RFC 3629) at s[0..n): returns the length of the valid
-// sequence there; 0 if s is a valid but incomplete prefix cut by the end;
-// or -k if invalid, where k >= 1 is the length of the maximal valid prefix
-// (Unicode's "maximal subpart"), which becomes one U+FFFD.
-static int utf8_check_strict(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else return -1;
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return 0;
-        unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xBF;
-        if (s[i] < lo_i || s[i] > hi_i) return -i;
-    }
-    return len;
 }
 
 // ---------------------------------------------------------------------------
@@ -349,7 +184,7 @@ static const pre_def k_pre_defs[] = {
 };
 
 static const pre_def *find_pre(gguf_str name) {
-    for (size_t i = 0; i < sizeof(k_pre_defs) / sizeof(k_pre_defs[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(k_pre_defs); i++)
         for (const char *const *n = k_pre_defs[i].names; *n; n++)
             if (gguf_str_eq(name, *n)) return &k_pre_defs[i];
     return NULL;
@@ -598,7 +433,6 @@ static int text_in(const char *txt, size_t len, const char *const *list, size_t 
     return 0;
 }
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static int build_pieces(tokenizer *t, rc_err *err) {
     // Decoded text is never longer than the stored text (byte-level chars are
@@ -756,14 +590,14 @@ static int init_impl(tokenizer *t, const gguf_file *f, rc_err *err) {
     for (int32_t id = 0; id < t->n_vocab; id++) {
         size_t len;
         const char *txt = tok_text(t, id, &len);
-        if (text_in(txt, len, k_eog_texts, COUNT_OF(k_eog_texts)) ||
-            text_in(txt, len, k_fim_eog_texts, COUNT_OF(k_fim_eog_texts)))
+        if (text_in(txt, len, k_eog_texts, ARRAY_LEN(k_eog_texts)) ||
+            text_in(txt, len, k_fim_eog_texts, ARRAY_LEN(k_fim_eog_texts)))
             t->attr[id] |= ATTR_CONTROL | ATTR_EOG;
-        else if (text_in(txt, len, k_fim_texts, COUNT_OF(k_fim_texts)))
+        else if (text_in(txt, len, k_fim_texts, ARRAY_LEN(k_fim_texts)))
             t->attr[id] |= ATTR_CONTROL;
     }
     const int32_t eog_ids[] = {t->eos, eot, eom, fim_pad, fim_rep, fim_sep};
-    for (size_t i = 0; i < COUNT_OF(eog_ids); i++)
+    for (size_t i = 0; i < ARRAY_LEN(eog_ids); i++)
         if (eog_ids[i] >= 0) t->attr[eog_ids[i]] |= ATTR_EOG;
 
     for (int b = 0; b < 256; b++) {

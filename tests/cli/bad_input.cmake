@@ -13,8 +13,9 @@ add_test(NAME cli_bad_inputs_setup COMMAND make_bad_inputs ${RECALL_BAD_INPUTS})
 set_tests_properties(cli_bad_inputs_setup PROPERTIES FIXTURES_SETUP recall_bad_inputs)
 
 # recall_cli_expect_failure(NAME [MATCH regex] [SUCCESS] [PREFIX p] [ABSENT path] ARGS arg...)
-# registers test <p><NAME> (prefix default cli_bad_); ABSENT: a path that must
-# not exist after the run (an output a failed run must not create). Arguments must not
+# registers test <p><NAME> (prefix default cli_bad_). A SUCCESS case must give
+# MATCH, matched against its stdout + stderr. ABSENT: a path that must not
+# exist after the run (an output a failed run must not create). Arguments must not
 # contain '|' or ';'. Other tests/cli/*.cmake files (included after this one,
 # in name order) use it too.
 function(recall_cli_expect_failure name)
@@ -26,6 +27,9 @@ function(recall_cli_expect_failure name)
   set(expect failure)
   if(arg_SUCCESS)
     set(expect success)
+    if(NOT arg_MATCH)
+      message(FATAL_ERROR "recall_cli_expect_failure(${name} SUCCESS): give MATCH, what the command must produce")
+    endif()
   endif()
   add_test(NAME ${arg_PREFIX}${name}
     COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> "-DARGS=${joined}" "-DMATCH=${arg_MATCH}"
@@ -37,7 +41,8 @@ set(bad ${RECALL_BAD_INPUTS})
 set(long_prompt "The quick brown fox jumps over the lazy dog and keeps running far beyond the edge of a tiny context window.")
 
 # The fixture model itself must load, or the cases that use it would pass for the wrong reason.
-recall_cli_expect_failure(tiny_model_is_valid SUCCESS ARGS info ${bad}/tiny.gguf)
+recall_cli_expect_failure(tiny_model_is_valid SUCCESS MATCH "architecture +llama\nlayers +2\n"
+  ARGS info ${bad}/tiny.gguf)
 
 recall_cli_expect_failure(missing_file MATCH "nonexistent" ARGS generate -m /nonexistent.gguf -p hi)
 recall_cli_expect_failure(not_gguf MATCH "GGUF|magic" ARGS generate -m ${bad}/not_gguf.bin -p hi)
@@ -145,20 +150,33 @@ recall_cli_expect_failure(head_scores_nan MATCH "nan\\.json:"
 recall_cli_expect_failure(head_scores_short_row MATCH "short_row\\.json:"
   ARGS generate -m ${tiny} -p hi --attention headkv --head-scores ${heads_dir}/short_row.json)
 # ... and every policy runs (the tiny model's prompt is shorter than the budget,
-# so these also cover decoding past the budget with eviction).
-foreach(method streaming h2o snapkv pyramidkv adakv)
-  recall_cli_expect_failure(${method}_runs SUCCESS
-    ARGS generate -m ${tiny} -p hello -n 24 --attention ${method} --kv-budget 9 --kv-window 4)
+# so these also cover decoding past the budget with eviction). "hello" is 3
+# tokens of the tiny tokenizer, so 3 + 23 positions reach the cache of each of
+# the 2 layers x 2 KV heads (4 query heads with --budget-per-query-head):
+# streaming and h2o keep their budget of 9 per head (36 rows) and evict the
+# other 4 x 17 = 68; the SnapKV family keeps a prompt under its budget whole
+# and never evicts (4 x 26 = 104 rows; 8 x 26 = 208 per query head).
+foreach(method streaming h2o)
+  recall_cli_expect_failure(${method}_runs SUCCESS MATCH "KV 36 rows kept.*${method} evicted 68 rows while decoding"
+    ARGS generate -m ${tiny} -p hello -n 24 --attention ${method} --kv-budget 9 --kv-window 4 --stats)
 endforeach()
-recall_cli_expect_failure(headkv_runs SUCCESS
+foreach(method snapkv pyramidkv adakv)
+  recall_cli_expect_failure(${method}_runs SUCCESS MATCH "KV 104 rows kept.*${method} evicted 0 rows while decoding"
+    ARGS generate -m ${tiny} -p hello -n 24 --attention ${method} --kv-budget 9 --kv-window 4 --stats)
+endforeach()
+recall_cli_expect_failure(headkv_runs SUCCESS MATCH "KV 208 rows kept.*headkv evicted 0 rows while decoding"
   ARGS generate -m ${tiny} -p hello -n 24 --attention headkv --kv-budget 9 --kv-window 4 --budget-per-query-head
-       --head-scores ${heads_dir}/ok.json)
+       --head-scores ${heads_dir}/ok.json --stats)
 recall_cli_expect_failure(recycled_headkv_budgets_runs SUCCESS
+  MATCH "recycled attention \\(K 6 on average, HeadKV budgets, stride 10, GQA max, pool 7\\): [0-9]+ of 23 decode steps"
   ARGS generate -m ${tiny} -p hello -n 24 --attention recycled --recycle-k 6 --recycle-budgets headkv
        --head-scores ${heads_dir}/ok.json)
-# ... and valid settings run (both schedules, every aggregation).
+# ... and valid settings run (both schedules, every aggregation): 12 tokens
+# are 11 decode steps, of which stride 3 runs steps 3, 6 and 9 full.
 recall_cli_expect_failure(recycled_stride_runs SUCCESS
+  MATCH "recycled attention \\(K 4, stride 3, GQA max, pool 3\\): 3 of 11 decode steps"
   ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-stride 3 --recycle-pool 3)
 recall_cli_expect_failure(recycled_dynamic_runs SUCCESS
+  MATCH "recycled attention \\(K 4, dynamic: every 2 steps, full at cosine <= 0\\.5, GQA mean, pool 1\\): [0-9]+ of 11 decode steps"
   ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-schedule dynamic
        --recycle-check-every 2 --recycle-similarity 0.5 --recycle-agg mean --recycle-pool 1)

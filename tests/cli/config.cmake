@@ -28,7 +28,7 @@ recall_cli_config_test(missing_value MATCH "--config" ARGS generate --config)
 # A generate-only key in [bench] is bench's error, not generate's.
 recall_cli_config_test(bench_unknown_key MATCH "bench_key\\.ini:3: unknown key 'prompt' .*'recall bench'"
   ARGS bench --config ${cfg_dir}/bench_key.ini)
-recall_cli_config_test(generate SUCCESS ARGS generate --config ${cfg_dir}/good.ini)
+recall_cli_config_test(generate SUCCESS MATCH "decode 1 tokens" ARGS generate --config ${cfg_dir}/good.ini)
 
 # Greedy decoding of n tokens reports "decode n-1 tokens" (the last needs no
 # forward pass): n-predict = 2 from the file, and -n 4 on the command line wins.
@@ -54,10 +54,13 @@ file(WRITE ${cfg_dir}/recycled_bad_attention.ini "model = ${cfg_model}\nprompt =
 file(WRITE ${cfg_dir}/recycled_no_attention.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nrecycle-k = 4\n")
 file(WRITE ${cfg_dir}/recycled_typo.ini "model = ${cfg_model}\n[generate]\nattention = recycled\nrecycle-size = 4\n")
 
-recall_cli_config_test(recycled_sample SUCCESS
+recall_cli_config_test(recycled_sample SUCCESS MATCH "recycled attention \\(K 4, stride 10, GQA max, pool 7\\)"
   ARGS generate --config ${recycled_sample} -m ${cfg_model} -p hello -n 8 --recycle-k 4)
-recall_cli_config_test(recycled SUCCESS ARGS generate --config ${cfg_dir}/recycled.ini)
-recall_cli_config_test(recycled_dynamic SUCCESS ARGS generate --config ${cfg_dir}/recycled_dynamic.ini)
+recall_cli_config_test(recycled SUCCESS MATCH "recycled attention \\(K 4, stride 3, GQA mean, pool 3\\): 3 of 11 decode steps"
+  ARGS generate --config ${cfg_dir}/recycled.ini)
+recall_cli_config_test(recycled_dynamic SUCCESS
+  MATCH "recycled attention \\(K 4, dynamic: every 2 steps, full at cosine <= 0\\.5, GQA max, pool 7\\): [0-9]+ of 11 decode steps"
+  ARGS generate --config ${cfg_dir}/recycled_dynamic.ini)
 recall_cli_config_test(recycled_bad_pool MATCH "^recall: --recycle-pool: the kernel must be odd \\(got 4\\)$"
   ARGS generate --config ${cfg_dir}/recycled_bad_pool.ini)
 recall_cli_config_test(recycled_bad_similarity MATCH "^recall: --recycle-similarity: 1\\.5 is out of range"
@@ -89,7 +92,7 @@ set_tests_properties(cli_config_recycled_settings_apply cli_config_recycled_samp
 # whose bad value fails with the flag's error.
 set(headkv_sample ${PROJECT_SOURCE_DIR}/configs/headkv-example.ini)
 file(WRITE ${cfg_dir}/snapkv_bad_budget.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = snapkv\nkv-budget = 4\n")
-recall_cli_config_test(headkv_sample SUCCESS
-  ARGS generate --config ${headkv_sample} -m ${cfg_model} -p hello -n 8 --head-scores ${heads_dir}/ok.json)
+recall_cli_config_test(headkv_sample SUCCESS MATCH "KV [0-9]+ rows kept.*headkv evicted 0 rows while decoding"
+  ARGS generate --config ${headkv_sample} -m ${cfg_model} -p hello -n 8 --head-scores ${heads_dir}/ok.json --stats)
 recall_cli_config_test(snapkv_bad_budget MATCH "^recall: snapkv: --kv-budget 4 is smaller than the observation window 8"
   ARGS generate --config ${cfg_dir}/snapkv_bad_budget.ini)

@@ -7,9 +7,10 @@
 #         [-DMATCH=regex] [-DEXPECT=success] [-DABSENT=path] -P expect_failure.cmake
 #
 # ARGS separates the arguments with '|' (a CMake list would be split by
-# add_test). EXPECT=success instead checks a run that must work (exit 0).
-# ABSENT names a file or directory that must not exist afterwards (it is
-# removed before the run).
+# add_test). EXPECT=success instead checks a run that must work: exit 0 and
+# its stdout + stderr matching MATCH (required: exit 0 alone would pass a run
+# that did nothing). ABSENT names a file or directory that must not exist
+# afterwards (it is removed before the run).
 
 # tests/CMakeLists.txt include()s every cli/*.cmake at configure time; this
 # file is only a script for `cmake -P`.
@@ -50,6 +51,12 @@ endif()
 if(EXPECT STREQUAL "success")
   if(NOT rc EQUAL 0)
     fail("expected success")
+  endif()
+  if(NOT DEFINED MATCH OR MATCH STREQUAL "")
+    fail("a success case needs MATCH: what the command must have produced")
+  endif()
+  if(NOT "${out}${err}" MATCHES "${MATCH}")
+    fail("the output does not match '${MATCH}'")
   endif()
   message(STATUS "ok (success): recall ${shown}")
   return()

@@ -3,8 +3,10 @@
 # several ranks reproduce the single-process run, every rank of a run agrees
 # bit for bit, and every rank's --trace shows recycled steps with no
 # collective call at all.
-#   mpi_recycled_k256_np{1,2,3}: K 256. Tokens identical, logits within 5e-3
-#     relative: between runs on different rank counts the hidden states differ
+#   mpi_recycled_k256_np{1,2,3}: K 256. Tokens identical, logits within 1e-4
+#     relative while the selections (trace hashes) equal one process's, 5e-3
+#     from the first step where they differ: between runs on different rank
+#     counts the hidden states differ
 #     by rounding (the merge order), ~1e-5 relative, which moves attention
 #     probabilities by up to ~5e-4 relative; where two positions' pooled
 #     scores at the K boundary are closer than that, the two runs keep
@@ -17,14 +19,14 @@
 # compare_logits comes from mpi_generate.cmake (included before this file).
 if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(mpi_recycled_work ${CMAKE_CURRENT_BINARY_DIR}/mpi_recycled)
-  foreach(setting "k256;256;5e-3;1;2;3" "k4096;4096;1e-4;1;3")
-    list(POP_FRONT setting tag k tol)
+  foreach(setting "k256;256;1e-4;5e-3;1;2;3" "k4096;4096;1e-4;1e-4;1;3")
+    list(POP_FRONT setting tag k tol loose_tol)
     foreach(np ${setting})
       set(name mpi_recycled_${tag}_np${np})
       add_test(NAME ${name}
         COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> -DMODEL=${RECALL_MODEL_PATH}
                 -DPROMPT=${RECALL_TEST_DATA}/prose/persuasion_ch1.txt -DWORK=${mpi_recycled_work} -DNP=${np}
-                -DK=${k} -DTOL=${tol} -DTAG=${tag} -DMPIEXEC=${MPIEXEC_EXECUTABLE}
+                -DK=${k} -DTOL=${tol} -DLOOSE_TOL=${loose_tol} -DTAG=${tag} -DMPIEXEC=${MPIEXEC_EXECUTABLE}
                 -DCOMPARE=$<TARGET_FILE:compare_logits>
                 -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/mpi_recycled_check.cmake)
       # Open MPI's own allocations look like leaks to LeakSanitizer.

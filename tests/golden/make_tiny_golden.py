@@ -78,7 +78,7 @@ Usage:
     python3 tests/golden/make_tiny_golden.py [--dir tests/data/tiny]
         [--out-dir DIR] [--only NAME,...] [--variant V]
 --variant writes a deliberately wrong reference (for checking that
-test_engine catches the mistake; never commit one):
+test_engine catches the mistake; only tests/data/tiny_mutants/ holds them):
     neox-llama        llama: NeoX pairs on the stored (permuted) weights
     adjacent-qwen2    qwen2: adjacent pairs (2i, 2i+1)
     no-bias           qwen2: drop the q/k/v biases

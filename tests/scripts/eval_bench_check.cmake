@@ -4,6 +4,10 @@
 # compress at depth 0) must write, besides its usual table, a CSV with the
 # header and one row per prefill length and per decode (method, depth) with
 # #wrong = 0, and a JSON document with the same rows and the command line.
+# Each method is checked against its own reference: full and recycled (whose
+# first step is full) against a one-shot prefill, snapkv (budget 12 < depth
+# 16) against itself from a fresh prefill, and n/a where nothing was checked
+# (--verify-max 0 leaves depth 16 unchecked in a second run).
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 execute_process(COMMAND ${RECALL} bench -m ${MODEL} --prefill 8,16 --ctx 0,16 --decode-tokens 4 --reps 1 --threads 2
@@ -16,6 +20,19 @@ if(NOT rc EQUAL 0)
 endif()
 if(NOT out MATCHES "\n  decode   full +16 ")
   message(FATAL_ERROR "the printed table is missing")
+endif()
+foreach(check "full +0: 0 logits of the first step differ from one-shot full-attention prefill"
+              "recycled:k=4 +16: 0 logits of the first step differ from one-shot full-attention prefill"
+              "snapkv:budget=12:window=4 +16: 0 logits of the first step differ from the same method from a fresh prefill")
+  if(NOT out MATCHES "\n  check +${check}\n")
+    message(FATAL_ERROR "no check line '${check}'")
+  endif()
+endforeach()
+execute_process(COMMAND ${RECALL} bench -m ${MODEL} --prefill 8 --ctx 16 --decode-tokens 2 --reps 1 --threads 2
+                        --attention full,snapkv:budget=12:window=4 --verify-max 0
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out2 ERROR_VARIABLE err2 TIMEOUT 120)
+if(NOT rc EQUAL 0 OR NOT out2 MATCHES "\n  check +snapkv:budget=12:window=4 +16: n/a logits")
+  message(FATAL_ERROR "--verify-max 0: expected an n/a check for snapkv at depth 16 (exit ${rc}):\n${out2}${err2}")
 endif()
 file(READ ${WORK}/bench.csv csv)
 set(header "test,method,budget,depth,tokens,ranks,threads,kv_type,seconds,tok_s,vs_full,n_full,ms_full,ms_rec,kv_bytes_read_per_token,comm_bytes_per_token,kv_mib,peak_rss_mib,wrong,fill,command")

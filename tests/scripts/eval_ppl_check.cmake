@@ -4,8 +4,7 @@
 # each CSV has one row per method with a finite perplexity, and the two rank
 # counts agree within 1e-4 relative (the rank merge only reorders sums).
 if(NOT EXISTS "${MODEL}")
-  message("eval test skipped: no model at ${MODEL} (launch/setup.sh fetches it)")
-  return()
+  message(FATAL_ERROR "the real model is required at ${MODEL}; fetch it with: bash launch/setup.sh")
 endif()
 include(${CMAKE_CURRENT_LIST_DIR}/mpi_run.cmake)
 file(REMOVE_RECURSE ${WORK})

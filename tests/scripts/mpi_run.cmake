@@ -3,6 +3,10 @@
 # test unless it succeeds and reports bitwise-equal logits on every rank.
 # Sets `err` to recall's stderr.
 #   recall_run_ranks(NP TIMEOUT ARG...)
+# Every real-model test fails (never skips) without the model, with one line.
+if(DEFINED MODEL AND NOT EXISTS "${MODEL}")
+  message(FATAL_ERROR "the real model is required at ${MODEL}; fetch it with: bash launch/setup.sh")
+endif()
 set(ENV{GOMP_SPINCOUNT} 2000)
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)

@@ -63,4 +63,11 @@ static int g_checks_run = 0;
 
 #define TEST_SKIP 77
 
+// Every real-model test fails (never skips) without the model: one line that
+// says where it looked and how to fetch it.
+static inline int test_missing_model(const char *path, const char *why) {
+    fprintf(stderr, "FAIL: the real model is required at %s (%s); fetch it with: bash launch/setup.sh\n", path, why);
+    return 1;
+}
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/rng.h"
 #include "model/gguf.h"
 #include "model/quant.h"
@@ -77,9 +78,7 @@ static float rng_normal(rng *r) {
 // that differ only in weight types hold the same underlying floats (a Q8_0
 // model can be compared with its F32 twin).
 static rng tensor_rng(uint64_t seed, const char *name) {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
-    for (const char *c = name; *c; c++) h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
-    rng r = {seed ^ h};
+    rng r = {seed ^ fnv1a(FNV1A_INIT, name, strlen(name))};
     rng_next(&r);
     return r;
 }
