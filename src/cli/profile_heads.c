@@ -570,6 +570,9 @@ int cmd_profile_heads(int argc, char **argv) {
     engine_opts eo = engine_default_opts();
     eo.n_ctx = max_len + max_new + 1;
     eo.n_threads = n_threads;
+    // The shipped head scores (configs/heads/) were measured with an fp32
+    // cache; the probes read the engine's own scores, so any cache type works.
+    eo.kv_elem = KV_F32;
     eo.comm = cm;
     eo.attention = ATTENTION_FULL;
     const int64_t n_heads_total = cfg->n_layer * cfg->n_head;

@@ -54,7 +54,7 @@ foreach(row "prefill,,,,8,1,2,f16," "prefill,,,,16,1,2,f16,"
   endif()
 endforeach()
 # decode rows: ..., kv_mib, peak_rss_mib, wrong = 0, then the quoted command line
-string(REGEX MATCHALL "\ndecode,[^\n]*,${num},${num},0,prefill,\"recall bench -m [^\n]*--csv [^\n]*\"" decode_rows "${csv}")
+string(REGEX MATCHALL "\ndecode,[^\n]*,${num},${num},0,prefill,\"recall bench -m [^\n]*--csv=[^\n]*\"" decode_rows "${csv}")
 list(LENGTH decode_rows n)
 if(NOT n EQUAL 5)
   message(FATAL_ERROR "bench.csv: ${n} decode rows with #wrong = 0 and the command line, expected 5")
