@@ -2,6 +2,7 @@
 // (support/defect_inputs.h), at the library level: each check failed before
 // its fix, in the Release build or (the undefined-behaviour cases) under the
 // ASan+UBSan build. The CLI side is tests/cli/defects.cmake.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,26 @@ static void test_head_scores_shape_first(void) {
     unlink(path);
 }
 
+// Found by fuzzing (head_scores harness, save/load round trip): a score of
+// -0 loaded as -0 but is saved as 0; it now loads as +0.
+static void test_head_scores_negative_zero(void) {
+    char path[] = "/tmp/recall_test_defects_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    const char *text = "{\"format\":\"recall-head-scores-1\",\"model\":\"m\",\"probe\":\"r\",\"n_layer\":1,"
+                       "\"n_head\":2,\"n_examples\":1,\"scores\":[[-0,1]]}";
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    head_scores hs;
+    rc_err err;
+    CHECK_MSG(head_scores_load(path, 0, 0, &hs, &err) == 0, "%s", err.msg);
+    if (hs.score) {
+        CHECK(hs.score[0] == 0.0 && !signbit(hs.score[0]) && hs.score[1] == 1.0);
+        head_scores_free(&hs);
+    }
+    unlink(path);
+}
+
 int main(void) {
     if (!UNDER_ASAN) {  // ASan reserves terabytes of address space
         struct rlimit rl = {.rlim_cur = (rlim_t)8 << 30, .rlim_max = (rlim_t)8 << 30};
@@ -171,5 +192,6 @@ int main(void) {
     test_dimension_bounds();
     test_block_count_vs_tensors();
     test_head_scores_shape_first();
+    test_head_scores_negative_zero();
     TEST_MAIN_END();
 }

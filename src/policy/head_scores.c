@@ -111,7 +111,7 @@ static int parse_scores(const char *path, const cJSON *root, head_scores *hs, rc
                                (long long)l, (long long)h);
             if (s < 0)
                 return rc_fail(err, "%s: scores[%lld][%lld] is negative (%g)", path, (long long)l, (long long)h, s);
-            hs->score[l * hs->n_head + h] = s;
+            hs->score[l * hs->n_head + h] = s == 0 ? 0.0 : s;  // -0 -> 0, as saved: round trips stay exact
         }
     }
     return 0;

@@ -149,6 +149,11 @@ static void head_scores_seeds(void) {
         }
     }
     write_str("regressions", "head_scores", "defect_head_scores.json", defect_head_scores_json());
+    // Found by a long run: a score of -0 loaded as -0 but saved as 0, so a
+    // save/load round trip changed its bits.
+    write_str("regressions", "head_scores", "negative_zero.json",
+              "{\"format\":\"recall-head-scores-1\",\"model\":\"m\",\"probe\":\"r\",\"n_layer\":1,"
+              "\"n_head\":2,\"n_examples\":1,\"scores\":[[-0,1]]}");
 }
 
 static void config_seeds(void) {
