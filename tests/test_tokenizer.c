@@ -504,10 +504,11 @@ static void test_api(const tokenizer *tok) {
     free(ids);
 
     // Complexity, not wall-clock (a loaded machine makes any time limit
-    // flaky): encoding the text whole may take at most 1.5x the time of
+    // flaky): encoding the text whole may take at most 2.5x the time of
     // encoding its four quarters one after another (the same bytes, so the
-    // same caches), best of 7 runs each. Linear encoding gives ~1x; a
-    // quadratic one 4x.
+    // same caches), best of 7 runs each. Linear encoding gives ~1x (Release
+    // 1.02-1.14x, ASan up to ~1.6x: its allocator makes the 4x larger
+    // buffers dearer); a quadratic one 4x.
     const char *para = "The quick brown fox jumps over the lazy dog, isn't it? In 2026, 3.5 million people "
                        "read   this sentence twice.\nThen they wrote it down again; nobody knows why.\n";
     size_t pl = strlen(para), total = 512 * 1024, quarter = total / 4;
@@ -529,8 +530,8 @@ static void test_api(const tokenizer *tok) {
             if (dt < best[which]) best[which] = dt;
         }
     }
-    CHECK_MSG(rc == 0 && best[1] <= 1.5 * best[0],
-              "encoding 512 KB whole took %.2fx the time of its 4 quarters (%.2f ms vs %.2f ms; limit 1.5x)",
+    CHECK_MSG(rc == 0 && best[1] <= 2.5 * best[0],
+              "encoding 512 KB whole took %.2fx the time of its 4 quarters (%.2f ms vs %.2f ms; limit 2.5x)",
               best[1] / best[0], best[1] * 1e3, best[0] * 1e3);
     printf("encode 512 KB: %zu tokens in %.1f ms; as 4 quarters %.1f ms (%.2fx)\n", n, best[1] * 1e3, best[0] * 1e3,
            best[1] / best[0]);
