@@ -427,3 +427,18 @@ void eval_index_put(eval_index *ix, const char *key, const eval_result *val) {
     }
     ix->vals[i] = *val;
 }
+
+void eval_finish_outputs(const char *prefix, FILE *csv, const char *csv_path, cJSON *root, cJSON *results,
+                         const char *command, int n_ranks) {
+    printf("#\n# reproduce: %s%s\n", n_ranks > 1 ? "launch/mpirun.sh -np N -- " : "", command);
+    fflush(stdout);
+    if (fclose(csv)) cli_die("%s: write error", csv_path);
+    cJSON_AddItemToObject(root, "results", results);
+    char *text = cJSON_Print(root);
+    char json_path[4096];
+    FILE *jf = eval_open_output(prefix, ".json", "w", json_path, sizeof(json_path));
+    fprintf(jf, "%s\n", text);
+    if (fclose(jf)) cli_die("%s: write error", json_path);
+    free(text);
+    cJSON_Delete(root);
+}

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <cjson/cJSON.h>
 
 #include "cli/attention_opts.h"
 #include "cli/method_list.h"
@@ -132,6 +133,11 @@ void eval_format_seconds(double s, char *buf, size_t cap);        // "12s", "3m0
 
 // PREFIX + ext, creating PREFIX's directory when missing; dies on failure.
 FILE *eval_open_output(const char *prefix, const char *ext, const char *mode, char *path, size_t cap);
+// The end of an eval run on rank 0: the reproduce line on stdout, the CSV
+// closed (csv_path names it in errors), and PREFIX.json written from root
+// with `results` attached (root is freed).
+void eval_finish_outputs(const char *prefix, FILE *csv, const char *csv_path, cJSON *root, cJSON *results,
+                         const char *command, int n_ranks);
 const char *eval_basename(const char *path);
 // Reads the results file of an earlier run line by line: fn gets each
 // complete line parsed (NULL when it is not JSON) and its number. A last line

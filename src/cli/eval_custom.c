@@ -309,16 +309,7 @@ static void report(const custom_args *a, const eval_index *ix, const eval_run *r
         }
         cJSON_AddItemToArray(results, o);
     }
-    printf("#\n# reproduce: %s%s\n", n_ranks > 1 ? "launch/mpirun.sh -np N -- " : "", command);
-    fflush(stdout);
-    if (fclose(csv)) cli_die("%s: write error", path);
-    cJSON_AddItemToObject(root, "results", results);
-    char *text = cJSON_Print(root);
-    FILE *jf = eval_open_output(c->out_prefix, ".json", "w", path, sizeof(path));
-    fprintf(jf, "%s\n", text);
-    if (fclose(jf)) cli_die("%s: write error", path);
-    free(text);
-    cJSON_Delete(root);
+    eval_finish_outputs(c->out_prefix, csv, path, root, results, command, n_ranks);
 }
 
 int eval_custom_main(int argc, char **argv) {

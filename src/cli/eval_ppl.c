@@ -150,7 +150,7 @@ int eval_ppl_main(int argc, char **argv) {
     if (!e) cli_die_err(&err);
 
     FILE *csv = NULL;
-    char csv_path[4096], json_path[4096];
+    char csv_path[4096];
     cJSON *root = NULL, *results = NULL;
     if (rank0) {
         eval_claim_out(&o);
@@ -265,15 +265,7 @@ int eval_ppl_main(int argc, char **argv) {
     if (rank0) {
         fprintf(stderr, "recall: eval: %lld decode steps, logits bitwise identical on all ranks (%d rank%s, hash %016llx)\n",
                 (long long)n_steps, cm->size, cm->size > 1 ? "s" : "", (unsigned long long)all_hash);
-        printf("#\n# reproduce: %s%s\n", cm->size > 1 ? "launch/mpirun.sh -np N -- " : "", command);
-        if (fclose(csv)) cli_die("%s: write error", csv_path);
-        cJSON_AddItemToObject(root, "results", results);
-        char *text = cJSON_Print(root);
-        FILE *jf = eval_open_output(o.out_prefix, ".json", "w", json_path, sizeof(json_path));
-        fprintf(jf, "%s\n", text);
-        if (fclose(jf)) cli_die("%s: write error", json_path);
-        free(text);
-        cJSON_Delete(root);
+        eval_finish_outputs(o.out_prefix, csv, csv_path, root, results, command, cm->size);
     }
     for (int ri = 0; ri < EVAL_MAX_RUNS; ri++) free(res[ri].nll);
     free(res);
