@@ -268,6 +268,7 @@ int eval_ppl_main(int argc, char **argv) {
         FILE *jf = eval_open_output(o.out_prefix, ".json", "w", json_path, sizeof(json_path));
         fprintf(jf, "%s\n", text);
         if (fclose(jf)) cli_die("%s: write error", json_path);
+        fprintf(stderr, "recall: eval: results in %s.{csv,json}\n", o.out_prefix);
         free(text);
         cJSON_Delete(root);
     }
