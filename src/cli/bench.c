@@ -287,6 +287,7 @@ int cmd_bench(int argc, char **argv) {
         run_dir_create("bench", csv_default, sizeof(csv_default) - 16);
         strcat(csv_default, "/bench.csv");
         csv_path = csv_default;
+        fprintf(stderr, "recall: bench: writing %s\n", csv_path);
     }
     if (rank0 && csv_path) {
         if (!(csv = fopen(csv_path, "w"))) cli_die("--csv %s: cannot open for writing", csv_path);

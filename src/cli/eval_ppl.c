@@ -266,6 +266,7 @@ int eval_ppl_main(int argc, char **argv) {
         fprintf(stderr, "recall: eval: %lld decode steps, logits bitwise identical on all ranks (%d rank%s, hash %016llx)\n",
                 (long long)n_steps, cm->size, cm->size > 1 ? "s" : "", (unsigned long long)all_hash);
         eval_finish_outputs(o.out_prefix, csv, csv_path, root, results, command, cm->size);
+        fprintf(stderr, "recall: eval: results in %s.{csv,json}\n", o.out_prefix);
     }
     for (int ri = 0; ri < EVAL_MAX_RUNS; ri++) free(res[ri].nll);
     free(res);

@@ -621,6 +621,7 @@ int eval_ruler_main(int argc, char **argv) {
     if (rank0) {
         if (fclose(jsonl)) cli_die("%s: write error", jsonl_path);
         report(&a, &ix, runs, n_runs, a.c.model_path, cm->size, command);
+        fprintf(stderr, "recall: eval: results in %s.{jsonl,csv,json}\n", a.c.out_prefix);
     }
     for (int ci = 0; ci < a.c.n_ctx; ci++) free(runs[ci]);
     free(todo);

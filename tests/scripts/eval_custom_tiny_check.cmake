@@ -49,7 +49,7 @@ file(WRITE ${WORK}/short.txt "Just a short text, long enough for a context of th
 run_ok(eval ppl -m ${MODEL} --text ${WORK}/short.txt --ctx 32 --eval-tokens 8 --threads 1)
 file(GLOB ppl ${WORK}/cwd/runs/eval-ppl-*/ppl.csv ${WORK}/cwd/runs/eval-ppl-*/ppl.json)
 list(LENGTH ppl n)
-if(NOT n EQUAL 2)
+if(NOT n EQUAL 2 OR NOT err MATCHES "results in runs/eval-ppl-[0-9-]+/ppl\\.\\{csv,json\\}")
   message(FATAL_ERROR "eval ppl without --out: ${ppl}, expected runs/eval-ppl-*/ppl.{csv,json}")
 endif()
 set(bench_args bench -m ${MODEL} --prefill 16 --depths 0 --decode-tokens 4 --reps 1 --threads 1)
