@@ -9,7 +9,9 @@
 #   synth_model           launch/synth_model.py (see below)
 #   slurm_cpu_sbatch      (label slurm) munged + slurmctld + slurmd started by the test, the
 #                         CPU sbatch script with 2 tasks: the same text and bitwise-equal logits
-#                         as mpirun -np 2 (scripts/slurm_check.sh; 77 = Slurm not installed)
+#                         as mpirun -np 2; then launch/sweep.sh --slurm runs 2 cells as job
+#                         arrays and a plain rerun collects them (scripts/slurm_check.sh;
+#                         77 = Slurm not installed)
 set(scaling_work ${CMAKE_CURRENT_BINARY_DIR}/scaling_tests)
 set(tiny ${RECALL_BAD_INPUTS}/tiny.gguf)
 
