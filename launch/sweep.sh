@@ -134,8 +134,10 @@ if [ "$slurm" = 1 ]; then
           --decode-tokens "$tokens" --recall "$recall")
     [ -n "$budgets" ] && args+=(--budgets "$budgets")
     [ -n "$threads" ] && args+=(--threads "$threads")
+    tail_args=""
+    [ ${#extra[@]} -gt 0 ] && tail_args="-- $(printf '%q ' "${extra[@]}")"
     sbatch --parsable -n "$r" -c "${threads:-1}" --array=0-$(( ${#keys[@]} - 1 )) -o "$out/cells/slurm-%A_%a.out" \
-      --wrap "bash launch/sweep.sh $(printf '%q ' "${args[@]}") --run-cell \$(sed -n \"\$((SLURM_ARRAY_TASK_ID + 1))p\" $out/array_np$r.txt) -- $(printf '%q ' "${extra[@]}")"
+      --wrap "bash launch/sweep.sh $(printf '%q ' "${args[@]}") --run-cell \$(sed -n \"\$((SLURM_ARRAY_TASK_ID + 1))p\" $out/array_np$r.txt) $tail_args"
   done
   echo "sweep: submitted; rerun without --slurm once the arrays finish to collect $out/results.csv" >&2
   exit 0

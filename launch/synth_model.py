@@ -99,8 +99,8 @@ def block_pool(gtype, sigma, rng):
         return b"".join(head + body[16 * i:16 * i + 16] for i in range(n))
     d = sigma * math.sqrt(3.0) / 127.0  # int8 uniform on -127..127
     head = f16(d)
-    body = bytes((x % 255) for x in rng.randbytes(32 * n))  # 0..254, as int8 below
-    body = bytes((x - 127) & 0xFF for x in body)
+    to_int8 = bytes(((x % 255) - 127) & 0xFF for x in range(256))  # -127..127, as two's complement bytes
+    body = rng.randbytes(32 * n).translate(to_int8)
     return b"".join(head + body[32 * i:32 * i + 32] for i in range(n))
 
 

@@ -6,9 +6,12 @@
 #   plan_output           recall plan --shape: the table and CSV rows for every cell
 #   sweep_resume          launch/sweep.sh: resume (see below)
 #   scaling_plots         launch/scaling_plots.sh (see below)
+#   synth_model           launch/synth_model.py (see below)
 #   slurm_cpu_sbatch      (label slurm) munged + slurmctld + slurmd started by the test, the
 #                         CPU sbatch script with 2 tasks: the same text and bitwise-equal logits
-#                         as mpirun -np 2 (scripts/slurm_check.sh; 77 = Slurm not installed)
+#                         as mpirun -np 2; then launch/sweep.sh --slurm runs 2 cells as job
+#                         arrays and a plain rerun collects them (scripts/slurm_check.sh;
+#                         77 = Slurm not installed)
 set(scaling_work ${CMAKE_CURRENT_BINARY_DIR}/scaling_tests)
 set(tiny ${RECALL_BAD_INPUTS}/tiny.gguf)
 
@@ -66,4 +69,13 @@ if(RECALL_GNUPLOT_SCALING AND RECALL_PYTHON3)
     COMMAND ${CMAKE_COMMAND} -DBASH=${RECALL_BASH_SLURM} -DSCRIPT=${PROJECT_SOURCE_DIR}/launch/scaling_plots.sh
             -DWORK=${scaling_work}/plots -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/scaling_plots_check.cmake)
   set_tests_properties(scaling_plots PROPERTIES TIMEOUT 120)
+endif()
+
+# synth_model: launch/synth_model.py smollm2-135m loads with the exact shape and decodes.
+if(RECALL_PYTHON3)
+  add_test(NAME synth_model
+    COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> -DPYTHON=${RECALL_PYTHON3}
+            -DSCRIPT=${PROJECT_SOURCE_DIR}/launch/synth_model.py -DWORK=${scaling_work}/synth
+            -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/synth_model_check.cmake)
+  set_tests_properties(synth_model PROPERTIES TIMEOUT 300 ENVIRONMENT "GOMP_SPINCOUNT=2000")
 endif()

@@ -3,7 +3,8 @@
 # own processes (munged, slurmctld, slurmd on loopback with this machine's
 # cores and memory), runs launch/slurm/cpu.sbatch with 2 tasks; the tokens it
 # generates (text and every step's logits) must equal a direct `mpirun -np 2`
-# run. The daemons are stopped by pid. Exit 77 (skip) only when Slurm or
+# run; then launch/sweep.sh --slurm runs two cells as job arrays, which a
+# plain rerun collects without running anything. The daemons are stopped by pid. Exit 77 (skip) only when Slurm or
 # munge is not installed.
 #   slurm_check.sh RECALL MODEL REPO WORK
 set -uo pipefail
@@ -117,3 +118,21 @@ OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 "$recall" gen
 cmp -s "$rundir/stdout.txt" "$work/mpirun_stdout.txt" || fail "generated text differs: [$(cat "$rundir/stdout.txt")] vs [$(cat "$work/mpirun_stdout.txt")]"
 cmp -s "$work/slurm_logits.bin" "$work/mpirun_logits.bin" || fail "logits differ between srun and mpirun"
 echo "srun --mpi=$plugin with 2 tasks and mpirun -np 2 generated the same $(wc -c < "$rundir/stdout.txt")-byte text and bitwise-equal logits"
+
+# launch/sweep.sh --slurm: one job array per rank count; a plain rerun collects the cells.
+sweep=(launch/sweep.sh --out "$work/sweep" -m "$model" --recall "$recall" --ranks 1,2 --ctx 64 --methods full
+       --fill random --decode-tokens 2 --threads 1)
+RECALL_SRUN_MPI="$plugin" "${sweep[@]}" --slurm > "$work/sweep_submit.log" 2>&1 || fail "sweep --slurm: $(tail -3 "$work/sweep_submit.log")"
+deadline=$((SECONDS + 300))
+while squeue -h 2>/dev/null | grep -q .; do
+  [ $SECONDS -lt $deadline ] || fail "the sweep's job arrays still run after 300 s"
+  sleep 1
+done
+[ -s "$work/sweep/cells/np1_ctx64_full.csv" ] && [ -s "$work/sweep/cells/np2_ctx64_full.csv" ] \
+  || fail "the job arrays did not finish both cells: $(cat "$work"/sweep/cells/*.log "$work"/sweep/cells/slurm-*.out 2>/dev/null | tail -12)"
+"${sweep[@]}" > "$work/sweep_collect.log" 2>&1 || fail "sweep collect: $(tail -3 "$work/sweep_collect.log")"
+grep -q "2 cells, 2 done, 0 to run" "$work/sweep_collect.log" \
+  || fail "the Slurm arrays did not finish both cells: $(head -1 "$work/sweep_collect.log"); $(cat "$work"/sweep/cells/*.log 2>/dev/null | tail -5)"
+grep -q '^np2_ctx64_full,.*"srun --mpi=[a-z0-9_]* -n 2 .*,decode,full,,64,2,2,' "$work/sweep/results.csv" \
+  || fail "no 2-rank row launched by srun in the sweep's results: $(cat "$work/sweep/results.csv")"
+echo "sweep --slurm: 2 cells run as Slurm job arrays and collected"
