@@ -125,64 +125,47 @@ static int json_num(const cJSON *o, const char *key, double *out) {
     return 1;
 }
 
-// Reads the finished runs of PREFIX.jsonl into ix. A last line without its
-// newline (a run killed while writing) is cut off the file; any other bad
-// line stops with its line number, and so does a line made with another model
-// or other settings (those change the answers, not the key).
+typedef struct load_ctx {
+    const char *path, *model_name, *settings;
+    eval_index *ix;
+} load_ctx;
+
+static void load_line(const cJSON *o, int64_t lineno, void *user) {
+    const load_ctx *lc = user;
+    const char *path = lc->path;
+    const cJSON *task = o ? cJSON_GetObjectItemCaseSensitive(o, "task") : NULL;
+    const cJSON *method = o ? cJSON_GetObjectItemCaseSensitive(o, "method") : NULL;
+    const cJSON *model = o ? cJSON_GetObjectItemCaseSensitive(o, "model") : NULL;
+    const cJSON *sets = o ? cJSON_GetObjectItemCaseSensitive(o, "settings") : NULL;
+    int64_t seed, ctx, sample, budget, new_tokens = 0;
+    eval_result r = {0};
+    if (!o || !cJSON_IsString(task) || !cJSON_IsString(method) || !cJSON_IsString(model) || !cJSON_IsString(sets) ||
+        !json_int(o, "seed", &seed) || !json_int(o, "ctx", &ctx) || !json_int(o, "sample", &sample) ||
+        !json_int(o, "budget", &budget) || !json_num(o, "score", &r.score))
+        cli_die("%s:%lld: not a result line of 'recall eval ruler' (--fresh starts the file over)", path,
+                (long long)lineno);
+    if (strcmp(model->valuestring, lc->model_name))
+        cli_die("%s:%lld: results of another model (%s, not %s): use --fresh or another --out", path,
+                (long long)lineno, model->valuestring, lc->model_name);
+    if (strcmp(sets->valuestring, lc->settings))
+        cli_die("%s:%lld: results made with other settings (%s, not %s): use --fresh or another --out", path,
+                (long long)lineno, sets->valuestring, lc->settings);
+    json_num(o, "kv_bytes", &r.kv_bytes);
+    json_num(o, "decode_seconds", &r.seconds);
+    json_int(o, "new_tokens", &new_tokens);
+    r.new_tokens = new_tokens;
+    char key[512];
+    result_key(key, sizeof(key), (uint64_t)seed, ctx, task->valuestring, sample, method->valuestring, budget);
+    eval_index_put(lc->ix, key, &r);
+}
+
+// Reads the finished runs of PREFIX.jsonl into ix (eval_jsonl_each cuts off
+// an unfinished last line); any other bad line stops with its line number,
+// and so does a line made with another model or other settings (those change
+// the answers, not the key).
 static int64_t load_jsonl(const char *path, const char *model_name, const char *settings, eval_index *ix) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) return 0;
-        cli_die("%s: cannot open: %s", path, strerror(errno));
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int64_t n = 0, lineno = 0;
-    long good_end = 0;
-    int cut = 0;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        lineno++;
-        if (line[len - 1] != '\n') {  // an unfinished last line
-            cut = 1;
-            break;
-        }
-        cJSON *o = cJSON_Parse(line);
-        const cJSON *task = o ? cJSON_GetObjectItemCaseSensitive(o, "task") : NULL;
-        const cJSON *method = o ? cJSON_GetObjectItemCaseSensitive(o, "method") : NULL;
-        const cJSON *model = o ? cJSON_GetObjectItemCaseSensitive(o, "model") : NULL;
-        const cJSON *sets = o ? cJSON_GetObjectItemCaseSensitive(o, "settings") : NULL;
-        int64_t seed, ctx, sample, budget, new_tokens = 0;
-        eval_result r = {0};
-        if (!o || !cJSON_IsString(task) || !cJSON_IsString(method) || !cJSON_IsString(model) || !cJSON_IsString(sets) ||
-            !json_int(o, "seed", &seed) || !json_int(o, "ctx", &ctx) || !json_int(o, "sample", &sample) ||
-            !json_int(o, "budget", &budget) || !json_num(o, "score", &r.score))
-            cli_die("%s:%lld: not a result line of 'recall eval ruler' (--fresh starts the file over)", path,
-                    (long long)lineno);
-        if (strcmp(model->valuestring, model_name))
-            cli_die("%s:%lld: results of another model (%s, not %s): use --fresh or another --out", path,
-                    (long long)lineno, model->valuestring, model_name);
-        if (strcmp(sets->valuestring, settings))
-            cli_die("%s:%lld: results made with other settings (%s, not %s): use --fresh or another --out", path,
-                    (long long)lineno, sets->valuestring, settings);
-        json_num(o, "kv_bytes", &r.kv_bytes);
-        json_num(o, "decode_seconds", &r.seconds);
-        json_int(o, "new_tokens", &new_tokens);
-        r.new_tokens = new_tokens;
-        char key[512];
-        result_key(key, sizeof(key), (uint64_t)seed, ctx, task->valuestring, sample, method->valuestring, budget);
-        eval_index_put(ix, key, &r);
-        cJSON_Delete(o);
-        good_end = ftell(f);
-        n++;
-    }
-    free(line);
-    fclose(f);
-    if (cut) {
-        if (truncate(path, good_end) != 0) cli_die("%s: cannot cut off its unfinished last line: %s", path, strerror(errno));
-        fprintf(stderr, "recall: note: %s:%lld was unfinished (a killed run); it was removed\n", path, (long long)lineno);
-    }
-    return n;
+    load_ctx lc = {.path = path, .model_name = model_name, .settings = settings, .ix = ix};
+    return eval_jsonl_each(path, load_line, &lc);
 }
 
 typedef struct prefill_status {
