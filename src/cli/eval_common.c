@@ -442,3 +442,18 @@ void eval_finish_outputs(const char *prefix, FILE *csv, const char *csv_path, cJ
     free(text);
     cJSON_Delete(root);
 }
+
+engine *eval_engine_create(const eval_common_opts *c, const model *m, comm *cm, int64_t n_ctx) {
+    engine_opts eo = engine_default_opts();
+    eo.n_ctx = n_ctx;
+    eo.n_threads = c->n_threads;
+    eo.kv_elem = c->kv_elem;
+    eo.prefill_block = c->prefill_block;
+    eo.comm = cm;
+    eo.zigzag = c->zigzag;
+    eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
+    rc_err err = {{0}};
+    engine *e = engine_create(m, &eo, &err);
+    if (!e) cli_die_err(&err);
+    return e;
+}

@@ -133,6 +133,10 @@ void eval_format_seconds(double s, char *buf, size_t cap);        // "12s", "3m0
 
 // PREFIX + ext, creating PREFIX's directory when missing; dies on failure.
 FILE *eval_open_output(const char *prefix, const char *ext, const char *mode, char *path, size_t cap);
+// The engine every eval command runs: n_ctx positions, the common flags'
+// threads, KV type, prefill block and ownership, the prompt's full cache
+// retained so that every method decodes from the same prefill. Dies on error.
+engine *eval_engine_create(const eval_common_opts *c, const model *m, comm *cm, int64_t n_ctx);
 // The end of an eval run on rank 0: the reproduce line on stdout, the CSV
 // closed (csv_path names it in errors), and PREFIX.json written from root
 // with `results` attached (root is freed).

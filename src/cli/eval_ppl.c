@@ -138,16 +138,7 @@ int eval_ppl_main(int argc, char **argv) {
     if (!rank0) ids = malloc((size_t)max_ctx * sizeof(int32_t));
     if (comm_bcast(cm, ids, (size_t)max_ctx * sizeof(int32_t), 0, &err)) cli_die_err(&err);
 
-    engine_opts eo = engine_default_opts();
-    eo.n_ctx = max_ctx;
-    eo.n_threads = o.n_threads;
-    eo.kv_elem = o.kv_elem;
-    eo.prefill_block = o.prefill_block;
-    eo.comm = cm;
-    eo.zigzag = o.zigzag;
-    eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
-    engine *e = engine_create(&m, &eo, &err);
-    if (!e) cli_die_err(&err);
+    engine *e = eval_engine_create(&o, &m, cm, max_ctx);
 
     FILE *csv = NULL;
     char csv_path[4096];

@@ -465,16 +465,7 @@ int eval_ruler_main(int argc, char **argv) {
     eval_progress prog;
     eval_progress_init(&prog, rank0, a.c.progress, n_todo, work_total);
     if (n_todo > 0) {
-        engine_opts eo = engine_default_opts();
-        eo.n_ctx = engine_n_ctx;
-        eo.n_threads = a.c.n_threads;
-        eo.kv_elem = a.c.kv_elem;
-        eo.prefill_block = a.c.prefill_block;
-        eo.comm = cm;
-        eo.zigzag = a.c.zigzag;
-        eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
-        engine *e = engine_create(&m, &eo, &err);
-        if (!e) cli_die_err(&err);
+        engine *e = eval_engine_create(&a.c, &m, cm, engine_n_ctx);
         const int64_t V = m.cfg.n_vocab;
         float *prompt_logits = malloc((size_t)V * sizeof(float));
         int32_t *answer = malloc((size_t)engine_n_ctx * sizeof(int32_t));
