@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "kernel_path.h"
 #include "core/hash.h"
 #include "engine/engine_internal.h"
 #include "test_backend.h"
@@ -715,6 +716,7 @@ static int write_zoo_model(int i, char *path, size_t n) {
 
 int main(int argc, char **argv) {
     test_backend_setup();
+    if (test_check_kernel_path("test_engine")) return 1;
     // libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it and
     // restart once (see g_threads). Without /proc the test just runs as is.
     if (!getenv("OMP_WAIT_POLICY")) {

@@ -32,6 +32,7 @@
 #include "backend/backend.h"
 #include "backend_strict.h"
 #include "check.h"
+#include "kernel_path.h"
 #include "model/quant.h"
 #include "quantize_ref.h"
 
@@ -1915,6 +1916,7 @@ int main(void) {
         fprintf(stderr, "test_ops: %s\n", err.msg);
         return 1;
     }
+    if (test_check_kernel_path("test_ops")) return 1;
 
     RUN(test_harness_detects());
     RUN(test_sensitivity());

@@ -215,6 +215,11 @@ struct backend {
 extern const backend_ops backend_cpu_ref;
 extern const backend_ops backend_cpu;
 
+// The kernel path backend_cpu takes on this CPU: "avx2" (AVX2 + FMA + F16C)
+// or "portable" (no AVX2, or RECALL_CPU_PORTABLE=1). Tests and `recall info`
+// report it, so a forced portable run can show that it ran.
+const char *backend_cpu_kernel_path(void);
+
 // Sets up an instance (ops->init when present). n_threads <= 0 means 1.
 int backend_init(backend *b, const backend_ops *ops, int n_threads, int device, rc_err *err);
 void backend_shutdown(backend *b);

@@ -85,6 +85,8 @@ static int cpu_has_avx2(void) {
     return cached;
 }
 
+const char *backend_cpu_kernel_path(void) { return cpu_has_avx2() ? "avx2" : "portable"; }
+
 static int cpu_supports(int op, uint32_t weight_type) {
     if (op != OP_MATMUL) return 1;
     const ggml_type_info *ti = ggml_type_get(weight_type);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "cli/cli.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -70,6 +71,7 @@ int cmd_info(int argc, char **argv) {
                              (double)bytes[t] / (1024.0 * 1024.0));
     printf("\n");
     printf("decode reads  %.1f MiB of weights per token\n", (double)model_weight_bytes_per_token(&m) / (1024.0 * 1024.0));
+    printf("cpu kernels   %s\n", backend_cpu_kernel_path());
     printf("KV per token  %lld bytes (fp16 cache)\n",
            (long long)(2 * cfg->n_layer * cfg->n_head_kv * cfg->head_dim * 2));
     if (list_tensors)

@@ -43,6 +43,11 @@ set(long_prompt "The quick brown fox jumps over the lazy dog and keeps running f
 # The fixture model itself must load, or the cases that use it would pass for the wrong reason.
 recall_cli_expect_failure(tiny_model_is_valid SUCCESS MATCH "architecture +llama\nlayers +2\n"
   ARGS info ${bad}/tiny.gguf)
+# `recall info` names the CPU kernel path, and RECALL_CPU_PORTABLE=1 switches it.
+add_test(NAME info_portable_kernels
+  COMMAND ${CMAKE_COMMAND} -E env RECALL_CPU_PORTABLE=1 $<TARGET_FILE:recall> info ${bad}/tiny.gguf)
+set_tests_properties(info_portable_kernels PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 60
+  PASS_REGULAR_EXPRESSION "cpu kernels +portable\n")
 
 recall_cli_expect_failure(missing_file MATCH "nonexistent" ARGS generate -m /nonexistent.gguf -p hi)
 recall_cli_expect_failure(not_gguf MATCH "GGUF|magic" ARGS generate -m ${bad}/not_gguf.bin -p hi)
