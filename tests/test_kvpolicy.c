@@ -122,6 +122,8 @@ typedef struct record {
     double *score;            // (N_EVENTS, L, S, P)
     int64_t *held;            // (N_EVENTS, L, S)
     int64_t *budget;          // (L, S) e->policy->budget
+    float *cut_gap, *cut_score;  // (N_EVENTS, L) e->policy->cut_gap / cut_score
+    int64_t *cut_pos;            // (N_EVENTS, L)
     uint8_t kv_null[N_EVENTS];
     size_t bytes_used[N_EVENTS], bytes_want[N_EVENTS];
     int64_t rows_store[N_EVENTS], rows_sum[N_EVENTS];
@@ -190,6 +192,11 @@ static void record_store(rank_job *j, const kvpolicy_state *ps, const shard_plan
     const size_t elem_bytes = ps->store.elem == KV_F16 ? 2 : 4, row = (size_t)hd * elem_bytes;
     uint8_t want_k[64 * 4];  // head_dim <= 64
     int64_t rows = 0;
+    for (int64_t l = 0; l < L; l++) {
+        r->cut_gap[ev * L + l] = ps->cut_gap[l];
+        r->cut_score[ev * L + l] = ps->cut_score[l];
+        r->cut_pos[ev * L + l] = ps->cut_pos[l];
+    }
     for (int64_t l = 0; l < L; l++)
         for (int64_t s = 0; s < S; s++) {
             const kv_store_head *h = kv_store_head_at(&ps->store, l, s);
@@ -383,11 +390,15 @@ static void record_alloc(record *r, const model_config *c, int64_t P) {
     r->score = calloc((size_t)(N_EVENTS * L * S * P), sizeof(double));
     r->held = calloc((size_t)(N_EVENTS * L * S), sizeof(int64_t));
     r->budget = calloc((size_t)(L * S), sizeof(int64_t));
+    r->cut_gap = calloc((size_t)(N_EVENTS * L), sizeof(float));
+    r->cut_score = calloc((size_t)(N_EVENTS * L), sizeof(float));
+    r->cut_pos = calloc((size_t)(N_EVENTS * L), sizeof(int64_t));
 }
 
 static void record_free(record *r) {
     free(r->logits); free(r->generated); free(r->hq); free(r->hk); free(r->hlse); free(r->hcalls); free(r->hpos);
     free(r->cnt); free(r->pos); free(r->score); free(r->held); free(r->budget);
+    free(r->cut_gap); free(r->cut_score); free(r->cut_pos);
     memset(r, 0, sizeof(*r));
 }
 
@@ -735,6 +746,9 @@ static void ref_check(const rank_job *jobs, int N, const full_ref *fr, int ph, i
     for (int64_t i = 0; i < L * S; i++)
         for (int64_t p = 0; p < P; p++) prompt_kept[i] += st.kept[i * P + p];
     int reported = 0;
+    int64_t n_cuts = 0;
+    double ref_gap0[64], ref_score0[64];  // the compression's cuts, per layer (L <= 64)
+    for (int64_t l = 0; l < 64; l++) ref_gap0[l] = INFINITY, ref_score0[l] = 0.0;
     double worst_lse = 0.0, worst_score = 0.0;
     char worst_lse_at[160] = "", worst_score_at[160] = "";
     for (int ev = 0; ev <= N_DECODE && reported < 4; ev++) {
@@ -804,6 +818,42 @@ static void ref_check(const rank_job *jobs, int N, const full_ref *fr, int ph, i
             CHECK_MSG(ph == 1 && ev == 0, "%s: event %d: no built store", what, ev);
             continue;
         }
+        // The narrowest ranked cut per layer (kvpolicy_state.cut_gap): the
+        // reference's lowest ranked score kept minus its highest left out,
+        // over the heads; the first decode step also reports the
+        // compression's cuts. Ada-KV's shared pool cuts across heads and is
+        // left to the trace's own use (selection_ties).
+        if (method != KV_METHOD_ADAKV && reported == 0 && ph == 0 && L <= 64) {
+            const int first_step = ev == 1;
+            for (int64_t l = 0; l < L; l++) {
+                double want = INFINITY, want_score = 0.0;
+                for (int64_t s = 0; s < S; s++) {
+                    const uint8_t *kp = st.kept + (l * S + s) * P;
+                    const double *rp = st.rank_sc + (l * S + s) * P;
+                    double lo_kept = INFINITY, hi_out = -INFINITY;
+                    for (int64_t p = 0; p < P; p++) {
+                        if (isnan(rp[p])) continue;
+                        if (kp[p]) lo_kept = fmin(lo_kept, rp[p]);
+                        else hi_out = fmax(hi_out, rp[p]);
+                    }
+                    if (isfinite(lo_kept) && isfinite(hi_out) && lo_kept - hi_out < want)
+                        want = lo_kept - hi_out, want_score = lo_kept;
+                }
+                if (first_step && ref_gap0[l] < want) want = ref_gap0[l], want_score = ref_score0[l];
+                if (ev == 0) ref_gap0[l] = want, ref_score0[l] = want_score;
+                const double got = r0->cut_gap[ev * L + l];
+                const int ok = isinf(want) ? r0->cut_pos[ev * L + l] < 0
+                                           : r0->cut_pos[ev * L + l] >= 0 && fabs(got - want) <= 1e-6 + 1e-4 * fabs(want_score);
+                CHECK_MSG(ok, "%s: event %d layer %lld: the policy's narrowest cut has gap %.9g (position %lld), the "
+                          "reference %.9g (score %.9g)", what, ev, (long long)l, got, (long long)r0->cut_pos[ev * L + l],
+                          want, want_score);
+                n_cuts += !isinf(want);
+                for (int r = 1; r < N; r++)
+                    CHECK_MSG(memcmp(&jobs[r].rec[ph].cut_gap[ev * L + l], &r0->cut_gap[ev * L + l], sizeof(float)) == 0 &&
+                              jobs[r].rec[ph].cut_pos[ev * L + l] == r0->cut_pos[ev * L + l],
+                              "%s: event %d layer %lld: rank %d's cut differs from rank 0's", what, ev, (long long)l, r);
+            }
+        }
         for (int64_t l = 0; l < L && reported < 4; l++)
             for (int64_t s = 0; s < S; s++) {
                 n_compared++;
@@ -851,6 +901,7 @@ static void ref_check(const rank_job *jobs, int N, const full_ref *fr, int ph, i
                   (long long)evictions);
     }
     CHECK(n_compared > 0);
+    if (n_cuts) printf("  %s: %lld ranked cuts match the reference's gaps\n", what, (long long)n_cuts);
     free(st.kept); free(st.score); free(st.rank_sc); free(lse_ref); free(prompt_kept);
 }
 
@@ -1222,6 +1273,7 @@ static void direct_case(const char *label, int method, kvpolicy_opts po, int twi
     float q[D_H * D_HD], k[D_KV * D_HD], v[D_KV * D_HD], o[D_H * D_HD], lse[D_H];
     for (int t = 0; ok && t < N_DECODE; t++) {
         const int64_t pos = n + t;
+        kvpolicy_begin_step(&ps);  // as engine_decode does
         for (int64_t l = 0; ok && l < L; l++) {
             for (int64_t i = 0; i < H * hd; i++) q[i] = d_rand(&st);
             for (int64_t h = 0; h < KV; h++)

@@ -225,6 +225,17 @@ static void write_policy_hashes(FILE *tf, comm *cm, const engine *e) {
     for (int64_t l = 0; l < L; l++) fprintf(tf, "%s%016llx", l ? "," : "", (unsigned long long)h[l]);
     fprintf(tf, "\"");
     free(h);
+    // ,"policy_cuts":"g:s:p,...": per layer the narrowest ranked cut of the
+    // step (gap, score and position of the row kept there; "-": none), so a
+    // kept set that differs between runs can be judged a near-tie or a bug.
+    const kvpolicy_state *ps = engine_policy(e);
+    fprintf(tf, ",\"policy_cuts\":\"");
+    for (int64_t l = 0; l < L; l++) {
+        if (l) fputc(',', tf);
+        if (ps->cut_pos[l] < 0) fputc('-', tf);
+        else fprintf(tf, "%.9g:%.9g:%lld", (double)ps->cut_gap[l], (double)ps->cut_score[l], (long long)ps->cut_pos[l]);
+    }
+    fprintf(tf, "\"");
 }
 
 static void write_trace_step(FILE *tf, const engine *e, comm *cm, int64_t step, int32_t token) {

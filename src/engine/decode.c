@@ -202,6 +202,7 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
     const int64_t pos = e->n_past;
     const int mine = shard_owner(&e->plan, pos) == cm->rank;
     if (e->policy && !e->policy->built && engine_compress_prompt(e, err)) return -1;
+    if (e->policy) kvpolicy_begin_step(e->policy);  // the cuts a trace reports are this step's
     const int keep_full = e->method->keeps_full;  // a policy holds its own rows; the full cache takes no new ones
     if (keep_full && mine && e->n_local >= e->kv.capacity)
         return rc_fail(err, "KV shard full at position %lld (capacity %lld)", (long long)pos, (long long)e->kv.capacity);

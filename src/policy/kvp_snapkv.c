@@ -65,9 +65,10 @@ static int cmp_ada(const void *a, const void *b) {
 
 // Ada-KV: every head keeps its best `floor` entries; the rest of the layer's
 // S * b go to the best remaining entries of any head. lists: (S, k_max) best
-// first; each head's count lands in n_list.
-static int ada_allocate(int64_t S, int64_t b, double floor_frac, const scored_pos *lists, int64_t k_max,
-                        int64_t *n_list, rc_err *err) {
+// first; each head's count lands in n_list. The pool's cut (the last entry
+// taken and the first left) is noted on `layer`.
+static int ada_allocate(kvpolicy_state *ps, int64_t layer, int64_t S, int64_t b, double floor_frac,
+                        const scored_pos *lists, int64_t k_max, int64_t *n_list, rc_err *err) {
     const int64_t fl = (int64_t)floor(floor_frac * (double)b);
     int64_t pool = S * b, n_rest = 0;
     int64_t *k = malloc((size_t)S * sizeof(int64_t));
@@ -90,6 +91,12 @@ static int ada_allocate(int64_t S, int64_t b, double floor_frac, const scored_po
     // Each head's list is best first, so taking the best entries overall takes
     // a prefix of every list.
     for (int64_t i = 0; i < n_rest && i < pool; i++) k[rest[i].head]++;
+    if (pool > 0 && pool < n_rest)
+        kvpolicy_note_cut(ps, layer, (scored_pos){rest[pool - 1].score, rest[pool - 1].pos},
+                          (scored_pos){rest[pool].score, rest[pool].pos});
+    // Within a head, its last entry taken against its first left.
+    for (int64_t s = 0; s < S; s++)
+        if (k[s] > 0 && k[s] < n_list[s]) kvpolicy_note_cut(ps, layer, lists[s * k_max + k[s] - 1], lists[s * k_max + k[s]]);
     memcpy(n_list, k, (size_t)S * sizeof(int64_t));
     free(rest);
     free(k);
@@ -124,13 +131,26 @@ static int select_common(kvpolicy_state *ps, int64_t layer, float *votes, int64_
         ranked = pooled;
         ld = n_cand;
     }
-    for (int64_t s = 0; s < S; s++)  // Ada-KV ranks every head up to the layer's whole pool; a head whose
-                                     // budget exceeds the candidates keeps them all
-        ps->k_tmp[s] = ada || ps->base[layer * S + s] > keep->k_max ? keep->k_max : ps->base[layer * S + s];
+    // Ada-KV ranks every head up to the layer's whole pool; a head whose
+    // budget exceeds the candidates keeps them all. The others rank one entry
+    // past their budget, for the gap at the cut (kvpolicy_trim_cuts).
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t k = ps->base[layer * S + s];
+        ps->k_tmp[s] = ada || k >= keep->k_max ? keep->k_max : k + 1;
+    }
     if (dist_topk(&ps->ds, ranked, ld, S, ps->k_tmp, keep->k_max, limit, &cut, cm, keep->sel, keep->n_sel, err))
         goto done;
-    if (ada && ada_allocate(S, ps->o.budget - n_window, ps->o.ada_floor, keep->sel, keep->k_max, keep->n_sel, err))
-        goto done;
+    if (ada) {
+        if (ada_allocate(ps, layer, S, ps->o.budget - n_window, ps->o.ada_floor, keep->sel, keep->k_max, keep->n_sel,
+                         err))
+            goto done;
+    } else {
+        for (int64_t s = 0; s < S; s++) {
+            const int64_t k = ps->base[layer * S + s];
+            ps->k_tmp[s] = k > keep->k_max ? keep->k_max : k;
+        }
+        kvpolicy_trim_cuts(ps, layer, keep->sel, keep->k_max, keep->n_sel, ps->k_tmp);
+    }
     rc = 0;
 done:
     if (scores) be->ops->free(be, scores);

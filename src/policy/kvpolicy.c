@@ -85,13 +85,18 @@ int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpol
     ps->budget = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->held = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
     ps->base = calloc((size_t)(n_layer * ps->n_store), sizeof(int64_t));
-    ps->cand = calloc((size_t)(ps->n_store * (n_ranks + 1)), sizeof(scored_pos));
+    ps->cand = calloc((size_t)(KVPOLICY_EVICT_CANDIDATES * ps->n_store * (n_ranks + 1)), sizeof(scored_pos));
     ps->k_tmp = calloc((size_t)ps->n_store, sizeof(int64_t));
     ps->sel_hash = calloc((size_t)n_layer, sizeof(uint64_t));
-    if (!ps->budget || !ps->held || !ps->base || !ps->cand || !ps->k_tmp || !ps->sel_hash) {
+    ps->cut_gap = malloc((size_t)n_layer * sizeof(float));
+    ps->cut_score = malloc((size_t)n_layer * sizeof(float));
+    ps->cut_pos = malloc((size_t)n_layer * sizeof(int64_t));
+    if (!ps->budget || !ps->held || !ps->base || !ps->cand || !ps->k_tmp || !ps->sel_hash || !ps->cut_gap ||
+        !ps->cut_score || !ps->cut_pos) {
         kvpolicy_free(ps);
         return rc_fail(err, "out of memory for the KV policy");
     }
+    kvpolicy_cuts_clear(ps);
     return 0;
 }
 
@@ -105,6 +110,9 @@ void kvpolicy_free(kvpolicy_state *ps) {
     free(ps->cand);
     free(ps->k_tmp);
     free(ps->sel_hash);
+    free(ps->cut_gap);
+    free(ps->cut_score);
+    free(ps->cut_pos);
     memset(ps, 0, sizeof(*ps));
 }
 
@@ -113,6 +121,37 @@ void kvpolicy_reset(kvpolicy_state *ps) {
     if (ps->sel_hash) memset(ps->sel_hash, 0, (size_t)ps->n_layer * sizeof(uint64_t));
     ps->built = 0;
     ps->n_prompt = 0;
+    kvpolicy_cuts_clear(ps);
+}
+
+void kvpolicy_cuts_clear(kvpolicy_state *ps) {
+    if (!ps->cut_gap) return;
+    for (int64_t l = 0; l < ps->n_layer; l++) {
+        ps->cut_gap[l] = INFINITY;
+        ps->cut_score[l] = NAN;
+        ps->cut_pos[l] = -1;
+    }
+}
+
+void kvpolicy_begin_step(kvpolicy_state *ps) {
+    if (ps->steps_since_compress++ > 0) kvpolicy_cuts_clear(ps);
+}
+
+void kvpolicy_trim_cuts(kvpolicy_state *ps, int64_t layer, const scored_pos *sel, int64_t k_max, int64_t *n_sel,
+                        const int64_t *k) {
+    for (int64_t s = 0; s < ps->n_store; s++) {
+        if (n_sel[s] <= k[s]) continue;
+        if (k[s] > 0) kvpolicy_note_cut(ps, layer, sel[s * k_max + k[s] - 1], sel[s * k_max + k[s]]);
+        n_sel[s] = k[s];
+    }
+}
+
+void kvpolicy_note_cut(kvpolicy_state *ps, int64_t layer, scored_pos kept, scored_pos out) {
+    const float gap = fabsf(kept.score - out.score);
+    if (!(gap < ps->cut_gap[layer])) return;  // NaN scores make no cut
+    ps->cut_gap[layer] = gap;
+    ps->cut_score[layer] = kept.score;
+    ps->cut_pos[layer] = kept.pos;
 }
 
 int64_t kvpolicy_kv_head(const kvpolicy_state *ps, int64_t store_head) {
@@ -165,6 +204,8 @@ int kvpolicy_compress(kvpolicy_state *ps, const prompt_window *win, const shard_
     const int votes = ps->ops->votes && (!keep_all || ps->ops->decode_scores);  // H2O keeps the votes as scores
     kv_store_clear(&ps->store);
     ps->built = 0;
+    kvpolicy_cuts_clear(ps);
+    ps->steps_since_compress = 0;
     int rc = -1;
     int64_t k_max = n > 0 ? n : 1;
     compress_bufs b = {0};

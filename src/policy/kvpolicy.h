@@ -40,6 +40,9 @@ enum kv_method {
 };
 
 #define KVPOLICY_WINDOW_MAX 32  // prompt positions whose queries the engine keeps for the vote
+// H2O's eviction takes each rank's lowest two rows per head, so that the
+// gap between the evicted row and the next one is known (kvpolicy_note_cut).
+#define KVPOLICY_EVICT_CANDIDATES 2
 
 typedef struct kvpolicy_opts {
     int64_t budget;        // --kv-budget: rows per store head on average, window and sinks included
@@ -124,12 +127,37 @@ struct kvpolicy_state {
     // ranks gives the layer's kept set, the same on any rank count exactly
     // when the selections are (generate --trace prints it).
     uint64_t *sel_hash;
+    // (n_layer): the narrowest ranked cut made on each layer since
+    // kvpolicy_cuts_clear (a head's top-k at compression, Ada-KV's shared
+    // pool, an H2O eviction): cut_gap = |score of the row kept at the cut -
+    // score of the one left out|, cut_score / cut_pos = the row kept;
+    // INFINITY / NAN / -1 where no ranked cut was made. Identical on every
+    // rank; generate --trace prints them, so a kept set that differs between
+    // rank counts can be told apart as a near-tie (gap within the rounding
+    // between the runs) or a selection bug.
+    float *cut_gap, *cut_score;
+    int64_t *cut_pos;
+    int64_t steps_since_compress;  // decode steps begun since the last compression
 };
 
 int kvpolicy_init(kvpolicy_state *ps, const backend *be, int method, const kvpolicy_opts *o, int64_t n_layer,
                   int64_t n_head, int64_t n_kv, int64_t head_dim, int kv_elem, int n_ranks, rc_err *err);
 void kvpolicy_free(kvpolicy_state *ps);
 void kvpolicy_reset(kvpolicy_state *ps);  // drops the store; the next decode step compresses again
+
+// Forgets the cuts noted so far (every layer: no cut).
+void kvpolicy_cuts_clear(kvpolicy_state *ps);
+// A decode step begins: its cuts replace the last step's, except that the
+// first step after a compression also reports the compression's (the prefill
+// compresses, and a trace line is written per decode step).
+void kvpolicy_begin_step(kvpolicy_state *ps);
+// Notes a ranked cut on `layer`: `kept` stayed, `out` (next in the ranking) did not.
+void kvpolicy_note_cut(kvpolicy_state *ps, int64_t layer, scored_pos kept, scored_pos out);
+// A top-k of per-head lists (S, k_max) that were asked for one entry more
+// than each head keeps (k[s] + 1, where there was room): notes the cut
+// between entry k[s] - 1 and entry k[s] and trims n_sel[s] to k[s].
+void kvpolicy_trim_cuts(kvpolicy_state *ps, int64_t layer, const scored_pos *sel, int64_t k_max, int64_t *n_sel,
+                        const int64_t *k);
 
 // The KV head a store head reads.
 int64_t kvpolicy_kv_head(const kvpolicy_state *ps, int64_t store_head);

@@ -1,13 +1,15 @@
 # cmake -P driver for one mpi_policy test (see cli/mpi_policy.cmake): a
 # KV-compression policy (METHOD, budget 256 rows per KV head, fp32 KV) on the
 # real model, run on 1 rank and then on NP ranks:
-#   - the same kept positions per (layer, store head) after compression:
-#     the per-layer hashes of the kept sets (--trace "policy_layers", over
-#     all ranks) of step 1 must be equal, whatever rows counts say;
+#   - the same kept positions per (layer, store head): the per-layer hashes
+#     of the kept sets (--trace "policy_layers", over all ranks) must be
+#     equal at every step, whatever rows counts say, except where a near-tie
+#     at a ranked cut (--trace "policy_cuts": the gap there within the
+#     rounding measured between the runs; selection_ties) swapped two rows;
+#     the test then reports the tie, and any other difference fails;
 #   - the same text, and logits within TOL relative (compare_logits) while
-#     the kept sets stay equal; only steps from the first that differs (an
-#     H2O eviction decided by a near-tie) get LOOSE_TOL, and compare_logits
-#     says how many steps that was;
+#     the kept sets stay equal; only steps from the first tie get LOOSE_TOL,
+#     and compare_logits says how many steps that was;
 #   - every rank's logits bitwise equal (checked inside recall);
 #   - the ranks together hold as many rows as one process, each rank a share.
 set(common generate -m ${MODEL} -f ${PROMPT} -n 32 --kv-type f32 --stats --attention ${METHOD} --kv-budget 256)
@@ -56,12 +58,18 @@ if(NOT text_${NP} STREQUAL text_1)
 endif()
 first_selection_flip(${WORK}/${METHOD}_trace_np1.jsonl ${WORK}/${METHOD}_trace_np${NP}.jsonl policy_layers
                      flip flip_layers)
-if(flip EQUAL 1)
-  message(FATAL_ERROR "${NP} ranks keep other positions than one process after compression, layers ${flip_layers}")
-endif()
 set(cmp_args ${TOL})
 if(flip GREATER 0)
-  message(STATUS "${METHOD}: the kept sets first differ at step ${flip} (layers ${flip_layers}): "
+  # Only a near-tie at a ranked cut may make the kept sets differ: the gap
+  # there (--trace "policy_cuts") must be within the rounding measured
+  # between the two runs on the same step (selection_ties).
+  execute_process(COMMAND ${TIES} ${WORK}/${METHOD}_trace_np1.jsonl ${WORK}/${METHOD}_trace_np${NP}.jsonl ${flip}
+                  RESULT_VARIABLE trc OUTPUT_VARIABLE ties)
+  if(NOT trc EQUAL 0)
+    message(FATAL_ERROR "${NP} ranks keep other positions than one process at step ${flip} (layers ${flip_layers}), "
+                        "and not by a near-tie:\n${ties}")
+  endif()
+  message(STATUS "${METHOD}: the kept sets first differ at step ${flip} (layers ${flip_layers}) by a near-tie:\n${ties}"
                  "logits from there on are held to ${LOOSE_TOL}")
   list(APPEND cmp_args ${flip} ${LOOSE_TOL})
 endif()
