@@ -59,6 +59,30 @@ static void test_hand_computed(void) {
     CHECK_CLOSE(r.recycled.seconds, 8.064e-5 + 2432 / 0.5e9, 0, 1e-12);
     CHECK_CLOSE(r.mean_step_seconds, (r.full.seconds + 3 * r.recycled.seconds) / 4, 0, 1e-12);
     CHECK_CLOSE(r.recycled_mem, 2 * 2 * 2 * (8 + 4) * 32, 0, 1e-12);  // 3072
+    // The rebuild: 2 layers x 2 KV heads rank 34 positions each (136
+    // candidates) and gather 8 rows each (32 rows), on a device that ranks
+    // 1e6 candidates/s and gathers 1e5 rows/s: + 136 us + 320 us on the full step only.
+    CHECK_CLOSE(r.full.select_candidates, 2 * 2 * 34, 0, 1e-12);
+    CHECK_CLOSE(r.full.gather_rows, 2 * 2 * 8, 0, 1e-12);
+    CHECK(r.recycled.select_candidates == 0 && r.recycled.gather_rows == 0);
+    const double full_before = r.full.seconds, rec_before = r.recycled.seconds;
+    d.select_rate = 1e6;
+    d.gather_rate = 1e5;
+    CHECK(cm_predict(&s, &d, &rec, 100, 3, &r, &err) == 0);
+    CHECK_CLOSE(r.full.seconds, full_before + 136 / 1e6 + 32 / 1e5, 0, 1e-12);
+    CHECK_CLOSE(r.recycled.seconds, rec_before, 0, 1e-15);
+    CHECK_CLOSE(r.mean_step_seconds, (r.full.seconds + 3 * r.recycled.seconds) / 4, 0, 1e-12);
+    // Shared by 3 ranks at a third each, unless one rank's own rate is lower (here a tenth).
+    d.shared = 1;
+    CHECK(cm_predict(&s, &d, &rec, 100, 3, &r, &err) == 0);
+    const double shared_sel = 3 * (136 / 1e6 + 32 / 1e5);
+    d.rank_select_rate = 1e5;
+    d.rank_gather_rate = 1e4;
+    cm_result r1;
+    CHECK(cm_predict(&s, &d, &rec, 100, 3, &r1, &err) == 0);
+    CHECK_CLOSE(r1.full.seconds - r.full.seconds, (136 / 1e5 + 32 / 1e4) - shared_sel, 0, 1e-12);
+    d.shared = 0;
+    d.select_rate = d.gather_rate = d.rank_select_rate = d.rank_gather_rate = 0;
 
     // One rank: no collectives. A shared device (this CPU): 3 ranks read at a third each.
     CHECK(cm_predict(&s, &d, &full, 100, 1, &r, &err) == 0);

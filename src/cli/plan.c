@@ -13,6 +13,7 @@
 #include "eval/costmodel.h"
 #include "model/model.h"
 #include "model/quant.h"
+#include "policy/dist_select.h"
 
 #define MAX_LIST 16
 // Shared-memory Open MPI between processes of one host: a small all-gather
@@ -66,6 +67,11 @@ typedef struct probe_args {
     kv_view k, v;
     float *q, *o, *lse;
     int64_t n_keys, n_q, n_kv, hd;
+    // the rebuild's selection: raw scores (n_q, n_keys) -> (n_kv, n_keys) -> top n_keys / 8
+    float *raw, *agg, *pooled;
+    int64_t *pos, *k_of, *n_sel, *idx_dst, *idx_src;
+    scored_pos *sel;
+    uint8_t *cache_k, *cache_v;  // the recycled cache's rows: (n_kv * n_keys / 8) rows of hd f16
 } probe_args;
 
 static void run_gemv(void *p) {
@@ -76,6 +82,35 @@ static void run_gemv(void *p) {
 static void run_attn(void *p) {
     probe_args *a = p;
     backend_cpu.attn_decode(&a->be, a->o, a->lse, a->q, &a->k, &a->v, a->n_keys, a->n_q, a->n_kv, a->hd, 0.125f);
+}
+
+// The recycled rebuild's selection of one layer (recycle.c select_rows on
+// one rank, default settings: GQA max, pool 7), with K = positions / 8 as
+// plan's default.
+static void run_select(void *p) {
+    probe_args *a = p;
+    backend_cpu.score_reduce(&a->be, a->agg, a->raw, a->lse, a->n_q, a->n_kv, a->n_keys, a->n_keys, a->n_keys,
+                             SCORE_MAX_LOGP);
+    backend_cpu.maxpool_rows(&a->be, a->pooled, a->agg, a->n_kv, a->n_keys, 7);
+    backend_cpu.topk_rows(&a->be, a->sel, a->n_sel, a->pooled, a->pos, a->n_kv, a->n_keys, a->n_keys, a->k_of,
+                          a->n_keys / 8, 0);
+}
+
+// Its gather: each selected position's slot in the shard, then its K and V
+// rows copied into the cache (recycle.c fetch_rows on one rank).
+static void run_gather(void *p) {
+    probe_args *a = p;
+    const int64_t K = a->n_keys / 8;
+    int64_t m = 0;
+    for (int64_t h = 0; h < a->n_kv; h++)
+        for (int64_t i = 0; i < a->n_sel[h]; i++) {
+            const int64_t j = dist_find_pos(a->pos, a->n_keys, a->sel[h * K + i].pos);
+            a->idx_dst[m] = h * K + i;
+            a->idx_src[m++] = h * a->n_keys + (j < 0 ? 0 : j);
+        }
+    const size_t row = (size_t)a->hd * 2;
+    backend_cpu.copy_rows(&a->be, a->cache_k, a->idx_dst, a->k.data, a->idx_src, m, row);
+    backend_cpu.copy_rows(&a->be, a->cache_v, a->idx_dst, a->v.data, a->idx_src, m, row);
 }
 
 // This machine, measured with the kernels decode runs: a Q4_1 GEMV over
@@ -113,13 +148,57 @@ static cm_device probe_cpu_threads(int n_threads) {
     a.n_tok = n_tok;
     d.prefill_flops = 2.0 * (double)(n_in * n_out * n_tok) / best_time(run_gemv, &a, 2);
     d.mem_capacity = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    d.source = "probed now: Q4_1 GEMV (weights), f16 decode attention (K/V), 512-token GEMM (prefill)";
+    d.source = "probed now: Q4_1 GEMV (weights), f16 decode attention (K/V), 512-token GEMM (prefill), "
+               "the recycled rebuild (selection: GQA max, pool 7, top 1/8; gather of the selected rows)";
     free(wd); free(a.x); free(a.y); free(kd); free(vd); free(a.q); free(a.o); free(a.lse);
     backend_shutdown(&a.be);
     return d;
 }
 
-// The node's rates on all its cores, and one rank's on its own threads.
+// The recycled rebuild of one layer on n_threads, as the engine runs it:
+// candidates ranked per second and selected rows gathered per second.
+static void probe_rebuild(int n_threads, double *select_rate, double *gather_rate) {
+    probe_args a = {0};
+    rc_err err = {{0}};
+    if (backend_init(&a.be, &backend_cpu, n_threads, -1, &err)) cli_die_err(&err);
+    a.n_q = 12, a.n_kv = 4, a.hd = 64, a.n_keys = 32768;
+    const int64_t K = a.n_keys / 8;
+    const size_t kv_elems = (size_t)(a.n_kv * a.n_keys * a.hd);
+    uint16_t *kd = malloc(kv_elems * 2), *vd = malloc(kv_elems * 2);
+    a.lse = malloc((size_t)a.n_q * sizeof(float));
+    a.raw = malloc((size_t)(a.n_q * a.n_keys) * sizeof(float));
+    a.agg = malloc((size_t)(a.n_kv * a.n_keys) * sizeof(float));
+    a.pooled = malloc((size_t)(a.n_kv * a.n_keys) * sizeof(float));
+    a.pos = malloc((size_t)a.n_keys * sizeof(int64_t));
+    a.k_of = malloc((size_t)a.n_kv * sizeof(int64_t));
+    a.n_sel = malloc((size_t)a.n_kv * sizeof(int64_t));
+    a.sel = malloc((size_t)(a.n_kv * K) * sizeof(scored_pos));
+    a.idx_dst = malloc((size_t)(a.n_kv * K) * sizeof(int64_t));
+    a.idx_src = malloc((size_t)(a.n_kv * K) * sizeof(int64_t));
+    a.cache_k = malloc((size_t)(a.n_kv * K * a.hd) * 2);
+    a.cache_v = malloc((size_t)(a.n_kv * K * a.hd) * 2);
+    if (!kd || !vd || !a.lse || !a.raw || !a.agg || !a.pooled || !a.pos || !a.k_of || !a.n_sel || !a.sel ||
+        !a.idx_dst || !a.idx_src || !a.cache_k || !a.cache_v)
+        cli_die("out of memory for the cpu probe");
+    for (size_t i = 0; i < kv_elems; i++) kd[i] = vd[i] = (uint16_t)(0x3000 + (i * 40503u) % 0x1000);
+    a.k = (kv_view){.data = kd, .elem = KV_F16, .head_stride = a.n_keys * a.hd};
+    a.v = (kv_view){.data = vd, .elem = KV_F16, .head_stride = a.n_keys * a.hd};
+    // Scores without structure, like bench --fill random's (the validation's).
+    for (int64_t i = 0; i < a.n_q * a.n_keys; i++) a.raw[i] = (float)((i * 2654435761u) >> 20 & 0xfff) / 512.0f;
+    for (int64_t h = 0; h < a.n_q; h++) a.lse[h] = 8.0f;
+    for (int64_t i = 0; i < a.n_keys; i++) a.pos[i] = i;
+    for (int64_t h = 0; h < a.n_kv; h++) a.k_of[h] = K;
+    *select_rate = (double)(a.n_kv * a.n_keys) / best_time(run_select, &a, 5);
+    *gather_rate = (double)(a.n_kv * K) / best_time(run_gather, &a, 5);
+    free(kd); free(vd); free(a.lse); free(a.raw); free(a.agg); free(a.pooled); free(a.pos); free(a.k_of);
+    free(a.n_sel); free(a.sel); free(a.idx_dst); free(a.idx_src); free(a.cache_k); free(a.cache_v);
+    backend_shutdown(&a.be);
+}
+
+// The node's rates on all its cores, and one rank's on its own threads. The
+// rebuild is host work of each rank process: the node's rebuild rate is one
+// thread's times the cores (ranks side by side, not one process's threads).
+
 static cm_device probe_cpu(int rank_threads) {
     const long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
     const int cores = n_cpu > 0 ? (int)n_cpu : 1;
@@ -132,6 +211,12 @@ static cm_device probe_cpu(int rank_threads) {
         node.rank_mem_bw = node.mem_bw;
         node.rank_kv_bw = node.kv_bw;
     }
+    double one_sel, one_gather;
+    probe_rebuild(1, &one_sel, &one_gather);
+    node.select_rate = one_sel * (double)cores;
+    node.gather_rate = one_gather * (double)cores;
+    if (rank_threads > 1) probe_rebuild(rank_threads, &node.rank_select_rate, &node.rank_gather_rate);
+    else node.rank_select_rate = one_sel, node.rank_gather_rate = one_gather;
     snprintf(node.name, sizeof(node.name), "cpu");
     return node;
 }
@@ -242,8 +327,12 @@ int cmd_plan(int argc, char **argv) {
     for (int di = 0; di < n_devs; di++) {
         const cm_device *d = &devs[di];
         if (d->rank_mem_bw > 0)
-            printf("# device %s, one rank on %d thread(s): weights %.1f GB/s, K/V %.1f GB/s\n", d->name, n_threads,
-                   d->rank_mem_bw / 1e9, d->rank_kv_bw / 1e9);
+            printf("# device %s, one rank on %d thread(s): weights %.1f GB/s, K/V %.1f GB/s, rebuild: selection %.1f M "
+                   "candidates/s, gather %.1f M rows/s\n", d->name, n_threads, d->rank_mem_bw / 1e9, d->rank_kv_bw / 1e9,
+                   d->rank_select_rate / 1e6, d->rank_gather_rate / 1e6);
+        if (d->select_rate > 0)
+            printf("# device %s: the recycled rebuild's selection ranks %.1f M candidates/s, its gather %.1f M rows/s\n",
+                   d->name, d->select_rate / 1e6, d->gather_rate / 1e6);
         printf("# device %s: weights %.1f GB/s, K/V %.1f GB/s, decode roof %s, prefill %.1f GFLOP/s, link %.0f us + "
                "%.0f GB/s, %s; %s\n",
                d->name, d->mem_bw / 1e9, (d->kv_bw > 0 ? d->kv_bw : d->mem_bw) / 1e9,

@@ -16,14 +16,25 @@ int64_t cm_params_per_token(const cm_shape *s) {
 
 static double dmax(double a, double b) { return a > b ? a : b; }
 
-// Memory and compute overlap (roofline); collectives do not.
+// Memory and compute overlap (roofline); collectives and the rebuild's
+// selection (serial host work between the collectives) do not.
 static void step_time(cm_step *st, const cm_device *d, int64_t sharing) {
     const double kv_bw = d->kv_bw > 0 ? d->kv_bw : d->mem_bw;
     double t_mem = (st->weight_bytes / d->mem_bw + st->kv_bytes / kv_bw) * (double)sharing;
     if (d->rank_mem_bw > 0 && d->rank_kv_bw > 0)
         t_mem = dmax(t_mem, st->weight_bytes / d->rank_mem_bw + st->kv_bytes / d->rank_kv_bw);
     const double t_flop = d->flops > 0 ? st->flops * (double)sharing / d->flops : 0.0;
-    st->seconds = dmax(t_mem, t_flop) + (double)st->calls * d->link_latency +
+    double t_sel = 0.0;
+    if (st->select_candidates > 0 && d->select_rate > 0) {
+        t_sel = st->select_candidates * (double)sharing / d->select_rate;
+        if (d->rank_select_rate > 0) t_sel = dmax(t_sel, st->select_candidates / d->rank_select_rate);
+    }
+    if (st->gather_rows > 0 && d->gather_rate > 0) {
+        double t = st->gather_rows * (double)sharing / d->gather_rate;
+        if (d->rank_gather_rate > 0) t = dmax(t, st->gather_rows / d->rank_gather_rate);
+        t_sel += t;
+    }
+    st->seconds = dmax(t_mem, t_flop) + t_sel + (double)st->calls * d->link_latency +
                   (d->link_bw > 0 ? st->comm_bytes / d->link_bw : 0.0);
 }
 
@@ -53,7 +64,11 @@ int cm_predict(const cm_shape *s, const cm_device *d, const cm_method_opts *m, i
     cm_step *f = &out->full;
     f->weight_bytes = W;
     f->kv_bytes = (double)n_loc * kv_per_pos;
-    if (rec) f->kv_bytes += (double)(L * H * n_loc) * 4.0;  // the raw scores kept for the rebuild
+    if (rec) {
+        f->kv_bytes += (double)(L * H * n_loc) * 4.0;  // the raw scores kept for the rebuild
+        f->select_candidates = (double)(L * KV * n_loc);  // each KV head ranks the shard's positions
+        f->gather_rows = (double)(L * KV * (m->k < n_ctx ? m->k : n_ctx));  // every rank's cache takes all K rows
+    }
     f->flops = 2.0 * P + (double)(L * 4 * H * hd) * (double)n_loc;
     if (R > 1) {
         const double state = (double)(H * hd + H + (rec ? CM_STATE_HASH_FLOATS : 0)) * 4.0;
@@ -132,9 +147,9 @@ int cm_device_by_name(const char *name, cm_device *out) {
     // from nccl-tests-style all_gather_perf figures reported for 8x H100 SXM.
     static const cm_device gpus[] = {
         {"h100", 3.35e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0, 80e9,
-         "NVIDIA H100 SXM5 datasheet (HBM3 3.35 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
+         "NVIDIA H100 SXM5 datasheet (HBM3 3.35 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s", 0, 0, 0, 0},
         {"h200", 4.8e12, 0, 989e12, 989e12, 0, 0, 10e-6, 360e9, 0, 141e9,
-         "NVIDIA H200 SXM datasheet (HBM3e 4.8 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s"},
+         "NVIDIA H200 SXM datasheet (HBM3e 4.8 TB/s, BF16 989 TFLOP/s dense); NVLink all-gather ~10 us, ~360 GB/s", 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(gpus) / sizeof(gpus[0]); i++)
         if (strcmp(name, gpus[i].name) == 0) {

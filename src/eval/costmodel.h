@@ -36,6 +36,13 @@ typedef struct cm_device {
     int shared;             // 1: all ranks on one device (this CPU machine); 0: one device per rank
     double mem_capacity;    // bytes of memory per device (0: unknown)
     const char *source;     // where the figures come from
+    // The recycled rebuild (0: not modelled; the GPU profiles have no kernel
+    // to measure yet), on the whole device and on one rank's threads:
+    // candidates per second its selection ranks (GQA reduce of the scores,
+    // max-pooling, top-K of each KV head's positions), and selected rows per
+    // second it gathers into the recycled cache (find the slot, copy K and V).
+    double select_rate, rank_select_rate;
+    double gather_rate, rank_gather_rate;
 } cm_device;
 
 enum cm_method { CM_FULL = 0, CM_RECYCLED = 1 };
@@ -52,6 +59,8 @@ typedef struct cm_step {
     double flops;                     // weights (2 per param) + attention (4 per head-dim per key)
     int64_t calls;                    // collective calls
     double comm_bytes;                // bytes received from the other ranks
+    double select_candidates;         // recycled full step: positions x KV heads x layers the rebuild ranks
+    double gather_rows;               // recycled full step: selected rows (K per layer and KV head) it gathers
     double seconds;
 } cm_step;
 
