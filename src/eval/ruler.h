@@ -23,7 +23,7 @@
 // launch/setup.sh extracts (RULER uses Paul Graham's essays), with every run
 // of whitespace collapsed to one space, as RULER does.
 //
-// Where this differs from RULER (all documented in ruler.c):
+// Where this differs from RULER (all documented in ruler_tasks.c and ruler.c):
 //   * Needle depth is chosen, not sampled: needle 0 sits at `depth`, needle j
 //     of k at frac(depth + j / k), so several needles spread evenly over the
 //     whole haystack. A depth < 0 picks one of RULER's 40 depths from the seed.
