@@ -2,13 +2,23 @@
 // maps whose answers are worked out by hand (and R2 against a brute-force
 // sort on random rows), SQuAD-style F1 on hand cases, and the probe prompts:
 // needle at the requested depth, spans on the answer text, R2's distractor,
-// determinism by seed.
+// determinism by seed. The probe algorithm (eval/head_probe.h) on cases
+// whose answers hold by construction: the attention capture against exp(s -
+// lse) placed by position, a sized prompt's length and needle span on a tiny
+// model's byte-level tokenizer, and one example's answer against the same
+// greedy decode run by hand.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "eval/head_probe.h"
 #include "eval/probe.h"
+#include "test_backend.h"
+#include "tiny_model.h"
 
 // ---------------------------------------------------------------- R probe
 
@@ -369,7 +379,148 @@ static void test_examples(void) {
     free(hay);
 }
 
+// ---------------------------------------------------------------- head_probe
+
+static void test_capture(void) {
+    rc_err err = {{0}};
+    head_probe_capture c;
+    CHECK(head_probe_capture_init(&c, 2, 3, 8, 1, &err) == 0);
+    enum { N = 5 };
+    const int64_t key_pos[N] = {3, 0, 4, 1, 2};  // a shard's order: rows land by position
+    float scores[3 * N], lse[3];
+    for (int h = 0; h < 3; h++) {
+        double sum = 0.0;
+        for (int j = 0; j < N; j++) scores[h * N + j] = (float)(0.3 * (h + 1) * (j - 2) + 0.1 * j * j);
+        for (int j = 0; j < N; j++) sum += exp((double)scores[h * N + j]);
+        lse[h] = (float)log(sum);
+    }
+    head_probe_on_attention(&c, 1, N, scores, key_pos, N, lse);
+    CHECK(c.n_layers_seen == 1 && c.n_total == N);
+    for (int h = 0; h < 3; h++)
+        for (int j = 0; j < N; j++) {
+            const double want = exp((double)scores[h * N + j] - (double)lse[h]);
+            CHECK_CLOSE(c.attn[(1 * 3 + h) * N + key_pos[j]], want, 1e-7, 1e-5);
+        }
+    CHECK_MSG(c.worst_row_sum_error < 1e-5, "row sums off by %g", c.worst_row_sum_error);
+    // An lse log 2 too small: every row sums to 2, and the capture says so.
+    for (int h = 0; h < 3; h++) lse[h] -= (float)log(2.0);
+    head_probe_on_attention(&c, 0, N, scores, key_pos, N, lse);
+    CHECK_CLOSE(c.worst_row_sum_error, 1.0, 1e-4, 0);
+    // A layer out of range, or keys that do not cover the sequence, are not captured.
+    head_probe_on_attention(&c, 2, N, scores, key_pos, N, lse);
+    head_probe_on_attention(&c, 0, N + 1, scores, key_pos, N, lse);
+    CHECK(c.n_layers_seen == 2);
+    head_probe_capture_free(&c);
+}
+
+// The bytes of tokens [b, e).
+static void spell(const tokenizer *tok, const int32_t *ids, int64_t b, int64_t e, char *out, size_t cap) {
+    size_t n = 0;
+    for (int64_t i = b; i < e; i++) n += tokenizer_token_bytes(tok, ids[i], out + n, cap - n - 1);
+    out[n] = '\0';
+}
+
+static void test_on_tiny_model(void) {
+    size_t hay_len = 0;
+    char *hay = read_prose(&hay_len);
+    if (!hay) return;
+    rc_err err = {{0}};
+    char path[64];
+    model m;
+    CHECK_MSG(tiny_model_sharding(path, &m, &err) == 0, "%s", err.msg);  // 256 positions
+    tokenizer *tok = NULL;
+    CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);
+    const int64_t length = 200, max_new = 6;
+    for (int kind = 0; kind < 2; kind++) {
+        head_probe_setup ps = {.m = &m, .tok = tok, .kind = kind, .chat = 0, .hay = hay, .hay_len = hay_len};
+        double bpt = 0;
+        CHECK(head_probe_bytes_per_token(tok, hay, hay_len, length, &bpt, &err) == 0 && bpt > 1.0);
+        head_probe_prompt pp;
+        int rc = head_probe_sized_prompt(&ps, bpt, length, 0.5, 7 + kind, &pp, &err);
+        CHECK_MSG(rc == 0, "kind %d: %s", kind, err.msg);
+        if (rc) continue;
+        // Length: at most the budget; the haystack is cut at sentence ends,
+        // which on a ~1-byte-per-token vocabulary are tens of tokens apart.
+        CHECK_MSG(pp.n_ids <= length && (double)pp.n_ids >= 0.8 * (double)length,
+                  "kind %d: %lld tokens for a length of %lld", kind, (long long)pp.n_ids, (long long)length);
+        // The needle span is the smallest run of tokens that spells the needle's answer text.
+        char want[128], got[512];
+        const size_t wl = pp.ex.needle_end - pp.ex.needle_begin;
+        CHECK(wl > 0 && wl < sizeof(want));
+        memcpy(want, pp.ex.prompt + pp.ex.needle_begin, wl);
+        want[wl] = '\0';
+        spell(tok, pp.ids, pp.needle.begin, pp.needle.end, got, sizeof(got));
+        CHECK_MSG(strstr(got, want) != NULL, "kind %d: needle tokens spell '%s', not '%s'", kind, got, want);
+        spell(tok, pp.ids, pp.needle.begin + 1, pp.needle.end, got, sizeof(got));
+        CHECK_MSG(strstr(got, want) == NULL, "kind %d: the span's first token is not needed", kind);
+        spell(tok, pp.ids, pp.needle.begin, pp.needle.end - 1, got, sizeof(got));
+        CHECK_MSG(strstr(got, want) == NULL, "kind %d: the span's last token is not needed", kind);
+        CHECK(pp.n_answer == pp.needle.end - pp.needle.begin);
+
+        // One example: its answer is the greedy decode after prefilling all
+        // but the last prompt token, which the test repeats on a plain engine.
+        engine_opts eo = engine_default_opts();
+        eo.n_ctx = length + max_new + 1;
+        eo.backend = test_backend();
+        eo.kv_elem = KV_F32;
+        head_probe_capture cap;
+        CHECK(head_probe_capture_init(&cap, m.cfg.n_layer, m.cfg.n_head, eo.n_ctx, 1, &err) == 0);
+        eo.on_attention_scores = head_probe_on_attention;
+        eo.hook_user = &cap;
+        engine *e = engine_create(&m, &eo, &err);
+        CHECK_MSG(e != NULL, "%s", err.msg);
+        double *ex_score = malloc((size_t)(m.cfg.n_layer * m.cfg.n_head) * sizeof(double));
+        head_probe_outcome res;
+        rc = e ? head_probe_run_example(e, &cap, &ps, &pp, max_new, ex_score, NULL, NULL, &res, &err) : -1;
+        CHECK_MSG(rc == 0, "kind %d: %s", kind, err.msg);
+        if (rc == 0) {
+            eo.on_attention_scores = NULL;
+            eo.hook_user = NULL;
+            engine *plain = engine_create(&m, &eo, &err);
+            CHECK(plain && engine_prefill(plain, pp.ids, pp.n_ids - 1, NULL, NULL, NULL, &err) == 0);
+            const int64_t steps = kind == PROBE_R2 && pp.n_expected < max_new ? pp.n_expected : max_new;
+            char answer[256] = "";
+            size_t n = 0;
+            int64_t n_gen = 0;
+            tokenizer_stream st = {0};
+            int32_t cur = pp.ids[pp.n_ids - 1];
+            for (int64_t t = 0; plain && t < steps; t++) {
+                CHECK(engine_decode(plain, cur, &err) == 0);
+                cur = argmax_logits(engine_logits(plain), m.cfg.n_vocab);
+                if (tokenizer_is_eog(tok, cur)) break;
+                n_gen++;
+                const size_t len = tokenizer_decode_stream(tok, &st, cur, answer + n, sizeof(answer) - n - 1);
+                n += len;
+                answer[n] = '\0';
+                if (memchr(answer + n - len, '\n', len) && strspn(answer, " \n\r\t") < n) break;
+            }
+            n += tokenizer_stream_flush(tok, &st, answer + n, sizeof(answer) - n - 1);
+            answer[n] = '\0';
+            CHECK_MSG(strcmp(res.answer, answer) == 0 && res.n_gen == n_gen,
+                      "kind %d: answer '%s' (%lld tokens), the greedy decode '%s' (%lld)", kind, res.answer,
+                      (long long)res.n_gen, answer, (long long)n_gen);
+            CHECK(res.f1 == probe_f1(answer, pp.ex.answer) && res.counted == (res.f1 > PROBE_F1_MIN));
+            // Every step adds at most 1 / n_answer per head (R) or the head's attention mass / n_answer (R2).
+            for (int64_t i = 0; i < m.cfg.n_layer * m.cfg.n_head; i++)
+                CHECK(ex_score[i] >= 0 && ex_score[i] <= (double)res.n_gen / (double)pp.n_answer + 1e-9);
+            if (plain) engine_destroy(plain);
+            free(res.answer);
+        }
+        free(ex_score);
+        if (e) engine_destroy(e);
+        head_probe_capture_free(&cap);
+        head_probe_prompt_free(&pp);
+    }
+    tokenizer_free(tok);
+    model_free(&m);
+    unlink(path);
+    free(hay);
+}
+
 int main(void) {
+    test_backend_setup();
+    test_capture();
+    test_on_tiny_model();
     test_r_probe();
     test_r2_probe();
     test_f1();

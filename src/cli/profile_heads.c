@@ -1,18 +1,7 @@
-// recall profile-heads: HeadKV's head-importance probes (design.md §4) run on
-// a real model. For every length x depth x seed, a needle-in-a-haystack prompt
-// (eval/probe.h) is prefilled with full attention and its answer decoded
-// greedily; at every answer step each (layer, query head)'s attention over the
-// sequence is rebuilt from the query the engine reports and the K rows in its
-// cache, and scored by probe_r_step / probe_r2_step. Examples answered with
-// F1 > 0.5 count; the scores saved (policy/head_scores.h) are their mean.
-//
-// Which attention belongs to which answer step follows the reference code
-// (Wu et al.'s retrieval_head_detection.py, HeadKV's _r2 variant): the prompt
-// minus its last token is prefilled, then the last prompt token is decoded;
-// the attention of the step that processes token t_i is the one that chose
-// t_{i+1}, so it is scored with t_{i+1} as the generated token. Rows cover
-// every cached position (prompt and the answer so far), as in the reference;
-// the needle spans lie in the prompt.
+// recall profile-heads: option parsing and output around HeadKV's
+// head-importance probes (eval/head_probe.h runs them): for every length x
+// depth x seed one example, a progress line, and the mean scores of the
+// examples that count (policy/head_scores.h); --merge combines r and r2 files.
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -24,7 +13,7 @@
 #include "cli/cli.h"
 #include "core/hash.h"
 #include "engine/engine.h"
-#include "engine/sampler.h"
+#include "eval/head_probe.h"
 #include "eval/probe.h"
 #include "policy/head_scores.h"
 #include "tokenizer/chat.h"
@@ -34,10 +23,6 @@
 #define DEFAULT_SEEDS 1
 #define MAX_LENGTHS 16
 #define MAX_DEPTHS 64
-#define SIZE_TRIES 12            // haystack sizings tried for a prompt of a given length
-#define SIZE_MIN_FRACTION 0.97   // ... and is at least this fraction of it
-#define MIN_HAYSTACK_TOKENS 32   // a length must leave room for at least this much haystack
-#define ROW_SUM_TOLERANCE 1e-3   // attention rows rebuilt from the cache must sum to 1
 
 static const int64_t k_default_lengths[] = {1024, 2048, 4096};
 static const double k_default_depths[] = {0.1, 0.3, 0.5, 0.7, 0.9};
@@ -83,198 +68,6 @@ static void usage(FILE *out) {
 
 // ---------------------------------------------------------------- attention
 
-// The attention of one decode step, layer by layer, from the engine's
-// on_attention_scores hook: p_hj = exp(s_hj - lse_h), the probabilities of the
-// softmax the engine just computed, from the scores its attention op returned
-// (lse: natural log).
-typedef struct attn_capture {
-    int64_t n_layer, n_head;
-    int n_threads;
-    float *attn;            // (n_layer * n_head, n_total) of the last step, row stride n_total
-    int64_t cap;            // positions a row can hold
-    int64_t n_total;        // positions of the last step
-    int64_t n_layers_seen;  // hook calls since the last reset
-    double worst_row_sum_error;
-} attn_capture;
-
-static void on_attention_scores(void *user, int64_t layer, int64_t n_total, const float *scores,
-                                const int64_t *key_pos, int64_t n_keys, const float *lse) {
-    attn_capture *ac = user;
-    if (n_total > ac->cap || n_keys != n_total || layer < 0 || layer >= ac->n_layer)
-        return;  // caught by the caller's checks (one rank holds every position)
-    ac->n_total = n_total;
-    ac->n_layers_seen++;
-    double worst = 0.0;
-#pragma omp parallel for num_threads(ac->n_threads) schedule(static) reduction(max : worst)
-    for (int64_t h = 0; h < ac->n_head; h++) {
-        float *row = ac->attn + (layer * ac->n_head + h) * n_total;
-        const float *s = scores + h * n_keys;  // scores: (n_head, n_keys)
-        double sum = 0.0;
-        for (int64_t j = 0; j < n_keys; j++) {
-            row[key_pos[j]] = expf(s[j] - lse[h]);
-            sum += row[key_pos[j]];
-        }
-        double errv = isnan(sum) ? INFINITY : fabs(sum - 1.0);
-        if (errv > worst) worst = errv;
-    }
-    if (worst > ac->worst_row_sum_error) ac->worst_row_sum_error = worst;
-}
-
-// ---------------------------------------------------------------- prompts
-
-typedef struct probe_prompt {
-    probe_example ex;
-    int32_t *ids;          // (n_ids) the templated prompt's tokens
-    int64_t n_ids;
-    probe_span needle;     // R: the activity; R2: the correct name (token positions)
-    int64_t n_answer;      // N: the needle span's token count
-    int64_t n_expected;    // tokens of the expected answer written alone (HeadKV's answer length)
-} probe_prompt;
-
-static void probe_prompt_free(probe_prompt *p) {
-    probe_example_free(&p->ex);
-    free(p->ids);
-    p->ids = NULL;
-    p->n_ids = 0;
-}
-
-// Token positions [begin, end) of the tokens that overlap bytes [b, e) of
-// text, the tokens' bytes laid end to end (skipping a leading BOS, which is
-// not in the text). SentencePiece models may add one leading space.
-static int byte_span_to_tokens(const tokenizer *tok, const int32_t *ids, int64_t n, int has_bos, size_t text_len,
-                               size_t b, size_t e, probe_span *out, rc_err *err) {
-    size_t total = 0;
-    for (int64_t i = has_bos; i < n; i++) total += tokenizer_token_bytes(tok, ids[i], NULL, 0);
-    if (total != text_len && total != text_len + 1)
-        return rc_fail(err, "profile-heads: the prompt's tokens spell %zu bytes, the prompt has %zu: cannot place "
-                            "the needle", total, text_len);
-    size_t off = 0, shift = total - text_len;
-    out->begin = out->end = -1;
-    for (int64_t i = has_bos; i < n; i++) {
-        size_t len = tokenizer_token_bytes(tok, ids[i], NULL, 0);
-        size_t t0 = off >= shift ? off - shift : 0, t1 = off + len >= shift ? off + len - shift : 0;
-        off += len;
-        if (t1 > b && t0 < e) {
-            if (out->begin < 0) out->begin = i;
-            out->end = i + 1;
-        }
-    }
-    if (out->begin < 0) return rc_fail(err, "profile-heads: no token covers the needle's bytes [%zu, %zu)", b, e);
-    return 0;
-}
-
-typedef struct prompt_setup {
-    const model *m;
-    const tokenizer *tok;
-    int kind;       // enum probe_kind
-    int chat;       // apply the model's chat template
-    const char *hay;
-    size_t hay_len;
-} prompt_setup;
-
-// The example with n_hay_bytes of haystack, templated and tokenized, with
-// the needle's token span.
-static int make_prompt(const prompt_setup *ps, int64_t n_hay_bytes, double depth, uint64_t seed, probe_prompt *out,
-                       rc_err *err) {
-    memset(out, 0, sizeof(*out));
-    if (probe_make_example(ps->kind, ps->hay, ps->hay_len, n_hay_bytes, depth, seed, &out->ex, err)) return -1;
-    char *chat_text = NULL;
-    const char *text = out->ex.prompt;
-    size_t user_off = 0;
-    if (ps->chat) {
-        if (chat_format(&ps->m->file, NULL, out->ex.prompt, &chat_text, err)) goto fail;
-        const char *at = strstr(chat_text, out->ex.prompt);
-        if (!at) {
-            rc_fail(err, "profile-heads: the chat template changed the probe text; try --no-chat");
-            goto fail;
-        }
-        user_off = (size_t)(at - chat_text);
-        text = chat_text;
-    }
-    size_t n = 0;
-    const int add_bos = tokenizer_add_bos(ps->tok);
-    if (tokenizer_encode(ps->tok, text, strlen(text), add_bos, ps->chat, &out->ids, &n, err)) goto fail;
-    out->n_ids = (int64_t)n;
-    if (byte_span_to_tokens(ps->tok, out->ids, out->n_ids, add_bos, strlen(text), user_off + out->ex.needle_begin,
-                            user_off + out->ex.needle_end, &out->needle, err))
-        goto fail;
-    out->n_answer = out->needle.end - out->needle.begin;
-    int32_t *answer_ids = NULL;
-    size_t n_answer_ids = 0;
-    if (tokenizer_encode(ps->tok, out->ex.answer, strlen(out->ex.answer), 0, 0, &answer_ids, &n_answer_ids, err))
-        goto fail;
-    free(answer_ids);
-    out->n_expected = (int64_t)n_answer_ids;
-    free(chat_text);
-    return 0;
-fail:
-    free(chat_text);
-    probe_prompt_free(out);
-    return -1;
-}
-
-// Haystack bytes per token, measured once on the haystack's opening (the part
-// every prompt uses: probe_make_example starts from the first byte).
-static double haystack_bytes_per_token(const tokenizer *tok, const char *hay, size_t hay_len, int64_t max_len) {
-    size_t n_bytes = (size_t)max_len * 6 + 4096;
-    if (n_bytes > hay_len) n_bytes = hay_len;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    rc_err err = {{0}};
-    if (tokenizer_encode(tok, hay, n_bytes, 0, 0, &ids, &n, &err)) cli_die_err(&err);
-    free(ids);
-    if (n == 0) cli_die("the haystack text gives no tokens");
-    return (double)n_bytes / (double)n;
-}
-
-// The prompt for (length, depth, seed): haystack bytes scaled from the
-// measured bytes per token, then corrected with the real token counts until
-// the prompt is at most `length` tokens and close to it.
-static int sized_prompt(const prompt_setup *ps, double bytes_per_token, int64_t length, double depth, uint64_t seed,
-                        probe_prompt *out, rc_err *err) {
-    probe_prompt bare;  // the prompt without haystack: template, question, needle
-    if (make_prompt(ps, 0, depth, seed, &bare, err)) return -1;
-    const int64_t overhead = bare.n_ids;
-    probe_prompt_free(&bare);
-    if (length - overhead < MIN_HAYSTACK_TOKENS)
-        return rc_fail(err, "--lengths: %lld tokens leave no room for haystack (the probe prompt alone is %lld tokens)",
-                       (long long)length, (long long)overhead);
-    // Haystack is cut at sentence ends, so the token count is a step
-    // function of the byte budget: scale from the measured rate, then bisect
-    // between the largest budget known to fit and the smallest known not to.
-    double n_bytes = (double)(length - overhead) * bytes_per_token, lo = 0.0, hi = 0.0;
-    probe_prompt best = {0};
-    for (int t = 0; t < SIZE_TRIES; t++) {
-        probe_prompt cur;
-        if (make_prompt(ps, (int64_t)n_bytes, depth, seed, &cur, err)) {
-            probe_prompt_free(&best);
-            return -1;
-        }
-        const int64_t got = cur.n_ids;
-        if (got <= length) {
-            lo = n_bytes;
-            if (got > best.n_ids) {
-                probe_prompt_free(&best);
-                best = cur;
-            } else {
-                probe_prompt_free(&cur);
-            }
-            if ((double)got >= SIZE_MIN_FRACTION * (double)length) break;
-        } else {
-            hi = n_bytes;
-            probe_prompt_free(&cur);
-        }
-        const double hay_tokens = (double)(got - overhead > 1 ? got - overhead : 1);
-        const double scaled = n_bytes * (double)(length - overhead) / hay_tokens;
-        n_bytes = hi > 0.0 && (scaled >= hi || scaled <= lo) ? 0.5 * (lo + hi) : scaled;
-    }
-    if (best.n_ids > 0) {
-        *out = best;
-        return 0;
-    }
-    return rc_fail(err, "profile-heads: could not size a prompt to %lld tokens", (long long)length);
-}
-
 // ---------------------------------------------------------------- helpers
 
 static void parse_depths(const char *value, double *out, int *n_out) {
@@ -292,35 +85,6 @@ static void parse_depths(const char *value, double *out, int *n_out) {
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
-}
-
-// "recall profile-heads ..." with $HOME shown as ~ and arguments quoted when
-// they hold spaces; malloc'd.
-static char *command_line(int argc, char **argv) {
-    const char *home = getenv("HOME");
-    size_t home_len = home && *home && strcmp(home, "/") ? strlen(home) : 0;
-    size_t cap = 32;
-    for (int i = 0; i < argc; i++) cap += strlen(argv[i]) + 4;
-    char *s = malloc(cap), *p = s;
-    p += sprintf(p, "recall");
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        int quote = strchr(a, ' ') != NULL;
-        *p++ = ' ';
-        if (quote) *p++ = '\'';
-        // the path may follow "--flag=" or start the argument
-        const char *hit = home_len ? strstr(a, home) : NULL;
-        if (hit && (hit == a || hit[-1] == '=') && (hit[home_len] == '/' || hit[home_len] == '\0')) {
-            memcpy(p, a, (size_t)(hit - a));
-            p += hit - a;
-            *p++ = '~';
-            a = hit + home_len;
-        }
-        p += sprintf(p, "%s", a);
-        if (quote) *p++ = '\'';
-    }
-    *p = '\0';
-    return s;
 }
 
 // Relative cost of an example of `length` tokens for the ETA: prefill is
@@ -411,14 +175,14 @@ static int merge_files(const char *list, const char *out_path, int argc, char **
         cJSON_AddNumberToObject(f, "n_examples", (double)hs[i].n_examples);
         cJSON_AddItemToArray(from, f);
     }
-    char *cmd = command_line(argc, argv);
+    char cmd[4096];
+    cli_command_line("recall profile-heads", argc, argv, cmd, sizeof(cmd));
     cJSON_AddStringToObject(meta, "combine", "sum of each file's scores normalized to sum 1");
     cJSON_AddStringToObject(meta, "command", cmd);
     char *meta_text = cJSON_PrintUnformatted(meta);
     if (head_scores_save(out_path, &out, meta_text, &err)) cli_die_err(&err);
     fprintf(stderr, "recall: profile-heads: wrote %s (r+r2 of %s and %s)\n", out_path, paths[0], paths[1]);
     free(meta_text);
-    free(cmd);
     cJSON_Delete(meta);
     head_scores_free(&out);
     for (int i = 0; i < 2; i++) head_scores_free(&hs[i]);
@@ -554,17 +318,18 @@ int cmd_profile_heads(int argc, char **argv) {
         if (chat_format(&m.file, NULL, "x", &probe_text, &err)) chat = 0;
         free(probe_text);
     }
-    prompt_setup ps = {.m = &m, .tok = tok, .kind = kind, .chat = chat, .hay = hay, .hay_len = hay_len};
-    const double bpt = haystack_bytes_per_token(tok, hay, hay_len, max_len);
+    head_probe_setup ps = {.m = &m, .tok = tok, .kind = kind, .chat = chat, .hay = hay, .hay_len = hay_len};
+    double bpt;
+    if (head_probe_bytes_per_token(tok, hay, hay_len, max_len, &bpt, &err)) cli_die_err(&err);
     // The shortest length decides whether every length leaves room for haystack.
     {
-        probe_prompt bare;
-        if (make_prompt(&ps, 0, depths[0], 0, &bare, &err)) cli_die_err(&err);
+        head_probe_prompt bare;
+        if (head_probe_make_prompt(&ps, 0, depths[0], 0, &bare, &err)) cli_die_err(&err);
         for (int i = 0; i < n_lengths; i++)
-            if (lengths[i] - bare.n_ids < MIN_HAYSTACK_TOKENS)
+            if (lengths[i] - bare.n_ids < HEAD_PROBE_MIN_HAYSTACK_TOKENS)
                 cli_die("--lengths: %lld tokens leave no room for haystack (the probe prompt alone is %lld tokens)",
                         (long long)lengths[i], (long long)bare.n_ids);
-        probe_prompt_free(&bare);
+        head_probe_prompt_free(&bare);
     }
 
     engine_opts eo = engine_default_opts();
@@ -576,22 +341,16 @@ int cmd_profile_heads(int argc, char **argv) {
     eo.comm = cm;
     eo.attention = ATTENTION_FULL;
     const int64_t n_heads_total = cfg->n_layer * cfg->n_head;
-    attn_capture cap = {.n_layer = cfg->n_layer, .n_head = cfg->n_head, .n_threads = n_threads, .cap = eo.n_ctx};
-    cap.attn = malloc((size_t)n_heads_total * (size_t)cap.cap * sizeof(float));
-    if (!cap.attn) cli_die("out of memory for the attention rows (%lld heads x %lld positions)",
-                           (long long)n_heads_total, (long long)cap.cap);
-    eo.on_attention_scores = on_attention_scores;
+    head_probe_capture cap;
+    if (head_probe_capture_init(&cap, cfg->n_layer, cfg->n_head, eo.n_ctx, n_threads, &err)) cli_die_err(&err);
+    eo.on_attention_scores = head_probe_on_attention;
     eo.hook_user = &cap;
     engine *e = engine_create(&m, &eo, &err);
     if (!e) cli_die_err(&err);
 
     double *totals = calloc((size_t)n_heads_total, sizeof(double));
     double *ex_score = malloc((size_t)n_heads_total * sizeof(double));
-    int32_t *seq = malloc((size_t)eo.n_ctx * sizeof(int32_t));
-    const size_t piece_cap = tokenizer_decode_cap(tok);
-    char *piece = malloc(piece_cap + 1);
-    const size_t answer_cap = (size_t)max_new * (piece_cap + 1) + 8;
-    char *answer = malloc(answer_cap);
+    if (!totals || !ex_score) cli_die("out of memory for the head scores");
     int64_t counted_by_length[MAX_LENGTHS] = {0}, tokens_by_length[MAX_LENGTHS] = {0};
     double f1_by_length[MAX_LENGTHS] = {0};
     const int64_t n_examples = (int64_t)n_lengths * n_depths * n_seeds;
@@ -612,84 +371,35 @@ int cmd_profile_heads(int argc, char **argv) {
                 const int64_t key_words[2] = {lengths[li], s};
                 uint64_t seed = fnv1a(fnv1a(FNV1A_INIT, key_words, sizeof(key_words)), &depths[di], sizeof(double));
                 const double t0 = cli_now();
-                probe_prompt pp;
-                if (sized_prompt(&ps, bpt, lengths[li], depths[di], seed, &pp, &err)) cli_die_err(&err);
-                const int64_t n = pp.n_ids;
-                memcpy(seq, pp.ids, (size_t)n * sizeof(int32_t));
-                engine_reset(e);
+                head_probe_prompt pp;
+                if (head_probe_sized_prompt(&ps, bpt, lengths[li], depths[di], seed, &pp, &err)) cli_die_err(&err);
                 meter.t0 = cli_now();
-                if (engine_prefill(e, pp.ids, n - 1, NULL, show_prefill ? on_prefill : NULL, &meter, &err))
+                head_probe_outcome res;
+                if (head_probe_run_example(e, &cap, &ps, &pp, max_new, ex_score, show_prefill ? on_prefill : NULL,
+                                           &meter, &res, &err))
                     cli_die_err(&err);
-                cli_check_logits(engine_logits(e), cfg->n_vocab, "the prefill of %lld tokens", (long long)(n - 1));
-                memset(ex_score, 0, (size_t)n_heads_total * sizeof(double));
-                tokenizer_stream st = {0};
-                size_t answer_len = 0;
-                int32_t cur = pp.ids[n - 1];
-                int64_t n_gen = 0;
-                // R2 answers are cut at the expected answer's length, as in HeadKV's
-                // retrieval_head_detection_r2.py: the name is what gets judged, not
-                // the "... is older than ..." a model may add after it.
-                const int64_t n_steps = kind == PROBE_R2 && pp.n_expected < max_new ? pp.n_expected : max_new;
-                for (int64_t step = 0; step < n_steps; step++) {
-                    cap.n_layers_seen = 0;
-                    if (engine_decode(e, cur, &err)) cli_die_err(&err);
-                    if (cap.n_layers_seen != cfg->n_layer || cap.n_total != n + step)
-                        cli_die("profile-heads: the engine reported attention for %lld of %lld layers over %lld "
-                                "positions (expected %lld)", (long long)cap.n_layers_seen, (long long)cfg->n_layer,
-                                (long long)cap.n_total, (long long)(n + step));
-                    if (cap.worst_row_sum_error > ROW_SUM_TOLERANCE)
-                        cli_die("profile-heads: attention rows from the engine's scores sum to 1 +- %.3g, not "
-                                "within %.0e: the scores are not the softmax the engine computed",
-                                cap.worst_row_sum_error, ROW_SUM_TOLERANCE);
-                    cli_check_logits(engine_logits(e), cfg->n_vocab, "decode step %lld", (long long)step);
-                    int32_t next = argmax_logits(engine_logits(e), cfg->n_vocab);
-                    if (tokenizer_is_eog(tok, next)) break;
-                    if (kind == PROBE_R)
-                        probe_r_step(cap.attn, n_heads_total, cap.n_total, seq, pp.needle, next, pp.n_answer,
-                                     ex_score);
-                    else
-                        probe_r2_step(cap.attn, n_heads_total, cap.n_total, pp.needle, pp.n_answer, pp.n_answer,
-                                      ex_score);
-                    n_gen++;
-                    size_t len = tokenizer_decode_stream(tok, &st, next, piece, piece_cap);
-                    memcpy(answer + answer_len, piece, len);
-                    answer_len += len;
-                    answer[answer_len] = '\0';
-                    seq[n + step] = next;
-                    cur = next;
-                    // A newline ends the answer once it has some text (as the reference code stops at "\n").
-                    if (memchr(piece, '\n', len)) {
-                        int has_text = 0;
-                        for (size_t i = 0; i < answer_len && !has_text; i++)
-                            has_text = answer[i] != ' ' && answer[i] != '\n' && answer[i] != '\r' && answer[i] != '\t';
-                        if (has_text) break;
-                    }
-                }
-                answer_len += tokenizer_stream_flush(tok, &st, answer + answer_len, answer_cap - answer_len - 1);
-                answer[answer_len] = '\0';
-                const double f1 = probe_f1(answer, pp.ex.answer);
-                const int counts = f1 > PROBE_F1_MIN;
-                if (counts) {
+                if (res.counted) {
                     for (int64_t i = 0; i < n_heads_total; i++) totals[i] += ex_score[i];
                     n_counted++;
                     counted_by_length[li]++;
                 }
-                f1_by_length[li] += f1;
-                tokens_by_length[li] += n;
+                f1_by_length[li] += res.f1;
+                tokens_by_length[li] += pp.n_ids;
                 n_done++;
                 work_done += example_work(lengths[li]);
                 char excerpt[112], eta[32], took[32];
-                answer_excerpt(answer, excerpt, sizeof(excerpt));
+                answer_excerpt(res.answer, excerpt, sizeof(excerpt));
                 format_seconds((cli_now() - t_start) * (work_total - work_done) / work_done, eta, sizeof(eta));
                 format_seconds(cli_now() - t0, took, sizeof(took));
                 fprintf(stderr,
                         "recall: profile-heads: [%lld/%lld] %s len %lld (%lld tok) depth %.2f seed %lld: F1 %.2f %s, "
                         "%lld answer tokens \"%s\" (%s, ETA %s)\n",
-                        (long long)n_done, (long long)n_examples, probe_name, (long long)lengths[li], (long long)n,
-                        depths[di], (long long)s, f1, counts ? "counted" : "not counted", (long long)n_gen, excerpt,
-                        took, eta);
+                        (long long)n_done, (long long)n_examples, probe_name, (long long)lengths[li],
+                        (long long)pp.n_ids, depths[di], (long long)s, res.f1, res.counted ? "counted" : "not counted",
+                        (long long)res.n_gen, excerpt, took, eta);
                 fflush(stderr);
-                probe_prompt_free(&pp);
+                free(res.answer);
+                head_probe_prompt_free(&pp);
             }
         }
     }
@@ -721,7 +431,8 @@ int cmd_profile_heads(int argc, char **argv) {
     cJSON_AddBoolToObject(meta, "chat_template", chat);
     cJSON_AddStringToObject(meta, "haystack", base_name(hay_path));
     cJSON_AddNumberToObject(meta, "seconds", round(cli_now() - t_start));
-    char *cmd = command_line(argc, argv);
+    char cmd[4096];
+    cli_command_line("recall profile-heads", argc, argv, cmd, sizeof(cmd));
     cJSON_AddStringToObject(meta, "command", cmd);
     char *meta_text = cJSON_PrintUnformatted(meta);
     if (head_scores_save(out_path, &hs, meta_text, &err)) cli_die_err(&err);
@@ -747,16 +458,12 @@ int cmd_profile_heads(int argc, char **argv) {
     }
 
     free(meta_text);
-    free(cmd);
     cJSON_Delete(meta);
     head_scores_free(&hs);
-    free(answer);
-    free(piece);
-    free(seq);
     free(ex_score);
     free(totals);
     engine_destroy(e);
-    free(cap.attn);
+    head_probe_capture_free(&cap);
     tokenizer_free(tok);
     model_free(&m);
     free(hay);
