@@ -172,7 +172,10 @@ static int cmp_i64(const void *a, const void *b) {
 
 // FNV-1a over the sorted position sets of the recycled cache of every layer
 // that `rebuilt` marks (NULL: all layers): equal on every rank count exactly
-// when the selections are. 0 when nothing was rebuilt.
+// when the selections are. 0 when nothing was rebuilt. The step lines hash
+// every layer at every step: between rebuilds each new token evicts the
+// lowest-scored row of a full cache, and a near-tie there changes the rows
+// attended without any rebuild.
 static uint64_t selection_hash(const engine *e, const uint8_t *rebuilt) {
     if (!engine_recycle(e)) return 0;
     const recycle_cache *c = &engine_recycle(e)->cache;
@@ -252,7 +255,7 @@ static void write_trace_step(FILE *tf, const engine *e, comm *cm, int64_t step, 
             cm->rank, (long long)step, (long long)st->pos, token, st->seconds, (long long)st->n_full_layers, layers,
             (long long)st->kv_bytes_read, (long long)st->comm_calls, (long long)st->comm_bytes,
             (long long)st->rows_reused, (long long)st->rows_fetched,
-            (unsigned long long)(engine_recycle(e) && st->n_full_layers ? selection_hash(e, st->layer_full) : 0));
+            (unsigned long long)selection_hash(e, NULL));
     write_policy_hashes(tf, cm, e);
     fprintf(tf, "}\n");
 }
