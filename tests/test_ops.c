@@ -1487,7 +1487,7 @@ static void test_kv_write(void) {
             for (int hi = 0; hi < 4; hi++)
                 for (int64_t n_tok = 0; n_tok <= 5; n_tok += 5) {
                     const int64_t hd = hds[hi], n_slots = n_tok + 4, stride = n_slots * hd + 5;
-                    const size_t eb = kv_elem_bytes(elem), n_bytes = (size_t)(n_kv * stride) * eb;
+                    const size_t n_bytes = kv_bytes(elem, n_kv * stride);
                     float *k = floats_new(n_tok * n_kv * hd), *v = floats_new(n_tok * n_kv * hd);
                     for (int64_t i = 0; i < n_tok * n_kv * hd; i++) {
                         k[i] = kv_value(i);
