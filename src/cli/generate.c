@@ -359,6 +359,7 @@ int cmd_generate(int argc, char **argv) {
         cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
                 (long long)n_ctx);
     // Settings errors before any note, so that a failure stays one line on stderr.
+    if (kv_elem_check(kv_elem, m.cfg.head_dim, &err)) cli_die_err(&err);
     cli_attention_check(&eo, n_ctx, &m.cfg);
     if (n_ids + n_predict > n_ctx) {
         if (rank0) fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
