@@ -127,9 +127,10 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
             const rank_stats *rs = &all[r];
             const comm_counters *p = &rs->counters[COMM_PHASE_PREFILL], *d = &rs->counters[COMM_PHASE_DECODE];
             fprintf(stderr,
-                    "recall: stats: rank %d: KV %s, %lld %s (%.1f MiB) | prefill %lld calls, %.2f MB sent, %.2f MB "
+                    "recall: stats: rank %d: KV %lld %s (%.1f MiB of %s) | prefill %lld calls, %.2f MB sent, %.2f MB "
                     "received, scratch %.1f MiB | decode %lld calls, %.0f bytes received per step | peak RSS %.1f MiB\n",
-                    r, kv_elem_name(engine_get_opts(e)->kv_elem), (long long)rs->n_local, engine_policy(e) ? "rows kept (all layers and heads)" : "positions", rs->kv_mib,
+                    r, (long long)rs->n_local, engine_policy(e) ? "rows kept (all layers and heads)" : "positions", rs->kv_mib,
+                    kv_elem_name(engine_get_opts(e)->kv_elem),
                     (long long)p->n_calls, (double)p->bytes_sent / 1e6,
                     (double)p->bytes_recv / 1e6, rs->prefill_scratch_mib, (long long)d->n_calls,
                     (double)d->bytes_recv / steps, rs->peak_rss_mib);
