@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend/kv_format.h"
 #include "backend_strict.h"
 #include "check.h"
 #include "kernel_path.h"
@@ -45,6 +46,7 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 static backend g_ref, g_cpu;
 
 static const backend *inst(const backend_ops *ops) { return ops == &backend_cpu_ref ? &g_ref : &g_cpu; }
+static const backend_ops *const BOTH[2] = {&backend_cpu_ref, &backend_cpu};
 
 // ---- tolerances ----
 //
@@ -211,16 +213,38 @@ typedef struct test_kv {
 
 static int g_kv_serial = 0;
 
+static int is_block_kv(int elem) { return elem == KV_Q8_0 || elem == KV_Q4_0; }
+
+// Element i of a q8_0 / q4_0 row, decoded here from GGML's block layouts.
+static double naive_kv_block(int elem, const uint8_t *row, int64_t i);
+
 static test_kv kv_new(int elem, int64_t n_kv_heads, int64_t n_valid, int64_t head_dim, float lo, float hi) {
     test_kv kv = {NULL, elem, n_kv_heads, n_valid, head_dim, 0, NULL};
     // Odd extra so heads do not start at a multiple of 8 elements either, and
     // different for consecutive caches so a kernel that steps V with K's
-    // stride (or the reverse) reads NaN.
-    kv.head_stride = (n_valid + 3) * head_dim + 5 + 2 * (g_kv_serial++ % 3);
+    // stride (or the reverse) reads NaN. The block formats: an odd number of
+    // extra blocks.
+    const int64_t extra = is_block_kv(elem) ? 32 * (1 + 2 * (g_kv_serial++ % 3)) : 5 + 2 * (g_kv_serial++ % 3);
+    kv.head_stride = (n_valid + 3) * head_dim + extra;
     int64_t n = n_kv_heads * kv.head_stride;
-    size_t esz = elem == KV_F16 ? 2 : 4;
-    kv.data = malloc((size_t)n * esz);
+    kv.data = malloc(kv_bytes(elem, n) + 1);
     kv.vals = malloc((size_t)(n_kv_heads * n_valid * head_dim + 1) * sizeof(double));
+    if (is_block_kv(elem)) {  // every block's d is an fp16 NaN, so any element read outside the rows is NaN
+        const size_t bb = kv_bytes(elem, 32);
+        memset(kv.data, 0, kv_bytes(elem, n));
+        for (size_t b = 0; b < (size_t)(n / 32); b++) memcpy((uint8_t *)kv.data + b * bb, &(uint16_t){0x7e00}, 2);
+        float *row = floats_new(head_dim);
+        for (int64_t h = 0; h < n_kv_heads; h++)
+            for (int64_t p = 0; p < n_valid; p++) {
+                for (int64_t i = 0; i < head_dim; i++) row[i] = rand_uniform(lo, hi);
+                uint8_t *dst = (uint8_t *)kv.data + kv_bytes(elem, h * kv.head_stride + p * head_dim);
+                qref_quantize(elem == KV_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0, row, dst, head_dim);
+                for (int64_t i = 0; i < head_dim; i++)
+                    kv.vals[(h * n_valid + p) * head_dim + i] = naive_kv_block(elem, dst, i);
+            }
+        free(row);
+        return kv;
+    }
     for (int64_t i = 0; i < n; i++) {
         if (elem == KV_F16) ((uint16_t *)kv.data)[i] = 0x7e00;  // fp16 NaN
         else ((float *)kv.data)[i] = NAN;
@@ -246,6 +270,7 @@ static test_kv kv_new(int elem, int64_t n_kv_heads, int64_t n_valid, int64_t hea
 
 // Overwrites one stored element (keeps vals in step).
 static void kv_set(test_kv *kv, int64_t h, int64_t p, int64_t i, float x) {
+    CHECK(!is_block_kv(kv->elem));  // one element of a block cannot change alone
     int64_t idx = h * kv->head_stride + p * kv->head_dim + i;
     double stored;
     if (kv->elem == KV_F16) {
@@ -265,8 +290,7 @@ static double kv_val(const test_kv *kv, int64_t h, int64_t p, int64_t i) {
 
 // View of rows [first, ...) of the cache: position p of the view is row first + p.
 static kv_view kv_view_at(const test_kv *kv, int64_t first) {
-    size_t esz = kv->elem == KV_F16 ? 2 : 4;
-    kv_view v = {(const uint8_t *)kv->data + (size_t)(first * kv->head_dim) * esz, kv->elem, kv->head_stride};
+    kv_view v = {(const uint8_t *)kv->data + kv_bytes(kv->elem, first * kv->head_dim), kv->elem, kv->head_stride};
     return v;
 }
 
@@ -277,7 +301,10 @@ static void kv_free(test_kv *kv) {
     kv->vals = NULL;
 }
 
-static const char *kv_name(int elem) { return elem == KV_F16 ? "f16" : "f32"; }
+static const char *kv_name(int elem) {
+    static const char *const names[] = {"f16", "f32", "q8_0", "q4_0"};
+    return elem >= 0 && elem < 4 ? names[elem] : "?";
+}
 
 // ---- naive math (double) ----
 
@@ -383,6 +410,10 @@ static double naive_weight(uint32_t type, const uint8_t *row, int64_t i) {
     }
     default: return NAN;
     }
+}
+
+static double naive_kv_block(int elem, const uint8_t *row, int64_t i) {
+    return naive_weight(elem == KV_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0, row, i);
 }
 
 // out: (n_tok, n_out) in double; abs: sum_k |w_ok x_tk| for error bounds.
@@ -604,6 +635,220 @@ static void test_attention_closed_forms(const backend_ops *be) {
         free(q); free(o); free(lse); free(want); free(lwant);
         kv_free(&k); kv_free(&v);
     }
+}
+
+// ======================================================================
+// 1b. The quantized KV formats (q8_0, q4_0): layout, quantizer, closed forms
+// ======================================================================
+
+static const int BLOCK_KV[2] = {KV_Q8_0, KV_Q4_0};
+
+// kv_bytes / kv_row_bytes / kv_row_at against byte offsets written out here,
+// on head strides of an odd number of elements (float formats) or blocks.
+static void test_kv_row_bytes(void) {
+    CHECK(kv_bytes(KV_Q8_0, 32) == 34 && kv_bytes(KV_Q4_0, 32) == 18);
+    CHECK(kv_bytes(KV_F16, 7) == 14 && kv_bytes(KV_F32, 7) == 28);
+    CHECK(kv_row_bytes(KV_Q8_0, 64) == 68 && kv_row_bytes(KV_Q4_0, 96) == 54 && kv_row_bytes(KV_F16, 64) == 128);
+    static uint8_t buf[1];
+    for (int elem = 0; elem < 4; elem++)
+        for (int64_t hd = 32; hd <= 96; hd += 64) {
+            const int64_t stride = is_block_kv(elem) ? 7 * 32 + 3 * hd : 3 * hd + 5;  // odd in blocks / elements
+            const kv_view kv = {buf, elem, stride};
+            int ok = 1;
+            for (int64_t h = 0; h < 3; h++)
+                for (int64_t p = 0; p < 5; p++) {
+                    size_t want;
+                    if (elem == KV_Q8_0) want = (size_t)(h * stride / 32 + p * hd / 32) * 34;
+                    else if (elem == KV_Q4_0) want = (size_t)(h * stride / 32 + p * hd / 32) * 18;
+                    else want = (size_t)(h * stride + p * hd) * (elem == KV_F16 ? 2 : 4);
+                    ok &= kv_row_at(&kv, h, p, hd) == buf + want;
+                }
+            CHECK_MSG(ok, "kv_row_at %s hd=%lld stride=%lld", kv_name(elem), (long long)hd, (long long)stride);
+        }
+    // Names, and the head_dim the block formats need.
+    rc_err err;
+    for (int elem = 0; elem < 4; elem++) CHECK(kv_elem_parse(kv_elem_name(elem)) == elem);
+    CHECK(kv_elem_parse("q5_0") == -1 && kv_elem_parse("Q8_0") == -1);
+    CHECK(kv_elem_check(KV_F16, 48, &err) == 0 && kv_elem_check(KV_Q8_0, 64, &err) == 0);
+    CHECK(kv_elem_check(KV_Q4_0, 48, &err) != 0 && strstr(err.msg, "multiple of 32"));
+    CHECK(kv_elem_check(KV_Q8_0, 16, &err) != 0);
+}
+
+// The library's quantizers (model/quant.c) give the reference quantizer's
+// bytes (tests/support/quantize_ref.c, written from GGML's
+// quantize_row_q*_0_ref), hand-picked ties round as GGML rounds, and every
+// element comes back within d/2 (q4_0's one clipped extreme: within d), plus
+// what storing d in fp16 adds.
+static void test_kv_quantizer(void) {
+    const int64_t n = 32 * 40;
+    float *x = floats_new(n);
+    uint8_t *a = malloc(kv_bytes(KV_Q8_0, n)), *b = malloc(kv_bytes(KV_Q8_0, n));
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t blk = i / 32;
+        const float scale = blk % 5 == 0 ? 1e-3f : blk % 5 == 1 ? 30.0f : 1.0f;
+        x[i] = blk == 3 ? 0.0f : blk == 4 ? 0.5f : scale * rand_normal();  // a zero block (d = 0), a constant one
+    }
+    for (int t = 0; t < 2; t++) {
+        const int elem = BLOCK_KV[t];
+        const size_t nb = kv_bytes(elem, n);
+        memset(a, 0x11, nb);
+        memset(b, 0x22, nb);
+        if (elem == KV_Q8_0) {
+            quantize_row_q8_0(x, (block_q8_0 *)a, n);
+            qref_quantize_row_q8_0(x, (block_q8_0 *)b, n);
+        } else {
+            quantize_row_q4_0(x, (block_q4_0 *)a, n);
+            qref_quantize_row_q4_0(x, (block_q4_0 *)b, n);
+        }
+        CHECK_MSG(memcmp(a, b, nb) == 0, "%s: library quantizer == reference quantizer", kv_name(elem));
+        int64_t bad = 0;
+        for (int64_t blk = 0; blk < n / 32; blk++) {
+            const float *xb = x + blk * 32;
+            double amax = 0.0, mx = 0.0;
+            for (int j = 0; j < 32; j++)
+                if (fabs(xb[j]) > amax) amax = fabs(xb[j]), mx = xb[j];
+            const double d32 = elem == KV_Q8_0 ? amax / 127.0 : mx / -8.0;
+            const double d16 = qref_fp16_to_fp32(load_u16(a + blk * kv_bytes(elem, 32)));
+            for (int j = 0; j < 32; j++) {
+                const double got = naive_kv_block(elem, a + blk * kv_bytes(elem, 32), j);
+                const int clipped = elem == KV_Q4_0 && d32 != 0.0 && xb[j] / d32 + 8.5 >= 16.0;
+                const double bound = (clipped ? fabs(d32) : fabs(d32) / 2) +
+                                     (elem == KV_Q8_0 ? 127.0 : 8.0) * fabs(d32 - d16) + 1e-6 * fabs(d32);
+                bad += !(fabs(got - xb[j]) <= bound);
+            }
+        }
+        CHECK_MSG(bad == 0, "%s: %lld elements beyond d/2 after quantize -> dequantize", kv_name(elem), (long long)bad);
+    }
+    // Ties, with d = 1 exactly: q8_0 (amax 127) rounds half away from zero;
+    // q4_0 (extreme -8) rounds half up, and +8 (the extreme's opposite) clips to 7.
+    float t8[32] = {127.0f, 2.5f, -2.5f, 0.5f, -0.5f, 126.5f}, t4[32] = {-8.0f, 2.5f, -2.5f, 0.5f, -0.5f, 8.0f, 7.4f};
+    quantize_row_q8_0(t8, (block_q8_0 *)a, 32);
+    quantize_row_q4_0(t4, (block_q4_0 *)b, 32);
+    const double w8[6] = {127, 3, -3, 1, -1, 127}, w4[7] = {-8, 3, -2, 1, 0, 7, 7};
+    int ok = load_u16(a) == 0x3c00 && load_u16(b) == 0x3c00;  // d = 1.0
+    for (int j = 0; j < 6; j++) ok &= naive_kv_block(KV_Q8_0, a, j) == w8[j];
+    for (int j = 0; j < 7; j++) ok &= naive_kv_block(KV_Q4_0, b, j) == w4[j];
+    CHECK_MSG(ok, "q8_0 / q4_0 rounding of ties and the clipped extreme");
+    free(x); free(a); free(b);
+}
+
+// Hand-built blocks whose values are known: q8_0 d = 0.5, q = j - 16, then
+// d = -2, q = 3j - 40; q4_0 d = 0.25 with low nibble j and high nibble 15 - j
+// (elements j < 16: (j - 8) / 4, elements 16 + j: (7 - j) / 4), then d = -1.
+static void hand_row(int elem, uint8_t *row, double *vals) {
+    if (elem == KV_Q8_0) {
+        const uint16_t d[2] = {0x3800, 0xc000};  // 0.5, -2
+        for (int b = 0; b < 2; b++) {
+            memcpy(row + b * 34, &d[b], 2);
+            for (int j = 0; j < 32; j++) {
+                const int q = b ? 3 * j - 40 : j - 16;
+                row[b * 34 + 2 + j] = (uint8_t)(int8_t)q;
+                vals[b * 32 + j] = (b ? -2.0 : 0.5) * q;
+            }
+        }
+    } else {
+        const uint16_t d[2] = {0x3400, 0xbc00};  // 0.25, -1
+        for (int b = 0; b < 2; b++) {
+            memcpy(row + b * 18, &d[b], 2);
+            for (int j = 0; j < 16; j++) {
+                row[b * 18 + 2 + j] = (uint8_t)(j | ((15 - j) << 4));
+                vals[b * 32 + j] = (b ? -1.0 : 0.25) * (j - 8);
+                vals[b * 32 + 16 + j] = (b ? -1.0 : 0.25) * (7 - j);
+            }
+        }
+    }
+}
+
+static void test_kv_block_closed_forms(void) {
+    const int64_t hd = 64, n_q = 2;
+    char what[160];
+    for (int t = 0; t < 2; t++) {
+        const int elem = BLOCK_KV[t];
+        const size_t rb = kv_row_bytes(elem, hd);
+        uint8_t row[68];
+        double vals[64];
+        hand_row(elem, row, vals);
+        float dec[64];
+        kv_decode_row(elem, row, dec, hd);
+        int ok = 1;
+        for (int64_t i = 0; i < hd; i++) ok &= dec[i] == vals[i] && kv_decode_at(elem, row, i) == vals[i];
+        CHECK_MSG(ok, "%s: hand-built blocks decode to their closed form", kv_name(elem));
+        // Through the attention ops of both backends. One key: o = its value
+        // row exactly; one-hot queries: the raw score is scale * that element.
+        // Three keys (the row, its negation... here the row at three slots
+        // scaled by the same d) with q = 0: o = mean of V = the row, lse = ln 3.
+        uint8_t *cache = malloc(3 * rb);
+        for (int p = 0; p < 3; p++) memcpy(cache + p * rb, row, rb);
+        const kv_view kv = {cache, elem, 3 * hd};
+        for (int bi = 0; bi < 2; bi++) {
+            const backend_ops *be = BOTH[bi];
+            float *q = floats_new(n_q * hd), *o = out_new(n_q * hd), *lse = out_new(n_q), *sc = out_new(n_q * 1);
+            for (int64_t i = 0; i < n_q * hd; i++) q[i] = 0.0f;
+            q[5] = 1.0f;            // head 0 picks element 5
+            q[hd + 40] = 1.0f;      // head 1 picks element 40
+            be->attn_decode_scores(inst(be), o, lse, sc, q, &kv, &kv, 1, n_q, 1, hd, 0.5f);
+            ok = sc[0] == (float)(0.5 * vals[5]) && sc[1] == (float)(0.5 * vals[40]);
+            ok &= lse[0] == sc[0] && lse[1] == sc[1];
+            for (int64_t i = 0; i < hd; i++) ok &= o[i] == (float)vals[i] && o[hd + i] == (float)vals[i];
+            snprintf(what, sizeof what, "%s %s one hand-built key: scores, lse and o in closed form", be->name,
+                     kv_name(elem));
+            CHECK_MSG(ok && guard_intact(o, n_q * hd) && guard_intact(sc, n_q), "%s", what);
+            for (int64_t i = 0; i < n_q * hd; i++) q[i] = 0.0f;
+            free(o); free(lse);
+            o = out_new(n_q * hd);
+            lse = out_new(n_q);
+            be->attn_decode(inst(be), o, lse, q, &kv, &kv, 3, n_q, 1, hd, 0.5f);
+            float want[128], lwant[2] = {(float)log(3.0), (float)log(3.0)};
+            for (int64_t i = 0; i < n_q * hd; i++) want[i] = (float)vals[i % hd];
+            snprintf(what, sizeof what, "%s %s q=0 over 3 hand-built keys: o = the row, lse = ln 3", be->name, kv_name(elem));
+            compare(ST_SPEC, what, o, want, n_q * hd, TOL_ATTN, NULL);
+            compare(ST_SPEC, what, lse, lwant, n_q, TOL_LSE, NULL);
+            free(q); free(o); free(lse); free(sc);
+        }
+        free(cache);
+    }
+}
+
+// cpu_ref on quantized caches against the naive double attention over the
+// values decoded by this file's own block decoder.
+static void test_spec_attention_blocks(void) {
+    static const int64_t ns[] = {1, 7, 33, 300};
+    char what[200];
+    for (int t = 0; t < 2; t++)
+        for (int64_t hd = 32; hd <= 64; hd += 32)
+            for (size_t c = 0; c < sizeof(ns) / sizeof(ns[0]); c++) {
+                const int elem = BLOCK_KV[t];
+                const int64_t n = ns[c], n_kv = 2, group = 3, n_q = n_kv * group;
+                const double scale = 1.0 / sqrt((double)hd);
+                test_kv k = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f), v = kv_new(elem, n_kv, n, hd, -1.0f, 1.0f);
+                float *q = normal_new(n_q * hd, 1.5f);
+                double *on = malloc((size_t)(n_q * hd) * sizeof(double)), *ln = malloc((size_t)n_q * sizeof(double));
+                for (int64_t h = 0; h < n_q; h++) naive_attention(on + h * hd, &ln[h], q + h * hd, &k, &v, h / group, n, scale);
+                float *o = out_new(n_q * hd), *lse = out_new(n_q);
+                kv_view kvk = kv_view_at(&k, 0), kvv = kv_view_at(&v, 0);
+                backend_cpu_ref.attn_decode(&g_ref, o, lse, q, &kvk, &kvv, n, n_q, n_kv, hd, (float)scale);
+                float *onf = to_floats(on, n_q * hd), *lnf = to_floats(ln, n_q);
+                snprintf(what, sizeof what, "spec decode %s hd=%lld n=%lld", kv_name(elem), (long long)hd, (long long)n);
+                compare(ST_SPEC, what, o, onf, n_q * hd, TOL_SPEC, NULL);
+                compare(ST_SPEC, what, lse, lnf, n_q, TOL_SPEC, NULL);
+                CHECK(guard_intact(o, n_q * hd) && guard_intact(lse, n_q));
+                // Causal prefill of the last min(n, 5) positions: each sees keys 0..its position.
+                const int64_t n_tok = n < 5 ? n : 5, pos0 = n - n_tok;
+                float *qp = normal_new(n_tok * n_q * hd, 1.5f), *op = out_new(n_tok * n_q * hd), *lp = out_new(n_tok * n_q);
+                double *opn = malloc((size_t)(n_tok * n_q * hd) * sizeof(double)), *lpn = malloc((size_t)(n_tok * n_q) * sizeof(double));
+                for (int64_t tt = 0; tt < n_tok; tt++)
+                    for (int64_t h = 0; h < n_q; h++)
+                        naive_attention(opn + (tt * n_q + h) * hd, &lpn[tt * n_q + h], qp + (tt * n_q + h) * hd, &k, &v,
+                                        h / group, pos0 + tt + 1, scale);
+                backend_cpu_ref.attn_prefill(&g_ref, op, lp, qp, n_tok, pos0, &kvk, &kvv, n_q, n_kv, hd, (float)scale);
+                float *opf = to_floats(opn, n_tok * n_q * hd), *lpf = to_floats(lpn, n_tok * n_q);
+                snprintf(what, sizeof what, "spec prefill %s hd=%lld n=%lld", kv_name(elem), (long long)hd, (long long)n);
+                compare(ST_SPEC, what, op, opf, n_tok * n_q * hd, TOL_SPEC, NULL);
+                compare(ST_SPEC, what, lp, lpf, n_tok * n_q, TOL_SPEC, NULL);
+                free(qp); free(op); free(lp); free(opn); free(lpn); free(opf); free(lpf);
+                free(o); free(lse); free(onf); free(lnf); free(on); free(ln); free(q);
+                kv_free(&k); kv_free(&v);
+            }
 }
 
 static void test_spec_rmsnorm_swiglu(void) {
@@ -1006,6 +1251,16 @@ static void test_decode_vs_ref(void) {
         decode_case(elem, 3000, 2, 3, 64, 16.0f);
         decode_case(elem, 1025, 1, 4, 24, 16.0f);
     }
+    // The block formats (head_dim a multiple of 32): every code path above
+    // (chunks, the 4-head tile and beyond it, the widest head).
+    for (int t = 0; t < 2; t++) {
+        for (int b = 0; b < 3; b++)
+            for (int c = 0; c < 8; c++) decode_case(BLOCK_KV[t], n_keys[c], 2, groups[b], c % 2 ? 64 : 32, 2.0f);
+        decode_case(BLOCK_KV[t], 1025, 1, 7, 256, 2.0f);
+        decode_case(BLOCK_KV[t], 2049, 2, 8, 64, 2.0f);
+        decode_case(BLOCK_KV[t], 3000, 2, 3, 64, 16.0f);
+        decode_case(BLOCK_KV[t], 300, 3, 3, 96, 2.0f);
+    }
 }
 
 // Fast decode splits keys into fixed chunks merged in chunk order, and
@@ -1085,6 +1340,12 @@ static void test_prefill_vs_ref(void) {
     // Peaked softmax: the running max jumps between tiles and old sums are rescaled by tiny factors.
     prefill_case(KV_F16, 33, 700, 1, 2, 64, 16.0f);
     prefill_case(KV_F32, 40, 230, 2, 3, 24, 16.0f);
+    // The block formats across the 256-key tiles.
+    for (int t = 0; t < 2; t++) {
+        prefill_case(BLOCK_KV[t], 33, 255, 2, 3, 64, 2.0f);
+        prefill_case(BLOCK_KV[t], 300, 0, 1, 2, 32, 2.0f);
+        prefill_case(BLOCK_KV[t], 5, 700, 3, 1, 96, 16.0f);
+    }
 }
 
 // Random states (o, lse) with some empty parts (lse = -inf, o = NaN garbage
@@ -1279,6 +1540,9 @@ static void test_shard_merge(void) {
         shard_case(be, KV_F16, 0, c5, 2, 1, 2, 8, " (all empty)");
         static const int64_t c6[] = {0, 0, 1, 1};
         shard_case(be, KV_F32, 1, c6, 3, 2, 2, 8, "");
+        // Shard views that start mid-cache in the block formats.
+        shard_case(be, KV_Q8_0, 2100, c1, 5, 2, 3, 64, "");
+        shard_case(be, KV_Q4_0, 2100, c4, 4, 1, 2, 32, "");
         // Random cut points (sorted, so repeats give empty shards), N = 1..6.
         static const int64_t lens[] = {7, 300, 1500, 3000};
         for (int rep = 0; rep < 12; rep++) {
@@ -1380,7 +1644,6 @@ static void test_sensitivity(void) {
 static const int64_t ODD_N[] = {0, 1, 7, 33, 4097};
 #define N_ODD ((int)(sizeof(ODD_N) / sizeof(ODD_N[0])))
 
-static const backend_ops *const BOTH[2] = {&backend_cpu_ref, &backend_cpu};
 
 static void test_memory(void) {
     for (int bi = 0; bi < 2; bi++) {
@@ -1488,7 +1751,7 @@ static void test_kv_write(void) {
             for (int hi = 0; hi < 4; hi++)
                 for (int64_t n_tok = 0; n_tok <= 5; n_tok += 5) {
                     const int64_t hd = hds[hi], n_slots = n_tok + 4, stride = n_slots * hd + 5;
-                    const size_t eb = kv_elem_bytes(elem), n_bytes = (size_t)(n_kv * stride) * eb;
+                    const size_t n_bytes = kv_bytes(elem, n_kv * stride);
                     float *k = floats_new(n_tok * n_kv * hd), *v = floats_new(n_tok * n_kv * hd);
                     for (int64_t i = 0; i < n_tok * n_kv * hd; i++) {
                         k[i] = kv_value(i);
@@ -1539,6 +1802,54 @@ static void test_kv_write(void) {
                     }
                     free(want[0]); free(want[1]); free(k); free(v);
                 }
+}
+
+// kv_write into q8_0 / q4_0 caches: each row lands at its (head, slot) as the
+// reference quantizer's blocks, on head strides of an odd number of blocks;
+// every other byte is untouched.
+static void test_kv_write_blocks(void) {
+    for (int t = 0; t < 2; t++)
+        for (int64_t hd = 32; hd <= 96; hd += 32)
+            for (int64_t n_kv = 1; n_kv <= 3; n_kv += 2) {
+                const int elem = BLOCK_KV[t];
+                const uint32_t gt = elem == KV_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0;
+                const int64_t n_tok = 5, n_slots = n_tok + 4, stride = n_slots * hd + 3 * 32;
+                const size_t n_bytes = kv_bytes(elem, n_kv * stride), rb = kv_row_bytes(elem, hd);
+                float *k = floats_new(n_tok * n_kv * hd), *v = floats_new(n_tok * n_kv * hd);
+                for (int64_t i = 0; i < n_tok * n_kv * hd; i++) {
+                    k[i] = rand_normal() * (i % 64 < 32 ? 4.0f : 0.01f);
+                    v[i] = i % 96 < 32 ? 0.0f : rand_normal();  // some all-zero blocks (d = 0)
+                }
+                int64_t slot[15];
+                for (int64_t tt = 0; tt < n_tok; tt++)
+                    for (int64_t h = 0; h < n_kv; h++) slot[tt * n_kv + h] = h % 2 ? n_slots - 1 - tt : (tt + 2 * h) % n_slots;
+                uint8_t *cache[2][2], *want[2] = {malloc(n_bytes), malloc(n_bytes)};
+                for (int bi = 0; bi < 2; bi++) {
+                    for (int c = 0; c < 2; c++) {
+                        cache[bi][c] = malloc(n_bytes);
+                        memset(cache[bi][c], 0xab, n_bytes);
+                    }
+                    kv_view kd = {cache[bi][0], elem, stride}, vd = {cache[bi][1], elem, stride};
+                    BOTH[bi]->kv_write(inst(BOTH[bi]), &kd, &vd, slot, k, v, n_tok, n_kv, hd);
+                }
+                int ok = 1;
+                for (int c = 0; c < 2; c++) {
+                    memset(want[c], 0xab, n_bytes);
+                    for (int64_t tt = 0; tt < n_tok; tt++)
+                        for (int64_t h = 0; h < n_kv; h++) {
+                            const size_t off = (size_t)((h * stride + slot[tt * n_kv + h] * hd) / 32) * (rb / (size_t)(hd / 32));
+                            ok &= qref_quantize(gt, (c ? v : k) + (tt * n_kv + h) * hd, want[c] + off, hd) == rb;
+                        }
+                    for (int bi = 0; bi < 2; bi++) ok &= memcmp(cache[bi][c], want[c], n_bytes) == 0;
+                }
+                CHECK_MSG(ok, "kv_write %s n_kv=%lld hd=%lld: the reference quantizer's blocks at (head, slot)",
+                          kv_name(elem), (long long)n_kv, (long long)hd);
+                for (int bi = 0; bi < 2; bi++) {
+                    free(cache[bi][0]);
+                    free(cache[bi][1]);
+                }
+                free(want[0]); free(want[1]); free(k); free(v);
+            }
 }
 
 static void test_copy_rows_2d(void) {
@@ -1930,6 +2241,10 @@ int main(void) {
     RUN(test_rope_properties(&backend_cpu));
     RUN(test_attention_closed_forms(&backend_cpu_ref));
     RUN(test_attention_closed_forms(&backend_cpu));
+    RUN(test_kv_row_bytes());
+    RUN(test_kv_quantizer());
+    RUN(test_kv_block_closed_forms());
+    RUN(test_spec_attention_blocks());
 
     RUN(test_supports());
     RUN(test_rmsnorm_vs_ref());
@@ -1948,6 +2263,7 @@ int main(void) {
     RUN(test_add_vs_closed_form());
     RUN(test_embed());
     RUN(test_kv_write());
+    RUN(test_kv_write_blocks());
     RUN(test_copy_rows_2d());
     RUN(test_mean_heads());
     RUN(test_score_reduce());

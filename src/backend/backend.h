@@ -35,17 +35,40 @@ typedef struct weight {
     size_t row_bytes;
 } weight;
 
-enum kv_elem { KV_F16 = 0, KV_F32 = 1 };
+// KV cache element formats. Q8_0 and Q4_0 are GGML's blocks of 32 elements
+// (model/quant.h): a row of head_dim (a multiple of 32) is head_dim/32 blocks.
+enum kv_elem { KV_F16 = 0, KV_F32 = 1, KV_Q8_0 = 2, KV_Q4_0 = 3 };
 
-static inline size_t kv_elem_bytes(int elem) { return elem == KV_F16 ? 2 : 4; }
+#define KV_QBLOCK 32
 
-// One layer's K or V cache: for KV head h, slot p, the row starts at
-// data + (h * head_stride + p * head_dim) elements.
+// Elements per storage unit: 32 for the block formats, 1 for the float ones.
+static inline int64_t kv_elem_block(int elem) { return elem == KV_Q8_0 || elem == KV_Q4_0 ? KV_QBLOCK : 1; }
+
+// Bytes of n_elems consecutive cache elements (n_elems a multiple of kv_elem_block).
+static inline size_t kv_bytes(int elem, int64_t n_elems) {
+    switch (elem) {
+    case KV_F16: return (size_t)n_elems * 2;
+    case KV_Q8_0: return (size_t)(n_elems / KV_QBLOCK) * 34;
+    case KV_Q4_0: return (size_t)(n_elems / KV_QBLOCK) * 18;
+    default: return (size_t)n_elems * 4;
+    }
+}
+
+// Bytes of one K or V row of one head: the unit the cache, the stores and the exchange move.
+static inline size_t kv_row_bytes(int elem, int64_t head_dim) { return kv_bytes(elem, head_dim); }
+
+// One layer's K or V cache: for KV head h, slot p, the row starts
+// kv_bytes(elem, h * head_stride + p * head_dim) bytes after data
+// (kv_row_at). For the block formats head_stride and head_dim are multiples of 32.
 typedef struct kv_view {
     const void *data;
     int elem;              // enum kv_elem
     int64_t head_stride;   // elements between consecutive KV heads
 } kv_view;
+
+static inline const uint8_t *kv_row_at(const kv_view *kv, int64_t head, int64_t pos, int64_t head_dim) {
+    return (const uint8_t *)kv->data + kv_bytes(kv->elem, head * kv->head_stride + pos * head_dim);
+}
 
 // RoPE frequencies for one model: theta_i(pos) = pos * inv_freq[i], i < rot_dim/2.
 typedef struct rope_table {

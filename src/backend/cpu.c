@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "backend/cpu_select.h"
 #include "backend/cpu_simd.h"
+#include "backend/kv_format.h"
 #include "model/quant.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -395,14 +396,33 @@ static void merge_states(const backend *b, float *o, float *lse, const float *o_
     }
 }
 
-// Loads 8 consecutive cache elements at (head, pos, i) as fp32.
-SIMD_TARGET static inline __m256 kv_load8(const kv_view *kv, int64_t off) {
-    if (kv->elem == KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)kv->data + off)));
-    return _mm256_loadu_ps((const float *)kv->data + off);
+// Elements c..c+7 of a cache row (c a multiple of 8) as fp32, dequantized in
+// registers: q8_0 d * q, q4_0 d * (q - 8) with the low nibbles of a block's 16
+// bytes holding its elements 0..15 and the high nibbles 16..31. Callers pass a
+// constant elem to always-inline code, so the switch folds away.
+SIMD_TARGET static inline __attribute__((always_inline)) __m256 kv_row_load8(int elem, const uint8_t *row, int64_t c) {
+    switch (elem) {
+    case KV_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + c)));
+    case KV_Q8_0: {
+        const block_q8_0 *b = (const block_q8_0 *)row + c / QK8_0;
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + c % QK8_0)));
+        return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b->d)), _mm256_cvtepi32_ps(q));
+    }
+    case KV_Q4_0: {
+        const block_q4_0 *b = (const block_q4_0 *)row + c / QK4_0;
+        const int64_t j = c % QK4_0;
+        __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + (j & 15))));
+        q = j < 16 ? _mm256_and_si256(q, _mm256_set1_epi32(15)) : _mm256_srli_epi32(q, 4);
+        q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
+        return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b->d)), _mm256_cvtepi32_ps(q));
+    }
+    default: return _mm256_loadu_ps((const float *)row + c);
+    }
 }
 
-static inline float kv_get(const kv_view *kv, int64_t off) {
-    return kv->elem == KV_F16 ? fp16_to_fp32(((const uint16_t *)kv->data)[off]) : ((const float *)kv->data)[off];
+// Element i of (head, pos)'s row, as fp32.
+static inline float kv_get(const kv_view *kv, int64_t head, int64_t pos, int64_t head_dim, int64_t i) {
+    return kv_decode_at(kv->elem, kv_row_at(kv, head, pos, head_dim), i);
 }
 
 // Keys per work item: big enough to amortize the merge, small enough that
@@ -414,37 +434,78 @@ static inline float kv_get(const kv_view *kv, int64_t off) {
 // tile's loop fixed at 4 heads, so its 8 accumulators stay in registers.
 static const float zero_scores[ATTN_KEY_CHUNK];
 
-// o (up to 4 heads, head_dim) = sum_j p_h[j] * V[j], V rows of head_dim
-// elements starting at v. Columns go 16 at a time: 4 heads x 2 vectors = 8
+// o (up to 4 heads, head_dim) = sum_j p_h[j] * V[j], V rows of row_bytes
+// starting at v. Columns go 16 at a time: 4 heads x 2 vectors = 8
 // accumulators + 2 V vectors, no spills.
-#define DEFINE_PV_TILE(NAME, ELEM_T, LOAD8)                                                                  \
-    SIMD_TARGET static void NAME(float *o, const float *const sp[4], int64_t gn, const ELEM_T *v, int64_t n,  \
-                                 int64_t head_dim) {                                                         \
-        for (int64_t c = 0; c < head_dim; c += 16) {                                                         \
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,        \
-                   a30 = a00, a31 = a00;                                                                     \
-            for (int64_t j = 0; j < n; j++) {                                                                \
-                const ELEM_T *row = v + j * head_dim + c;                                                   \
-                __m256 v0 = LOAD8(row), v1 = LOAD8(row + 8);                                                 \
-                __m256 p0 = _mm256_broadcast_ss(sp[0] + j), p1 = _mm256_broadcast_ss(sp[1] + j);             \
-                __m256 p2 = _mm256_broadcast_ss(sp[2] + j), p3 = _mm256_broadcast_ss(sp[3] + j);             \
-                a00 = _mm256_fmadd_ps(p0, v0, a00); a01 = _mm256_fmadd_ps(p0, v1, a01);                      \
-                a10 = _mm256_fmadd_ps(p1, v0, a10); a11 = _mm256_fmadd_ps(p1, v1, a11);                      \
-                a20 = _mm256_fmadd_ps(p2, v0, a20); a21 = _mm256_fmadd_ps(p2, v1, a21);                      \
-                a30 = _mm256_fmadd_ps(p3, v0, a30); a31 = _mm256_fmadd_ps(p3, v1, a31);                      \
-            }                                                                                                \
-            __m256 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};                             \
-            for (int64_t g = 0; g < gn; g++) {                                                               \
-                _mm256_storeu_ps(o + g * head_dim + c, acc[g][0]);                                           \
-                _mm256_storeu_ps(o + g * head_dim + c + 8, acc[g][1]);                                       \
-            }                                                                                                \
-        }                                                                                                    \
+SIMD_TARGET static inline __attribute__((always_inline)) void pv_tile(int elem, float *o, const float *const sp[4],
+                                                                      int64_t gn, const uint8_t *v, size_t row_bytes,
+                                                                      int64_t n, int64_t head_dim) {
+    for (int64_t c = 0; c < head_dim; c += 16) {
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *row = v + (size_t)j * row_bytes;
+            __m256 v0 = kv_row_load8(elem, row, c), v1 = kv_row_load8(elem, row, c + 8);
+            __m256 p0 = _mm256_broadcast_ss(sp[0] + j), p1 = _mm256_broadcast_ss(sp[1] + j);
+            __m256 p2 = _mm256_broadcast_ss(sp[2] + j), p3 = _mm256_broadcast_ss(sp[3] + j);
+            a00 = _mm256_fmadd_ps(p0, v0, a00); a01 = _mm256_fmadd_ps(p0, v1, a01);
+            a10 = _mm256_fmadd_ps(p1, v0, a10); a11 = _mm256_fmadd_ps(p1, v1, a11);
+            a20 = _mm256_fmadd_ps(p2, v0, a20); a21 = _mm256_fmadd_ps(p2, v1, a21);
+            a30 = _mm256_fmadd_ps(p3, v0, a30); a31 = _mm256_fmadd_ps(p3, v1, a31);
+        }
+        __m256 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+        for (int64_t g = 0; g < gn; g++) {
+            _mm256_storeu_ps(o + g * head_dim + c, acc[g][0]);
+            _mm256_storeu_ps(o + g * head_dim + c + 8, acc[g][1]);
+        }
     }
+}
 
-#define LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-#define LOAD8_F32(p) _mm256_loadu_ps(p)
-DEFINE_PV_TILE(pv_tile_f16, uint16_t, LOAD8_F16)
-DEFINE_PV_TILE(pv_tile_f32, float, LOAD8_F32)
+// One function per format, so each inlines its own loads.
+#define DEFINE_PV_TILE(NAME, ELEM)                                                                              \
+    SIMD_TARGET static void NAME(float *o, const float *const sp[4], int64_t gn, const uint8_t *v, size_t rb,     \
+                                 int64_t n, int64_t head_dim) {                                                 \
+        pv_tile(ELEM, o, sp, gn, v, rb, n, head_dim);                                                           \
+    }
+DEFINE_PV_TILE(pv_tile_f16, KV_F16)
+DEFINE_PV_TILE(pv_tile_f32, KV_F32)
+DEFINE_PV_TILE(pv_tile_q8_0, KV_Q8_0)
+DEFINE_PV_TILE(pv_tile_q4_0, KV_Q4_0)
+
+// Pass 1 of attend_group_avx2 for head_dim % 8 == 0, <= 256: s_out[g * s_ld + j]
+// = scale * q_g . K[k0 + j]. Each key row is dequantized once into registers and
+// reused by every query head of the group (GQA): K bytes are read once per KV
+// head, not per query head.
+SIMD_TARGET static inline __attribute__((always_inline)) void scores_pass(int elem, float *s_out, int64_t s_ld,
+                                                                          const float *q, const kv_view *k,
+                                                                          int64_t kvh, int64_t k0, int64_t n,
+                                                                          int64_t group, int64_t head_dim, float scale) {
+    const int64_t nv = head_dim / 8;
+    const size_t rb = kv_row_bytes(elem, head_dim);
+    const uint8_t *row0 = kv_row_at(k, kvh, k0, head_dim);
+    __m256 kr[32];
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = row0 + (size_t)j * rb;
+        if (j + 8 < n)  // stay inside the cache: forming a pointer past it is undefined
+            _mm_prefetch((const char *)row + 8 * rb, _MM_HINT_T0);
+        for (int64_t c = 0; c < nv; c++) kr[c] = kv_row_load8(elem, row, c * 8);
+        for (int64_t g = 0; g < group; g++) {
+            const float *qg = q + g * head_dim;
+            __m256 acc = _mm256_mul_ps(kr[0], _mm256_loadu_ps(qg));
+            for (int64_t c = 1; c < nv; c++) acc = _mm256_fmadd_ps(kr[c], _mm256_loadu_ps(qg + c * 8), acc);
+            s_out[g * s_ld + j] = hsum256(acc) * scale;
+        }
+    }
+}
+
+#define DEFINE_SCORES_PASS(NAME, ELEM)                                                                          \
+    SIMD_TARGET static void NAME(float *s_out, int64_t s_ld, const float *q, const kv_view *k, int64_t kvh,       \
+                                 int64_t k0, int64_t n, int64_t group, int64_t head_dim, float scale) {         \
+        scores_pass(ELEM, s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale);                               \
+    }
+DEFINE_SCORES_PASS(scores_f16, KV_F16)
+DEFINE_SCORES_PASS(scores_f32, KV_F32)
+DEFINE_SCORES_PASS(scores_q8_0, KV_Q8_0)
+DEFINE_SCORES_PASS(scores_q4_0, KV_Q4_0)
 
 // Attention of the `group` query heads sharing one KV head over keys [k0, k1).
 // Writes normalized o (group, head_dim) and lse (group). scores: (group, k1-k0) scratch.
@@ -452,8 +513,6 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
                                           int64_t kvh, int64_t k0, int64_t k1, int64_t group, int64_t head_dim,
                                           float scale, float *scores, float *raw, int64_t raw_ld) {
     const int64_t n = k1 - k0;
-    const int64_t base = kvh * k->head_stride;
-    const int64_t vbase = kvh * v->head_stride;
     if (n <= 0) {
         memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
         for (int64_t g = 0; g < group; g++) lse[g] = -INFINITY;
@@ -465,30 +524,20 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     float *s_out = raw ? raw : scores;
     const int64_t s_ld = raw ? raw_ld : n;
     if (head_dim % 8 == 0 && head_dim <= 256) {
-        const int64_t nv = head_dim / 8;
-        __m256 kr[32];
-        for (int64_t j = 0; j < n; j++) {
-            int64_t off = base + (k0 + j) * head_dim;
-            if (j + 8 < n)  // stay inside the cache: forming a pointer past it is undefined
-                _mm_prefetch((const char *)k->data + (off + 8 * head_dim) * (k->elem == KV_F16 ? 2 : 4), _MM_HINT_T0);
-            for (int64_t c = 0; c < nv; c++) kr[c] = kv_load8(k, off + c * 8);
-            for (int64_t g = 0; g < group; g++) {
-                const float *qg = q + g * head_dim;
-                __m256 acc = _mm256_mul_ps(kr[0], _mm256_loadu_ps(qg));
-                for (int64_t c = 1; c < nv; c++) acc = _mm256_fmadd_ps(kr[c], _mm256_loadu_ps(qg + c * 8), acc);
-                s_out[g * s_ld + j] = hsum256(acc) * scale;
-            }
+        switch (k->elem) {
+        case KV_F16: scores_f16(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
+        case KV_Q8_0: scores_q8_0(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
+        case KV_Q4_0: scores_q4_0(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
+        default: scores_f32(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
         }
     } else {
-        for (int64_t j = 0; j < n; j++) {
-            int64_t off = base + (k0 + j) * head_dim;
+        for (int64_t j = 0; j < n; j++)
             for (int64_t g = 0; g < group; g++) {
                 const float *qg = q + g * head_dim;
                 float s = 0.0f;
-                for (int64_t i = 0; i < head_dim; i++) s += kv_get(k, off + i) * qg[i];
+                for (int64_t i = 0; i < head_dim; i++) s += kv_get(k, kvh, k0 + j, head_dim, i) * qg[i];
                 s_out[g * s_ld + j] = s * scale;
             }
-        }
     }
     // Pass 2: softmax numerators per head.
     for (int64_t g = 0; g < group; g++) {
@@ -523,19 +572,21 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
             int64_t gn = group - g0 < 4 ? group - g0 : 4;
             const float *sp[4];
             for (int64_t g = 0; g < 4; g++) sp[g] = g < gn ? scores + (g0 + g) * n : zero_scores;
-            if (v->elem == KV_F16)
-                pv_tile_f16(o + g0 * head_dim, sp, gn, (const uint16_t *)v->data + vbase + k0 * head_dim, n, head_dim);
-            else
-                pv_tile_f32(o + g0 * head_dim, sp, gn, (const float *)v->data + vbase + k0 * head_dim, n, head_dim);
-        }
-    } else {
-        for (int64_t j = 0; j < n; j++) {
-            int64_t off = vbase + (k0 + j) * head_dim;
-            for (int64_t g = 0; g < group; g++) {
-                float p = scores[g * n + j];
-                for (int64_t i = 0; i < head_dim; i++) o[g * head_dim + i] += p * kv_get(v, off + i);
+            const uint8_t *v0 = kv_row_at(v, kvh, k0, head_dim);
+            const size_t rb = kv_row_bytes(v->elem, head_dim);
+            switch (v->elem) {
+            case KV_F16: pv_tile_f16(o + g0 * head_dim, sp, gn, v0, rb, n, head_dim); break;
+            case KV_Q8_0: pv_tile_q8_0(o + g0 * head_dim, sp, gn, v0, rb, n, head_dim); break;
+            case KV_Q4_0: pv_tile_q4_0(o + g0 * head_dim, sp, gn, v0, rb, n, head_dim); break;
+            default: pv_tile_f32(o + g0 * head_dim, sp, gn, v0, rb, n, head_dim); break;
             }
         }
+    } else {
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t g = 0; g < group; g++) {
+                float p = scores[g * n + j];
+                for (int64_t i = 0; i < head_dim; i++) o[g * head_dim + i] += p * kv_get(v, kvh, k0 + j, head_dim, i);
+            }
     }
 }
 
@@ -554,7 +605,7 @@ static void attend_group_scalar(float *o, float *lse, const float *q, const kv_v
         for (int64_t j = 0; j < n; j++) {
             float s = 0.0f;
             for (int64_t i = 0; i < head_dim; i++)
-                s += q[g * head_dim + i] * kv_get(k, kvh * k->head_stride + (k0 + j) * head_dim + i);
+                s += q[g * head_dim + i] * kv_get(k, kvh, k0 + j, head_dim, i);
             sg[j] = s * scale;
             if (raw) raw[g * raw_ld + j] = sg[j];
             m = sg[j] > m ? sg[j] : m;
@@ -566,7 +617,7 @@ static void attend_group_scalar(float *o, float *lse, const float *q, const kv_v
         }
         for (int64_t j = 0; j < n; j++)
             for (int64_t i = 0; i < head_dim; i++)
-                o[g * head_dim + i] += sg[j] / l * kv_get(v, kvh * v->head_stride + (k0 + j) * head_dim + i);
+                o[g * head_dim + i] += sg[j] / l * kv_get(v, kvh, k0 + j, head_dim, i);
         lse[g] = m + logf(l);
     }
 }
@@ -683,11 +734,10 @@ static void cpu_attn_prefill(const backend *b, float *o, float *lse, const float
             int64_t r_first = t_first * group;
             int64_t rows = n_rows - r_first;
 #pragma omp parallel for num_threads(b->n_threads) schedule(static)
-            for (int64_t j = 0; j < nk; j++)
-                for (int64_t i = 0; i < head_dim; i++) {
-                    kt[j * head_dim + i] = kv_get(k, kvh * k->head_stride + (j0 + j) * head_dim + i);
-                    vt[j * head_dim + i] = kv_get(v, kvh * v->head_stride + (j0 + j) * head_dim + i);
-                }
+            for (int64_t j = 0; j < nk; j++) {
+                kv_decode_row(k->elem, kv_row_at(k, kvh, j0 + j, head_dim), kt + j * head_dim, head_dim);
+                kv_decode_row(v->elem, kv_row_at(v, kvh, j0 + j, head_dim), vt + j * head_dim, head_dim);
+            }
             blas_threads(b);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)head_dim, scale,
                         qg + r_first * head_dim, (int)head_dim, kt, (int)head_dim, 0.0f, s, (int)nk);
@@ -763,15 +813,10 @@ SIMD_TARGET static void to_f16_f16c(uint16_t *dst, const float *src, int64_t n) 
     for (; i < n; i++) dst[i] = fp32_to_fp16(src[i]);
 }
 
-static void kv_put_row(const kv_view *kv, int64_t off, const float *src, int64_t n, int f16c) {
-    if (kv->elem == KV_F32) {
-        memcpy((float *)kv->data + off, src, (size_t)n * sizeof(float));
-    } else if (f16c) {
-        to_f16_f16c((uint16_t *)kv->data + off, src, n);
-    } else {
-        uint16_t *d = (uint16_t *)kv->data + off;
-        for (int64_t i = 0; i < n; i++) d[i] = fp32_to_fp16(src[i]);
-    }
+static void kv_put_row(const kv_view *kv, int64_t head, int64_t slot, const float *src, int64_t n, int f16c) {
+    void *dst = (void *)kv_row_at(kv, head, slot, n);
+    if (kv->elem == KV_F16 && f16c) to_f16_f16c(dst, src, n);
+    else kv_encode_row(kv->elem, dst, src, n);
 }
 
 static void cpu_kv_write(const backend *b, const kv_view *k_dst, const kv_view *v_dst, const int64_t *slot_host,
@@ -779,8 +824,8 @@ static void cpu_kv_write(const backend *b, const kv_view *k_dst, const kv_view *
     const int f16c = cpu_has_avx2();
     for (int64_t row = 0; row < n_tok * n_kv_heads; row++) {
         const int64_t h = row % n_kv_heads, slot = slot_host[row];
-        kv_put_row(k_dst, h * k_dst->head_stride + slot * head_dim, k + row * head_dim, head_dim, f16c);
-        kv_put_row(v_dst, h * v_dst->head_stride + slot * head_dim, v + row * head_dim, head_dim, f16c);
+        kv_put_row(k_dst, h, slot, k + row * head_dim, head_dim, f16c);
+        kv_put_row(v_dst, h, slot, v + row * head_dim, head_dim, f16c);
     }
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/kv_format.h"
 #include "model/quant.h"
 
 // ---- memory: host memory; the CPU keeps weights where the model has them
@@ -82,10 +83,9 @@ static void ref_swiglu(const backend *b, float *out, const float *gate, const fl
     }
 }
 
+// Element i of (head, pos)'s row, dequantized (the block formats: d * q).
 static double kv_at(const kv_view *kv, int64_t head, int64_t pos, int64_t head_dim, int64_t i) {
-    int64_t idx = head * kv->head_stride + pos * head_dim + i;
-    if (kv->elem == KV_F16) return fp16_to_fp32(((const uint16_t *)kv->data)[idx]);
-    return ((const float *)kv->data)[idx];
+    return kv_decode_at(kv->elem, kv_row_at(kv, head, pos, head_dim), i);
 }
 
 // Attention of one query head over keys [0, n_keys) of KV head kvh.
@@ -199,21 +199,15 @@ static void ref_embed(const backend *b, float *x, const weight *tok_embd, const 
                        x + t * tok_embd->n_in, tok_embd->n_in);
 }
 
-static void kv_put(const kv_view *kv, int64_t idx, float x) {
-    if (kv->elem == KV_F16) ((uint16_t *)kv->data)[idx] = fp32_to_fp16(x);
-    else ((float *)kv->data)[idx] = x;
-}
-
-// k, v: (n_tok, n_kv_heads, head_dim); row (t, h) -> head h, slot slot_host[t * n_kv_heads + h]
+// k, v: (n_tok, n_kv_heads, head_dim); row (t, h) -> head h, slot slot_host[t * n_kv_heads + h],
+// converted (f16) or quantized (q8_0, q4_0) row by row.
 static void ref_kv_write(const backend *b, const kv_view *k_dst, const kv_view *v_dst, const int64_t *slot_host,
                          const float *k, const float *v, int64_t n_tok, int64_t n_kv_heads, int64_t head_dim) {
     for (int64_t t = 0; t < n_tok; t++)
         for (int64_t h = 0; h < n_kv_heads; h++) {
             const int64_t row = t * n_kv_heads + h, slot = slot_host[row];
-            for (int64_t i = 0; i < head_dim; i++) {
-                kv_put(k_dst, h * k_dst->head_stride + slot * head_dim + i, k[row * head_dim + i]);
-                kv_put(v_dst, h * v_dst->head_stride + slot * head_dim + i, v[row * head_dim + i]);
-            }
+            kv_encode_row(k_dst->elem, (void *)kv_row_at(k_dst, h, slot, head_dim), k + row * head_dim, head_dim);
+            kv_encode_row(v_dst->elem, (void *)kv_row_at(v_dst, h, slot, head_dim), v + row * head_dim, head_dim);
         }
 }
 

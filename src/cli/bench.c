@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli/attention_opts.h"
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/method_list.h"
@@ -56,7 +57,8 @@ static void usage(FILE *out) {
             "      --decode-tokens N     timed decode steps per depth (default 64)\n"
             "      --reps N              prefill repetitions, best is reported (default 2)\n"
             "      --threads N           CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
-            "      --kv-type f16|f32     KV cache type (default f16)\n"
+            "      --kv-type TYPE        KV cache type: f16 (default), f32, q8_0 or q4_0 (GGML blocks;\n"
+            "                            the block types need a head_dim that is a multiple of 32)\n"
             "      --bandwidth-gbs X     machine read bandwidth for the roofline (default 31.6, the\n"
             "                            2-thread figure measured on the project's 2-core machines)\n"
             "      --verify-max N        largest depth to verify (default 2048)\n"
@@ -280,7 +282,7 @@ int cmd_bench(int argc, char **argv) {
                     methods[i].name);
     char command[4096];
     cli_command_line("recall bench", argc, argv, command, sizeof(command));
-    const char *kv_name = kv_elem == KV_F16 ? "f16" : "f32";
+    const char *kv_name = kv_elem_name(kv_elem);
     FILE *csv = NULL;  // rank 0; open before any work so a bad path fails at once
     char csv_default[4096];
     if (rank0 && csv_path && !*csv_path) {
@@ -320,13 +322,13 @@ int cmd_bench(int argc, char **argv) {
     random_tokens(ids, n_ctx, V, BENCH_SEED);
     const double weight_bytes = (double)model_weight_bytes_per_token(&m);
     const double kv_bytes_per_pos =
-        2.0 * (double)(m.cfg.n_layer * m.cfg.n_head_kv * m.cfg.head_dim) * (kv_elem == KV_F16 ? 2.0 : 4.0);
+        2.0 * (double)(m.cfg.n_layer * m.cfg.n_head_kv) * (double)kv_row_bytes(kv_elem, m.cfg.head_dim);
 
     // Only rank 0 prints; under several ranks each holds ~1/N of the K/V, so
     // the bandwidth columns count the whole machine's traffic (all ranks).
     FILE *out = rank0 ? stdout : fopen("/dev/null", "w");
     fprintf(out, "# recall bench: %s, %s, %d rank%s x %d threads, KV %s, %lld-token context buffer\n", model_path,
-            m.cfg.arch_name, cm->size, cm->size > 1 ? "s" : "", n_threads, kv_elem == KV_F16 ? "f16" : "f32",
+            m.cfg.arch_name, cm->size, cm->size > 1 ? "s" : "", n_threads, kv_name,
             (long long)n_ctx);
     fprintf(out, "# weights read per decode token: %.1f MB per rank; K/V bytes per context token: %.0f; bandwidth %.1f GB/s\n",
             weight_bytes / 1e6, kv_bytes_per_pos, bandwidth_gbs);

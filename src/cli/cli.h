@@ -27,7 +27,7 @@ comm *cli_comm_init(void);
 // model_load, dying on error; under several ranks it also dies, naming the
 // rank, when a rank's file differs from rank 0's (size or header hash).
 void cli_load_model(comm *cm, model *m, const char *path);
-int cli_parse_kv_type(const char *value);  // "f16" | "f32" -> enum kv_elem; dies otherwise
+int cli_parse_kv_type(const char *value);  // "f16" | "f32" | "q8_0" | "q4_0" -> enum kv_elem; dies otherwise
 
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max);
 double cli_parse_double(const char *flag, const char *value, double min, double max);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/kv_format.h"
 #include "core/hash.h"
 #include "core/read_file.h"
 #include "cli/cli.h"
@@ -61,9 +62,9 @@ comm *cli_comm_init(void) {
 }
 
 int cli_parse_kv_type(const char *value) {
-    if (!strcmp(value, "f16")) return KV_F16;
-    if (!strcmp(value, "f32")) return KV_F32;
-    cli_die("--kv-type: '%s' is not f16 or f32", value);
+    const int elem = kv_elem_parse(value);
+    if (elem < 0) cli_die("--kv-type: '%s' is not f16, f32, q8_0 or q4_0", value);
+    return elem;
 }
 
 int64_t cli_parse_int(const char *flag, const char *value, int64_t min, int64_t max) {

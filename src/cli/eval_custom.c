@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/eval_common.h"
@@ -391,7 +392,7 @@ int eval_custom_main(int argc, char **argv) {
     // Rank 0 prepares the samples and decides what is left to do; every rank gets the list.
     const char *model_name = eval_basename(a.c.model_path);
     char settings[256];  // what shapes an answer or a score besides the result key
-    snprintf(settings, sizeof(settings), "kv=%s metric=%s score=%s", a.c.kv_elem == KV_F16 ? "f16" : "f32",
+    snprintf(settings, sizeof(settings), "kv=%s metric=%s score=%s", kv_elem_name(a.c.kv_elem),
              score_metric_name(a.metric), score_combine_name(a.combine));
     item *items = rank0 ? calloc((size_t)data.n, sizeof(item)) : NULL;
     int64_t n_items = 0, n_skipped = 0;

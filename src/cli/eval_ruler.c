@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/eval_common.h"
@@ -393,7 +394,7 @@ int eval_ruler_main(int argc, char **argv) {
     // What else shapes an answer besides the result key (seed, ctx, task, sample, method, budget).
     char settings[256];
     snprintf(settings, sizeof(settings), "kv=%s chat=%s prose=%s max_new=%lld",
-             a.c.kv_elem == KV_F16 ? "f16" : "f32", a.no_chat ? "off" : "model", eval_basename(a.prose_path),
+             kv_elem_name(a.c.kv_elem), a.no_chat ? "off" : "model", eval_basename(a.prose_path),
              (long long)a.max_new_override);
     char jsonl_path[4096];
     FILE *jsonl = NULL;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/attention_opts.h"
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "core/hash.h"
@@ -37,7 +38,8 @@ static void usage(FILE *out) {
             "      --ctx N             context size in tokens: prompt + generated (default: the model's\n"
             "                          trained length, capped at prompt + N)\n"
             "      --threads N         CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
-            "      --kv-type f16|f32   KV cache element type (default f16)\n"
+            "      --kv-type TYPE      KV cache type: f16 (default), f32, q8_0 or q4_0 (GGML blocks;\n"
+            "                          the block types need a head_dim that is a multiple of 32)\n"
             "      --prefill-block N   prompt tokens per prefill block (default 512)\n"
             "      --special           print control tokens such as <|im_end|> as text\n"
             "      --zigzag            multi-rank: give each rank two prompt chunks (early + late)\n"
@@ -125,9 +127,10 @@ static void print_rank_stats(comm *cm, const engine *e, uint64_t hash) {
             const rank_stats *rs = &all[r];
             const comm_counters *p = &rs->counters[COMM_PHASE_PREFILL], *d = &rs->counters[COMM_PHASE_DECODE];
             fprintf(stderr,
-                    "recall: stats: rank %d: KV %lld %s (%.1f MiB) | prefill %lld calls, %.2f MB sent, %.2f MB "
+                    "recall: stats: rank %d: KV %lld %s (%.1f MiB of %s) | prefill %lld calls, %.2f MB sent, %.2f MB "
                     "received, scratch %.1f MiB | decode %lld calls, %.0f bytes received per step | peak RSS %.1f MiB\n",
                     r, (long long)rs->n_local, engine_policy(e) ? "rows kept (all layers and heads)" : "positions", rs->kv_mib,
+                    kv_elem_name(engine_get_opts(e)->kv_elem),
                     (long long)p->n_calls, (double)p->bytes_sent / 1e6,
                     (double)p->bytes_recv / 1e6, rs->prefill_scratch_mib, (long long)d->n_calls,
                     (double)d->bytes_recv / steps, rs->peak_rss_mib);
@@ -371,6 +374,7 @@ int cmd_generate(int argc, char **argv) {
         cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
                 (long long)n_ctx);
     // Settings errors before any note, so that a failure stays one line on stderr.
+    if (kv_elem_check(kv_elem, m.cfg.head_dim, &err)) cli_die_err(&err);
     cli_attention_check(&eo, n_ctx, &m.cfg);
     if (n_ids + n_predict > n_ctx) {
         if (rank0) fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
@@ -458,12 +462,12 @@ int cmd_generate(int argc, char **argv) {
     if (rank0)
         fprintf(stderr,
                 "recall: prefill %lld tokens in %.2f s (%.1f tok/s) | decode %lld tokens in %.2f s (%.1f tok/s) | "
-                "%d rank%s x %d threads | KV cache %.1f MiB%s | peak RSS %.1f MiB\n",
+                "%d rank%s x %d threads | KV cache (%s) %.1f MiB%s | peak RSS %.1f MiB\n",
                 (long long)s->n_prefill_tokens, s->prefill_seconds,
                 s->prefill_seconds > 0 ? (double)s->n_prefill_tokens / s->prefill_seconds : 0.0,
                 (long long)s->n_decode_tokens, s->decode_seconds,
                 s->decode_seconds > 0 ? (double)s->n_decode_tokens / s->decode_seconds : 0.0, cm->size,
-                cm->size > 1 ? "s" : "", n_threads, (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
+                cm->size > 1 ? "s" : "", n_threads, kv_elem_name(kv_elem), (double)engine_kv_bytes_used(e) / (1024.0 * 1024.0),
                 cm->size > 1 ? " on rank 0" : "", cli_peak_rss_mib());
     if (want_stats) print_rank_stats(cm, e, hashes[0]);
     free(hashes);

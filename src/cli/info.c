@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -72,8 +73,11 @@ int cmd_info(int argc, char **argv) {
     printf("\n");
     printf("decode reads  %.1f MiB of weights per token\n", (double)model_weight_bytes_per_token(&m) / (1024.0 * 1024.0));
     printf("cpu kernels   %s\n", backend_cpu_kernel_path());
-    printf("KV per token  %lld bytes (fp16 cache)\n",
-           (long long)(2 * cfg->n_layer * cfg->n_head_kv * cfg->head_dim * 2));
+    printf("KV per token ");  // the bytes one position costs in each cache type the model allows
+    for (int elem = 0; elem <= KV_Q4_0; elem++)
+        if (kv_elem_check(elem, cfg->head_dim, NULL) == 0)
+            printf(" %s %zu", kv_elem_name(elem), 2 * (size_t)(cfg->n_layer * cfg->n_head_kv) * kv_row_bytes(elem, cfg->head_dim));
+    printf(" bytes\n");
     if (list_tensors)
         for (uint64_t i = 0; i < m.file.n_tensors; i++) {
             const gguf_tensor *t = &m.file.tensors[i];

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/kv_format.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "eval/costmodel.h"
@@ -39,7 +40,8 @@ static void usage(FILE *out) {
             "      --attention LIST    full and/or recycled (default full,recycled)\n"
             "      --recycle-k K       recycled rows per layer and KV head (default: ctx / 8, as bench)\n"
             "      --recycle-stride S  a full step every S steps (default 10)\n"
-            "      --kv-type f16|f32   KV cache type (default f16)\n"
+            "      --kv-type TYPE      KV cache type: f16 (default), f32, q8_0 or q4_0 (GGML blocks;\n"
+            "                          the block types need a head_dim that is a multiple of 32)\n"
             "      --threads N         cpu: threads per rank (default 1); the probe measures the node on all\n"
             "                          cores and one rank on N threads, and a rank gets the smaller share\n"
             "      --csv FILE          also write the rows as CSV\n"
@@ -288,7 +290,7 @@ int cmd_plan(int argc, char **argv) {
         snprintf(s.name, sizeof(s.name), "%s", base ? base + 1 : model_path);
         model_free(&m);
     }
-    s.kv_elem_bytes = kv_elem == KV_F16 ? 2 : 4;
+    s.kv_elem_bytes = (double)kv_row_bytes(kv_elem, s.head_dim) / (double)s.head_dim;
 
     // Methods and devices.
     int methods[2], n_methods = 0;
@@ -323,7 +325,7 @@ int cmd_plan(int argc, char **argv) {
     }
     printf("# recall plan: %s (%lld layers, d_model %lld, %lld/%lld heads x %lld, d_ff %lld, vocab %lld), KV %s\n",
            s.name, (long long)s.n_layer, (long long)s.d_model, (long long)s.n_head, (long long)s.n_head_kv,
-           (long long)s.head_dim, (long long)s.d_ff, (long long)s.n_vocab, kv_elem == KV_F16 ? "f16" : "f32");
+           (long long)s.head_dim, (long long)s.d_ff, (long long)s.n_vocab, kv_elem_name(kv_elem));
     for (int di = 0; di < n_devs; di++) {
         const cm_device *d = &devs[di];
         if (d->rank_mem_bw > 0)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/kv_format.h"
 #include "engine/engine_internal.h"
 
 double engine_now_seconds(void) {
@@ -89,6 +90,10 @@ engine *engine_create(const model *m, const engine_opts *opts, rc_err *err) {
         return NULL;
     }
     const model_config *c = &m->cfg;
+    if (kv_elem_check(opts->kv_elem, c->head_dim, err)) {  // before anything is allocated
+        free(e);
+        return NULL;
+    }
     e->m = m;
     e->opts = *opts;
     e->comm = opts->comm ? opts->comm : (e->own_comm = comm_null_create());

@@ -37,7 +37,7 @@ int attention_kind_policy(int kind);
 typedef struct engine_opts {
     int64_t n_ctx;           // positions the cache holds (prompt + generated)
     int n_threads;           // CPU backends: threads of this engine's kernels
-    int kv_elem;             // KV_F16 (default) or KV_F32
+    int kv_elem;             // enum kv_elem: KV_F16 (default), KV_F32, KV_Q8_0, KV_Q4_0
     int64_t prefill_block;   // tokens per prefill block
     const backend_ops *backend;  // NULL: the fast CPU backend
     int device;              // device index for device backends (-1: the backend's default)

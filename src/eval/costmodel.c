@@ -50,7 +50,7 @@ int cm_predict(const cm_shape *s, const cm_device *d, const cm_method_opts *m, i
     memset(out, 0, sizeof(*out));
     const int64_t R = n_ranks, L = s->n_layer, H = s->n_head, KV = s->n_head_kv, hd = s->head_dim;
     const int64_t n_loc = (n_ctx + R - 1) / R;  // the largest shard
-    const double eb = (double)s->kv_elem_bytes, row = (double)(hd)*eb;  // one K or V row of one head
+    const double eb = s->kv_elem_bytes, row = (double)(hd)*eb;  // one K or V row of one head
     const double kv_per_pos = (double)(L * 2 * KV) * row;
     const double P = (double)cm_params_per_token(s);
     const double W = s->weight_bytes > 0 ? (double)s->weight_bytes : P * s->weight_bytes_per_param;

@@ -17,7 +17,7 @@ typedef struct cm_shape {
     int tied_output;
     double weight_bytes_per_param;  // Q4_1 20/32, Q8_0 34/32, F16 2
     int64_t weight_bytes;           // > 0: read per decode token, from the GGUF (overrides the shape's count)
-    int64_t kv_elem_bytes;          // 2 (f16) or 4 (f32)
+    double kv_elem_bytes;           // K/V bytes per element: 2 (f16), 4 (f32), 34/32 (q8_0), 18/32 (q4_0)
 } cm_shape;
 
 // A device: what one rank runs on. ranks_per_device > 1 means ranks share it

@@ -3,17 +3,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/kv_format.h"
+
 int kv_cache_init(kv_cache *c, const backend *be, int64_t n_layer, int64_t n_kv_heads, int64_t head_dim,
                   int64_t capacity, int elem, rc_err *err) {
     memset(c, 0, sizeof(*c));
     if (capacity <= 0) return rc_fail(err, "KV cache capacity must be positive");
+    if (kv_elem_check(elem, head_dim, err)) return -1;
     c->be = be;
     c->elem = elem;
     c->n_layer = n_layer;
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
     c->capacity = capacity;
-    const size_t bytes = (size_t)n_layer * (size_t)n_kv_heads * (size_t)capacity * (size_t)head_dim * kv_elem_bytes(elem);
+    const size_t bytes = (size_t)n_layer * (size_t)n_kv_heads * (size_t)capacity * kv_row_bytes(elem, head_dim);
     // CPU: calloc, so untouched pages cost nothing until the sequence grows into them.
     c->k = be->ops->alloc(be, bytes);
     c->v = be->ops->alloc(be, bytes);
@@ -36,7 +39,7 @@ void kv_cache_free(kv_cache *c) {
 }
 
 static size_t layer_offset(const kv_cache *c, int64_t layer) {
-    return (size_t)layer * (size_t)c->n_kv_heads * (size_t)c->capacity * (size_t)c->head_dim * kv_elem_bytes(c->elem);
+    return (size_t)layer * (size_t)c->n_kv_heads * (size_t)c->capacity * kv_cache_row_bytes(c);
 }
 
 kv_view kv_cache_k(const kv_cache *c, int64_t layer) {
@@ -66,7 +69,7 @@ int kv_cache_store(kv_cache *c, int64_t layer, int64_t slot0, int64_t n_tok, con
 }
 
 size_t kv_cache_bytes_per_pos(const kv_cache *c) {
-    return 2 * (size_t)c->n_layer * (size_t)c->n_kv_heads * (size_t)c->head_dim * kv_elem_bytes(c->elem);
+    return 2 * (size_t)c->n_layer * (size_t)c->n_kv_heads * kv_cache_row_bytes(c);
 }
 
-size_t kv_cache_row_bytes(const kv_cache *c) { return (size_t)c->head_dim * kv_elem_bytes(c->elem); }
+size_t kv_cache_row_bytes(const kv_cache *c) { return kv_row_bytes(c->elem, c->head_dim); }

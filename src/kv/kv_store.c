@@ -3,9 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/kv_format.h"
+
 int kv_store_init(kv_store *s, const backend *be, int64_t n_layer, int64_t n_heads, int64_t head_dim, int elem,
                   rc_err *err) {
     memset(s, 0, sizeof(*s));
+    if (kv_elem_check(elem, head_dim, err)) return -1;
     s->be = be;
     s->elem = elem;
     s->n_layer = n_layer;
@@ -42,7 +45,7 @@ kv_store_head *kv_store_head_at(const kv_store *s, int64_t layer, int64_t head) 
     return &s->heads[layer * s->n_heads + head];
 }
 
-size_t kv_store_row_bytes(const kv_store *s) { return (size_t)s->head_dim * kv_elem_bytes(s->elem); }
+size_t kv_store_row_bytes(const kv_store *s) { return kv_row_bytes(s->elem, s->head_dim); }
 
 // New buffers of `cap` rows holding the first `count` rows of the old ones.
 static int resize(kv_store *s, kv_store_head *h, int64_t cap) {

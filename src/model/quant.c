@@ -1,5 +1,6 @@
 #include "model/quant.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -170,5 +171,39 @@ void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems)
     default:
         memset(dst, 0, (size_t)n_elems * sizeof(float));  // callers check ->supported first
         break;
+    }
+}
+
+void quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n_elems) {
+    for (int64_t i = 0; i < n_elems / QK8_0; i++) {
+        const float *xb = x + i * QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = amax / 127.0f;
+        const float id = d ? 1.0f / d : 0.0f;  // GGML scales by the fp32 d, not the stored fp16 one
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(xb[j] * id);
+    }
+}
+
+void quantize_row_q4_0(const float *x, block_q4_0 *y, int64_t n_elems) {
+    for (int64_t i = 0; i < n_elems / QK4_0; i++) {
+        const float *xb = x + i * QK4_0;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++)
+            if (amax < fabsf(xb[j])) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        const float d = max / -8.0f;  // the extreme maps to q = 0 exactly; its opposite clips at 15
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            // (int8_t) truncates toward zero; + 8.5 makes it round half up, as GGML does
+            int q0 = (int8_t)(xb[j] * id + 8.5f), q1 = (int8_t)(xb[j + QK4_0 / 2] * id + 8.5f);
+            q0 = q0 < 15 ? q0 : 15;
+            q1 = q1 < 15 ? q1 : 15;
+            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
     }
 }

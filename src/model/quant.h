@@ -50,6 +50,12 @@ uint16_t fp32_to_bf16(float f);      // round to nearest even
 // Dequantizes n_elems (a multiple of the block size) starting at src.
 void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems);
 
+// GGML's reference quantizers (quantize_row_q8_0_ref / quantize_row_q4_0_ref):
+// n_elems a multiple of 32. Q8_0: d = amax / 127, q = round(x / d);
+// Q4_0: d = (the value of largest magnitude) / -8, q = min(15, round-half-up(x / d) + 8).
+void quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t n_elems);
+void quantize_row_q4_0(const float *x, block_q4_0 *y, int64_t n_elems);
+
 #ifdef __cplusplus
 }
 #endif
