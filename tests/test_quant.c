@@ -395,13 +395,14 @@ static void test_dequant_unsupported(void) {
 // ---- Q5_0 / Q5_1 / K-quants: hand-built blocks, values from the ggml definitions ----
 
 static void test_dequant_q5(void) {
-    // Element j's 5-bit q = (13j + 5) mod 32: low 4 bits in the low (j < 16) or
+    // Element j's 5-bit q = (13j + 5 + 7*(j/16)) mod 32 (j and j + 16 differ in their
+    // low 4 bits, so swapped nibbles show): low 4 bits in the low (j < 16) or
     // high (j >= 16) nibble of qs[j mod 16], bit 4 in bit j of qh (little-endian).
     block_q5_0 b0 = {.d = 0x3800};  // d = 0.5
     block_q5_1 b1 = {.d = 0x3800, .m = 0xc200};  // d = 0.5, m = -3
     int q[32];
     for (int j = 0; j < 32; j++) {
-        q[j] = (13 * j + 5) % 32;
+        q[j] = (13 * j + 5 + 7 * (j / 16)) % 32;
         b0.qs[j % 16] |= (uint8_t)((q[j] & 15) << (j < 16 ? 0 : 4));
         b0.qh[j / 8] |= (uint8_t)((q[j] >> 4) << (j % 8));
     }
@@ -412,9 +413,9 @@ static void test_dequant_q5(void) {
         CHECK_MSG(o0[j] == 0.5f * (q[j] - 16), "q5_0 [%d] = %g", j, o0[j]);
         CHECK_MSG(o1[j] == 0.5f * q[j] - 3.0f, "q5_1 [%d] = %g", j, o1[j]);
     }
-    // By hand: q[0] = 5, q[3] = 44 mod 32 = 12, q[17] = 226 mod 32 = 2, q[31] = 408 mod 32 = 24.
-    CHECK(o0[0] == -5.5f && o0[3] == -2.0f && o0[17] == -7.0f && o0[31] == 4.0f);
-    CHECK(o1[0] == -0.5f && o1[3] == 3.0f && o1[17] == -2.0f && o1[31] == 9.0f);
+    // By hand: q[0] = 5, q[3] = 44 mod 32 = 12, q[17] = 233 mod 32 = 9, q[31] = 415 mod 32 = 31.
+    CHECK(o0[0] == -5.5f && o0[3] == -2.0f && o0[17] == -3.5f && o0[31] == 7.5f);
+    CHECK(o1[0] == -0.5f && o1[3] == 3.0f && o1[17] == 1.5f && o1[31] == 12.5f);
     free(o0);
     free(o1);
 }
@@ -475,29 +476,30 @@ static void test_dequant_q4_k_q5_k(void) {
 }
 
 static void test_dequant_q6_k(void) {
-    // Element e = 128h + 32k + l (half h, group k, l < 32) has the 6-bit q = 11e mod 64:
+    // Element e = 128h + 32k + l (half h, group k, l < 32) has the 6-bit q = (11e + 3(e/32)) mod 64
+    // (the groups differ in their low 4 bits, so a wrong nibble or byte shows):
     // low 4 bits in the low (k < 2) or high (k >= 2) nibble of ql[64h + 32(k&1) + l],
     // high 2 bits at bits 2k..2k+1 of qh[32h + l]; x = d * scales[8h + 2k + l/16] * (q - 32), d = 0.25.
     static const int8_t sc[16] = {1, -2, 127, -128, 5, 17, -33, 64, 3, -1, 100, -100, 9, 11, -7, 2};
     block_q6_k b = {.d = 0x3400};
     memcpy(b.scales, sc, 16);
     for (int e = 0; e < 256; e++) {
-        int h = e / 128, k = e % 128 / 32, l = e % 32, q = 11 * e % 64;
+        int h = e / 128, k = e % 128 / 32, l = e % 32, q = (11 * e + 3 * (e / 32)) % 64;
         b.ql[64 * h + 32 * (k & 1) + l] |= (uint8_t)((q & 15) << (k >= 2 ? 4 : 0));
         b.qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
     }
     float *o = dequant_guarded(GGML_TYPE_Q6_K, &b, 256);
     int bad = 0;
     for (int e = 0; e < 256; e++) {
-        int h = e / 128, k = e % 128 / 32, l = e % 32, q = 11 * e % 64;
+        int h = e / 128, k = e % 128 / 32, l = e % 32, q = (11 * e + 3 * (e / 32)) % 64;
         bad += o[e] != 0.25f * sc[8 * h + 2 * k + l / 16] * (q - 32);
     }
     CHECK_MSG(bad == 0, "%d Q6_K elements differ", bad);
-    // By hand: [0] q=0: 0.25*1*-32 = -8; [40] k=1 l=8: q=56, scale 127: 0.25*127*24 = 762;
-    // [200] h=1 k=2 l=8: q=24, scale 9: -18; [255] k=3 l=31: q=53, scale 2: 10.5;
-    // [50] k=1 l=18: q=38, scale -128: 0.25*-128*6 = -192; [116] k=3 l=20: q=60, scale 64: 448.
-    CHECK(o[0] == -8.0f && o[40] == 762.0f && o[200] == -18.0f && o[255] == 10.5f && o[50] == -192.0f &&
-          o[116] == 448.0f);
+    // By hand: [0] q=0: 0.25*1*-32 = -8; [40] k=1 l=8: q=443 mod 64=59, scale 127: 0.25*127*27 = 857.25;
+    // [50] k=1 l=18: q=41, scale -128: -288; [116] k=3 l=20: q=1285 mod 64=5, scale 64: -432;
+    // [200] h=1 k=2 l=8: q=42, scale 9: 22.5; [255] k=3 l=31: q=10, scale 2: -11.
+    CHECK(o[0] == -8.0f && o[40] == 857.25f && o[50] == -288.0f && o[116] == -432.0f && o[200] == 22.5f &&
+          o[255] == -11.0f);
     free(o);
 }
 
