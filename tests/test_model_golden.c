@@ -7,6 +7,10 @@
 //                flips where its own margin is small.
 // Tokenization must be identical to llama.cpp's. The long prompt's last 64
 // positions are computed by the decode path, the rest by prefill.
+// RECALL_GOLDEN_MODEL and RECALL_GOLDEN_REFS select another file of the same
+// model and the directory of its references (fp32.golden, llamacpp.golden,
+// greedy.txt): the K-quant versions that tests/golden/make_kquant_models.sh
+// writes into the cache.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +25,17 @@
 #define GOLDEN_DIR RECALL_TEST_DATA "/golden"
 #define N_DECODE_TAIL 64
 #define N_GREEDY 64
+
+static const char *g_refs = GOLDEN_DIR;  // where the reference files are
+static const char *g_refs_hint = "regenerate with tests/golden/README.md";
+
+static const char *ref_path(const char *name) {
+    static char buf[4][1024];
+    static int next;
+    char *p = buf[next++ % 4];
+    snprintf(p, sizeof(buf[0]), "%s/%s", g_refs, name);
+    return p;
+}
 
 typedef struct golden_prompt {
     char name[64];
@@ -47,7 +62,7 @@ static golden_file load_golden(const char *path) {
     golden_file g = {0};
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "%s: cannot open golden file (regenerate with tests/golden/README.md)\n", path);
+        fprintf(stderr, "FAIL: %s: cannot open golden file (%s)\n", path, g_refs_hint);
         exit(1);
     }
     char magic[8];
@@ -169,7 +184,7 @@ static agreement compare(const golden_file *g, const golden_prompt *gp, const fl
 
 // greedy.txt: prompt file, prompt ids, 64 generated ids, the reference's top1-top2 gaps.
 static void check_greedy(const model *m, const tokenizer *tok) {
-    FILE *f = fopen(GOLDEN_DIR "/greedy.txt", "r");
+    FILE *f = fopen(ref_path("greedy.txt"), "r");
     CHECK_MSG(f != NULL, "cannot open greedy.txt");
     if (!f) return;
     char name[128];
@@ -219,13 +234,23 @@ static void check_greedy(const model *m, const tokenizer *tok) {
 int main(void) {
     rc_err err = {{0}};
     model m;
-    if (model_load(&m, RECALL_MODEL_PATH, &err)) {
+    const char *model_path = getenv("RECALL_GOLDEN_MODEL");
+    if (model_path && model_path[0]) {
+        const char *refs = getenv("RECALL_GOLDEN_REFS");
+        g_refs = refs && refs[0] ? refs : ".";
+        g_refs_hint = "produce it with: bash tests/golden/make_kquant_models.sh (launch/setup.sh runs it)";
+        if (model_load(&m, model_path, &err)) {
+            fprintf(stderr, "FAIL: the model is required at %s (%s); %s\n", model_path, err.msg, g_refs_hint);
+            return 1;
+        }
+    } else if (model_load(&m, RECALL_MODEL_PATH, &err)) {
         return test_missing_model(RECALL_MODEL_PATH, err.msg);
     }
+    printf("model %s, references in %s\n", model_path && model_path[0] ? model_path : RECALL_MODEL_PATH, g_refs);
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);
-    golden_file fp32 = load_golden(GOLDEN_DIR "/fp32.golden");
-    golden_file lcpp = load_golden(GOLDEN_DIR "/llamacpp.golden");
+    golden_file fp32 = load_golden(ref_path("fp32.golden"));
+    golden_file lcpp = load_golden(ref_path("llamacpp.golden"));
     CHECK(fp32.n_prompts == lcpp.n_prompts && fp32.n_vocab == (uint32_t)m.cfg.n_vocab);
 
     for (uint32_t p = 0; p < fp32.n_prompts; p++) {

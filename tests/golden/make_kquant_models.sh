@@ -40,3 +40,38 @@ if [ ! -x "$B/bin/llama-quantize" ] || [ ! -f "$B/bin/libllama.so" ]; then
   cmake --build "$B" -j"$(nproc)" --target llama-quantize llama >/dev/null
 fi
 log "llama-quantize: $B/bin/llama-quantize"
+
+# Python bindings of the same sdist over the library built above; diskcache and jinja2 are what
+# llama_cpp imports beyond numpy.
+venv=$D/pyenv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import diskcache, jinja2' 2>/dev/null; then
+  log "python environment for the llama.cpp bindings: $venv"
+  python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q diskcache jinja2
+fi
+[ "${1:-}" = "--models-only" ] && refs=0 || refs=1
+
+for q in Q4_K_M Q6_K; do
+  out=$cache/SmolLM2-135M-Instruct.$q.gguf
+  if [ ! -s "$out" ]; then
+    log "quantizing $q -> $out"
+    "$B/bin/llama-quantize" --allow-requantize "$src_model" "$out.partial" "$q" 2 >"$out.log" 2>&1 ||
+      { tail -n 5 "$out.log" >&2; echo "recall: llama-quantize $q failed (log: $out.log)" >&2; exit 1; }
+    mv "$out.partial" "$out"
+  fi
+  [ "$refs" = 1 ] || continue
+  R=$cache/golden/SmolLM2-135M-Instruct.$q
+  mkdir -p "$R"
+  if [ ! -s "$R/greedy.txt" ] || [ "$R/greedy.txt" -ot "$out" ]; then
+    log "reference A (llama.cpp) for $q -> $R"
+    PYTHONPATH="$D/src" LLAMA_CPP_LIB_PATH="$B/bin" "$venv/bin/python" tests/golden/make_golden.py --model "$out" \
+      llamacpp --out-dir "$R"
+  fi
+  if [ ! -s "$R/fp32.golden" ] || [ "$R/fp32.golden" -ot "$R/greedy.txt" ]; then
+    log "reference B (numpy) for $q -> $R"
+    python3 tests/golden/ref_numpy.py --model "$out" --tokens-from "$R/llamacpp.golden" --out "$R/fp32.golden.partial" \
+      --stats "$R/compare_llamacpp_fp32.md"
+    mv "$R/fp32.golden.partial" "$R/fp32.golden"
+  fi
+done
+log "K-quant models and references in $cache"
