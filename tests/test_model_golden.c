@@ -10,7 +10,13 @@
 // RECALL_GOLDEN_MODEL and RECALL_GOLDEN_REFS select another file of the same
 // model and the directory of its references (fp32.golden, llamacpp.golden,
 // greedy.txt): the K-quant versions that tests/golden/make_kquant_models.sh
-// writes into the cache.
+// writes into the cache. llama.cpp quantizes activations to 8 bits for K-quants
+// too (Q8_K), and on those files it differs more from the exact computation
+// (the A-vs-B table that script writes), so three of its bounds are settable:
+//   RECALL_GOLDEN_LCPP_TOP1    least top-1 agreement with llama.cpp, percent (95)
+//   RECALL_GOLDEN_LCPP_MAXDIFF largest |logit - llama.cpp| over its top 20 (2.5)
+//   RECALL_GOLDEN_GREEDY_TIE   greedy may stop matching only at a step whose
+//                              reference gap is below this (0: all 64 steps)
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +34,11 @@
 
 static const char *g_refs = GOLDEN_DIR;  // where the reference files are
 static const char *g_refs_hint = "regenerate with tests/golden/README.md";
+
+static double env_num(const char *name, double dflt) {
+    const char *v = getenv(name);
+    return v && v[0] ? atof(v) : dflt;
+}
 
 static const char *ref_path(const char *name) {
     static char buf[4][1024];
@@ -199,6 +210,8 @@ static void check_greedy(const model *m, const tokenizer *tok) {
     CHECK(fgets(line, sizeof(line), f) != NULL);
     for (char *p = strtok(line, " \n"); p && n_prompt < 4096; p = strtok(NULL, " \n")) prompt[n_prompt++] = atoi(p);
     for (int i = 0; i < N_GREEDY; i++) CHECK(fscanf(f, "%d", &expected[i]) == 1);
+    float gaps[N_GREEDY];
+    for (int i = 0; i < N_GREEDY; i++) CHECK(fscanf(f, "%f", &gaps[i]) == 1);
     fclose(f);
 
     char path[512];
@@ -225,7 +238,13 @@ static void check_greedy(const model *m, const tokenizer *tok) {
         if (i + 1 < N_GREEDY) CHECK(engine_decode(e, next, &err) == 0);
     }
     printf("greedy: %d/%d tokens identical to the reference\n", n_match, N_GREEDY);
-    CHECK_MSG(n_match == N_GREEDY, "greedy generation diverges from the reference at step %d", n_match);
+    const double tie = env_num("RECALL_GOLDEN_GREEDY_TIE", 0.0);
+    if (n_match < N_GREEDY && gaps[n_match] < tie)
+        printf("greedy: step %d is a near-tie in the reference (gap %.4f < %.2f): comparison ends there\n", n_match,
+               gaps[n_match], tie);
+    else
+        CHECK_MSG(n_match == N_GREEDY, "greedy generation diverges from the reference at step %d (its gap %.4f)",
+                  n_match, n_match < N_GREEDY ? gaps[n_match] : 0.0);
     engine_destroy(e);
     free(ids);
     free(text);
@@ -252,6 +271,7 @@ int main(void) {
     golden_file fp32 = load_golden(ref_path("fp32.golden"));
     golden_file lcpp = load_golden(ref_path("llamacpp.golden"));
     CHECK(fp32.n_prompts == lcpp.n_prompts && fp32.n_vocab == (uint32_t)m.cfg.n_vocab);
+    const double lcpp_top1 = env_num("RECALL_GOLDEN_LCPP_TOP1", 95.0), lcpp_maxdiff = env_num("RECALL_GOLDEN_LCPP_MAXDIFF", 2.5);
 
     for (uint32_t p = 0; p < fp32.n_prompts; p++) {
         const golden_prompt *gf = &fp32.prompts[p], *gl = &lcpp.prompts[p];
@@ -292,9 +312,10 @@ int main(void) {
             // (compare_llamacpp_fp32.md); top-1 must agree wherever its margin > 0.5.
             CHECK_MSG(al.confident_agree == al.confident, "%s: top-1 differs from llama.cpp where its margin > 0.5",
                       gl->name);
-            CHECK_MSG(al.top1_agree * 100 >= al.positions * 95, "%s: top-1 agreement with llama.cpp below 95%%",
-                      gl->name);
-            CHECK_MSG(al.max_abs_diff <= 2.5, "%s: max |logit - llama.cpp| = %.4f > 2.5", gl->name, al.max_abs_diff);
+            CHECK_MSG(al.top1_agree * 100.0 >= al.positions * lcpp_top1, "%s: top-1 agreement with llama.cpp below %g%%",
+                      gl->name, lcpp_top1);
+            CHECK_MSG(al.max_abs_diff <= lcpp_maxdiff, "%s: max |logit - llama.cpp| = %.4f > %g", gl->name,
+                      al.max_abs_diff, lcpp_maxdiff);
             free(logits);
         }
         free(ids);
