@@ -15,8 +15,8 @@
 // (the A-vs-B table that script writes), so three of its bounds are settable:
 //   RECALL_GOLDEN_LCPP_TOP1    least top-1 agreement with llama.cpp, percent (95)
 //   RECALL_GOLDEN_LCPP_MAXDIFF largest |logit - llama.cpp| over its top 20 (2.5)
-//   RECALL_GOLDEN_GREEDY_TIE   greedy may stop matching only at a step whose
-//                              reference gap is below this (0: all 64 steps)
+//   RECALL_GOLDEN_GREEDY_TIE   greedy, teacher-forced, may differ only at steps
+//                              whose reference gap is below this (0: none)
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -230,21 +230,29 @@ static void check_greedy(const model *m, const tokenizer *tok) {
     engine *e = NULL;
     CHECK(!(e = engine_create(m, &o, &err)) == 0);
     CHECK(engine_prefill(e, prompt, n_prompt, NULL, NULL, NULL, &err) == 0);
-    int n_match = 0;
+    // Without a near-tie allowance every step must match. With one, the run is
+    // teacher-forced on the reference's tokens, so a tie does not end the check:
+    // every other step must still match.
+    const double tie = env_num("RECALL_GOLDEN_GREEDY_TIE", 0.0);
+    int n_match = 0, n_ties = 0, first_miss = -1;
     for (int i = 0; i < N_GREEDY; i++) {
         int32_t next = argmax_logits(engine_logits(e), m->cfg.n_vocab);
-        if (next != expected[i]) break;
-        n_match++;
-        if (i + 1 < N_GREEDY) CHECK(engine_decode(e, next, &err) == 0);
+        if (next == expected[i]) {
+            n_match++;
+        } else {
+            if (gaps[i] < tie) {
+                n_ties++;
+                printf("greedy: step %d differs at a near-tie of the reference (gap %.4f < %.2f)\n", i, gaps[i], tie);
+            } else if (first_miss < 0) {
+                first_miss = i;
+            }
+            if (tie <= 0.0) break;
+        }
+        if (i + 1 < N_GREEDY) CHECK(engine_decode(e, expected[i], &err) == 0);
     }
-    printf("greedy: %d/%d tokens identical to the reference\n", n_match, N_GREEDY);
-    const double tie = env_num("RECALL_GOLDEN_GREEDY_TIE", 0.0);
-    if (n_match < N_GREEDY && gaps[n_match] < tie)
-        printf("greedy: step %d is a near-tie in the reference (gap %.4f < %.2f): comparison ends there\n", n_match,
-               gaps[n_match], tie);
-    else
-        CHECK_MSG(n_match == N_GREEDY, "greedy generation diverges from the reference at step %d (its gap %.4f)",
-                  n_match, n_match < N_GREEDY ? gaps[n_match] : 0.0);
+    printf("greedy: %d/%d tokens identical to the reference, %d near-ties\n", n_match, N_GREEDY, n_ties);
+    CHECK_MSG(first_miss < 0 && n_match + n_ties == N_GREEDY, "greedy generation diverges from the reference at step %d",
+              first_miss >= 0 ? first_miss : n_match);
     engine_destroy(e);
     free(ids);
     free(text);
