@@ -81,6 +81,11 @@ if [ ! -s "$prose" ]; then
 fi
 log "prose: $prose ($(wc -c <"$prose") bytes)"
 
+# --- K-quant versions of the model and their references --------------------
+# llama.cpp's own quantizer (built from the llama-cpp-python sdist, ~15 min on 2
+# cores the first time) re-quantizes the Q4_1 file to Q4_K_M and Q6_K in the cache.
+bash tests/golden/make_kquant_models.sh
+
 # --- build -----------------------------------------------------------------
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)" >/dev/null

@@ -5,7 +5,7 @@
 //   truncated_header.gguf   tiny.gguf cut in the middle of its metadata
 //   truncated_data.gguf     tiny.gguf cut in the middle of its tensor data
 //   offset_past_eof.gguf    output.weight's offset points 1 TiB past the end
-//   unsupported_type.gguf   blk.0.attn_q.weight stored as Q5_K (known to ggml, not to recall)
+//   unsupported_type.gguf   blk.0.attn_q.weight stored as Q3_K (known to ggml, not to recall)
 //   unknown_type.gguf       blk.0.attn_q.weight with type id 99 (no such ggml type)
 //   unsupported_arch.gguf   general.architecture = "mamba"
 //   tiny_ctx512.gguf        tiny.gguf with a 512-token trained context
@@ -104,14 +104,14 @@ int main(int argc, char **argv) {
     rc |= write_model("truncated_data.gguf", &p, NULL, keep_half_data);
     rc |= write_model("offset_past_eof.gguf", &p, offset_past_eof, NULL);
 
-    // Q5_K blocks hold 256 elements, so this model's rows are 256 long.
+    // Q3_K blocks hold 256 elements, so this model's rows are 256 long.
     tiny_params(&p);
     p.n_layer = 1;
     p.d_model = 256;
     p.d_ff = 256;
     p.type_embd = p.type_attn = p.type_ffn = p.type_output = GGML_TYPE_Q8_0;
     p.override_tensor = "blk.0.attn_q.weight";
-    p.override_type = GGML_TYPE_Q5_K;
+    p.override_type = GGML_TYPE_Q3_K;
     rc |= write_model("unsupported_type.gguf", &p, NULL, NULL);
 
     tiny_params(&p);

@@ -674,6 +674,9 @@ static void test_bad_tensors(void) {
         {1, {33}, GGML_TYPE_Q4_0, "not a multiple"},
         {2, {16, 2}, GGML_TYPE_Q8_0, "not a multiple"},
         {1, {100}, GGML_TYPE_Q5_K, "not a multiple"},
+        // K-quants need whole super-blocks: SmolLM2's 576-wide rows cannot be Q4_K / Q6_K.
+        {2, {576, 4}, GGML_TYPE_Q4_K, "tensor 'bad': row length 576 is not a multiple of the Q4_K block size 256"},
+        {2, {320, 2}, GGML_TYPE_Q6_K, "row length 320 is not a multiple of the Q6_K block size 256"},
         {1, {(int64_t)1 << 40}, GGML_TYPE_F32, "truncated tensor data"},  // valid shape, no data
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -7,6 +7,16 @@
 //                flips where its own margin is small.
 // Tokenization must be identical to llama.cpp's. The long prompt's last 64
 // positions are computed by the decode path, the rest by prefill.
+// RECALL_GOLDEN_MODEL and RECALL_GOLDEN_REFS select another file of the same
+// model and the directory of its references (fp32.golden, llamacpp.golden,
+// greedy.txt): the K-quant versions that tests/golden/make_kquant_models.sh
+// writes into the cache. llama.cpp quantizes activations to 8 bits for K-quants
+// too (Q8_K), and on those files it differs more from the exact computation
+// (the A-vs-B table that script writes), so three of its bounds are settable:
+//   RECALL_GOLDEN_LCPP_TOP1    least top-1 agreement with llama.cpp, percent (95)
+//   RECALL_GOLDEN_LCPP_MAXDIFF largest |logit - llama.cpp| over its top 20 (2.5)
+//   RECALL_GOLDEN_GREEDY_TIE   greedy, teacher-forced, may differ only at steps
+//                              whose reference gap is below this (0: none)
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +31,22 @@
 #define GOLDEN_DIR RECALL_TEST_DATA "/golden"
 #define N_DECODE_TAIL 64
 #define N_GREEDY 64
+
+static const char *g_refs = GOLDEN_DIR;  // where the reference files are
+static const char *g_refs_hint = "regenerate with tests/golden/README.md";
+
+static double env_num(const char *name, double dflt) {
+    const char *v = getenv(name);
+    return v && v[0] ? atof(v) : dflt;
+}
+
+static const char *ref_path(const char *name) {
+    static char buf[4][1024];
+    static int next;
+    char *p = buf[next++ % 4];
+    snprintf(p, sizeof(buf[0]), "%s/%s", g_refs, name);
+    return p;
+}
 
 typedef struct golden_prompt {
     char name[64];
@@ -47,7 +73,7 @@ static golden_file load_golden(const char *path) {
     golden_file g = {0};
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "%s: cannot open golden file (regenerate with tests/golden/README.md)\n", path);
+        fprintf(stderr, "FAIL: %s: cannot open golden file (%s)\n", path, g_refs_hint);
         exit(1);
     }
     char magic[8];
@@ -169,7 +195,7 @@ static agreement compare(const golden_file *g, const golden_prompt *gp, const fl
 
 // greedy.txt: prompt file, prompt ids, 64 generated ids, the reference's top1-top2 gaps.
 static void check_greedy(const model *m, const tokenizer *tok) {
-    FILE *f = fopen(GOLDEN_DIR "/greedy.txt", "r");
+    FILE *f = fopen(ref_path("greedy.txt"), "r");
     CHECK_MSG(f != NULL, "cannot open greedy.txt");
     if (!f) return;
     char name[128];
@@ -184,6 +210,8 @@ static void check_greedy(const model *m, const tokenizer *tok) {
     CHECK(fgets(line, sizeof(line), f) != NULL);
     for (char *p = strtok(line, " \n"); p && n_prompt < 4096; p = strtok(NULL, " \n")) prompt[n_prompt++] = atoi(p);
     for (int i = 0; i < N_GREEDY; i++) CHECK(fscanf(f, "%d", &expected[i]) == 1);
+    float gaps[N_GREEDY];
+    for (int i = 0; i < N_GREEDY; i++) CHECK(fscanf(f, "%f", &gaps[i]) == 1);
     fclose(f);
 
     char path[512];
@@ -202,15 +230,29 @@ static void check_greedy(const model *m, const tokenizer *tok) {
     engine *e = NULL;
     CHECK(!(e = engine_create(m, &o, &err)) == 0);
     CHECK(engine_prefill(e, prompt, n_prompt, NULL, NULL, NULL, &err) == 0);
-    int n_match = 0;
+    // Without a near-tie allowance every step must match. With one, the run is
+    // teacher-forced on the reference's tokens, so a tie does not end the check:
+    // every other step must still match.
+    const double tie = env_num("RECALL_GOLDEN_GREEDY_TIE", 0.0);
+    int n_match = 0, n_ties = 0, first_miss = -1;
     for (int i = 0; i < N_GREEDY; i++) {
         int32_t next = argmax_logits(engine_logits(e), m->cfg.n_vocab);
-        if (next != expected[i]) break;
-        n_match++;
-        if (i + 1 < N_GREEDY) CHECK(engine_decode(e, next, &err) == 0);
+        if (next == expected[i]) {
+            n_match++;
+        } else {
+            if (gaps[i] < tie) {
+                n_ties++;
+                printf("greedy: step %d differs at a near-tie of the reference (gap %.4f < %.2f)\n", i, gaps[i], tie);
+            } else if (first_miss < 0) {
+                first_miss = i;
+            }
+            if (tie <= 0.0) break;
+        }
+        if (i + 1 < N_GREEDY) CHECK(engine_decode(e, expected[i], &err) == 0);
     }
-    printf("greedy: %d/%d tokens identical to the reference\n", n_match, N_GREEDY);
-    CHECK_MSG(n_match == N_GREEDY, "greedy generation diverges from the reference at step %d", n_match);
+    printf("greedy: %d/%d tokens identical to the reference, %d near-ties\n", n_match, N_GREEDY, n_ties);
+    CHECK_MSG(first_miss < 0 && n_match + n_ties == N_GREEDY, "greedy generation diverges from the reference at step %d",
+              first_miss >= 0 ? first_miss : n_match);
     engine_destroy(e);
     free(ids);
     free(text);
@@ -219,14 +261,25 @@ static void check_greedy(const model *m, const tokenizer *tok) {
 int main(void) {
     rc_err err = {{0}};
     model m;
-    if (model_load(&m, RECALL_MODEL_PATH, &err)) {
+    const char *model_path = getenv("RECALL_GOLDEN_MODEL");
+    if (model_path && model_path[0]) {
+        const char *refs = getenv("RECALL_GOLDEN_REFS");
+        g_refs = refs && refs[0] ? refs : ".";
+        g_refs_hint = "produce it with: bash tests/golden/make_kquant_models.sh (launch/setup.sh runs it)";
+        if (model_load(&m, model_path, &err)) {
+            fprintf(stderr, "FAIL: the model is required at %s (%s); %s\n", model_path, err.msg, g_refs_hint);
+            return 1;
+        }
+    } else if (model_load(&m, RECALL_MODEL_PATH, &err)) {
         return test_missing_model(RECALL_MODEL_PATH, err.msg);
     }
+    printf("model %s, references in %s\n", model_path && model_path[0] ? model_path : RECALL_MODEL_PATH, g_refs);
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);
-    golden_file fp32 = load_golden(GOLDEN_DIR "/fp32.golden");
-    golden_file lcpp = load_golden(GOLDEN_DIR "/llamacpp.golden");
+    golden_file fp32 = load_golden(ref_path("fp32.golden"));
+    golden_file lcpp = load_golden(ref_path("llamacpp.golden"));
     CHECK(fp32.n_prompts == lcpp.n_prompts && fp32.n_vocab == (uint32_t)m.cfg.n_vocab);
+    const double lcpp_top1 = env_num("RECALL_GOLDEN_LCPP_TOP1", 95.0), lcpp_maxdiff = env_num("RECALL_GOLDEN_LCPP_MAXDIFF", 2.5);
 
     for (uint32_t p = 0; p < fp32.n_prompts; p++) {
         const golden_prompt *gf = &fp32.prompts[p], *gl = &lcpp.prompts[p];
@@ -267,9 +320,10 @@ int main(void) {
             // (compare_llamacpp_fp32.md); top-1 must agree wherever its margin > 0.5.
             CHECK_MSG(al.confident_agree == al.confident, "%s: top-1 differs from llama.cpp where its margin > 0.5",
                       gl->name);
-            CHECK_MSG(al.top1_agree * 100 >= al.positions * 95, "%s: top-1 agreement with llama.cpp below 95%%",
-                      gl->name);
-            CHECK_MSG(al.max_abs_diff <= 2.5, "%s: max |logit - llama.cpp| = %.4f > 2.5", gl->name, al.max_abs_diff);
+            CHECK_MSG(al.top1_agree * 100.0 >= al.positions * lcpp_top1, "%s: top-1 agreement with llama.cpp below %g%%",
+                      gl->name, lcpp_top1);
+            CHECK_MSG(al.max_abs_diff <= lcpp_maxdiff, "%s: max |logit - llama.cpp| = %.4f > %g", gl->name,
+                      al.max_abs_diff, lcpp_maxdiff);
             free(logits);
         }
         free(ids);

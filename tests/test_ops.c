@@ -347,6 +347,37 @@ typedef struct test_weight {
     void *buf;
 } test_weight;
 
+// Types the test quantizers do not write: random bytes, then scales set to
+// moderate fp16 values (Q6_K's int8 scales and all quants stay random).
+static int is_random_block_type(uint32_t t) {
+    return t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q5_1 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K ||
+           t == GGML_TYPE_Q6_K;
+}
+
+static void put_f16(uint8_t *p, float f) {
+    uint16_t h = qref_fp32_to_fp16(f);
+    memcpy(p, &h, 2);
+}
+
+static void random_blocks(uint32_t type, uint8_t *dst, int64_t n_in) {
+    const ggml_type_info *ti = ggml_type_get(type);
+    int64_t nb = n_in / ti->block_elems;
+    for (size_t i = 0; i < (size_t)nb * ti->block_bytes; i++) dst[i] = (uint8_t)rand_u32();
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = dst + (size_t)b * ti->block_bytes;
+        switch (type) {
+        case GGML_TYPE_Q5_1: put_f16(blk + 2, rand_uniform(-1.0f, 1.0f)); /* fall through */
+        case GGML_TYPE_Q5_0: put_f16(blk, rand_uniform(0.02f, 0.1f)); break;
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+            put_f16(blk, rand_uniform(0.001f, 0.005f));
+            put_f16(blk + 2, rand_uniform(0.001f, 0.005f));
+            break;
+        case GGML_TYPE_Q6_K: put_f16(blk + 208, rand_uniform(0.0002f, 0.001f)); break;
+        }
+    }
+}
+
 // n_out rows of n_in values ~ N(0, s_row^2) with a per-row scale, stored as
 // `type` by the reference quantizers; row o = 1 is all zeros and row 2 constant
 // (Q4_1 then has d = 0). row_pad extra bytes per row (filled with 0xff, NaN
@@ -365,7 +396,13 @@ static test_weight weight_new(uint32_t type, int64_t n_in, int64_t n_out, size_t
     for (int64_t o = 0; o < n_out; o++) {
         float s_row = rand_uniform(0.25f, 2.0f);
         for (int64_t i = 0; i < n_in; i++) row[i] = o == 1 ? 0.0f : o == 2 ? 0.75f : s_row * rand_normal();
-        size_t n = qref_quantize(type, row, (uint8_t *)tw.buf + (size_t)o * tw.w.row_bytes, n_in);
+        uint8_t *dst = (uint8_t *)tw.buf + (size_t)o * tw.w.row_bytes;
+        if (is_random_block_type(type)) {
+            random_blocks(type, dst, n_in);
+            if (o == 1) memset(dst, 0, packed);  // scale 0: a zero row
+            continue;
+        }
+        size_t n = qref_quantize(type, row, dst, n_in);
         CHECK(n == packed);
     }
     free(row);
@@ -408,6 +445,32 @@ static double naive_weight(uint32_t type, const uint8_t *row, int64_t i) {
         int q = j < 16 ? blk[4 + j] & 0x0f : blk[4 + j - 16] >> 4;
         return (double)qref_fp16_to_fp32(load_u16(blk)) * q + qref_fp16_to_fp32(load_u16(blk + 2));
     }
+    case GGML_TYPE_Q5_0:    // {fp16 d, u8 qh[4], u8 qs[16]}: 5th bit of element j is bit j of qh; x = d (q - 16)
+    case GGML_TYPE_Q5_1: {  // {fp16 d, fp16 m, u8 qh[4], u8 qs[16]}: x = d q + m
+        int q1 = type == GGML_TYPE_Q5_1;
+        const uint8_t *blk = row + b * (q1 ? 24 : 22), *qh = blk + (q1 ? 4 : 2), *qs = qh + 4;
+        int q = (j < 16 ? qs[j] & 0x0f : qs[j - 16] >> 4) | ((qh[j / 8] >> (j % 8)) & 1) << 4;
+        double d = qref_fp16_to_fp32(load_u16(blk));
+        return q1 ? d * q + qref_fp16_to_fp32(load_u16(blk + 2)) : d * (q - 16);
+    }
+    case GGML_TYPE_Q4_K:    // {fp16 d, dmin, u8 scales[12], (Q5_K: u8 qh[32]), u8 qs[128]}
+    case GGML_TYPE_Q5_K: {  // sub-block s = e/32: x = d sc_s q - dmin m_s
+        int q5 = type == GGML_TYPE_Q5_K;
+        const uint8_t *blk = row + (i / 256) * (q5 ? 176 : 144), *sc = blk + 4, *qs = blk + (q5 ? 48 : 16);
+        int e = (int)(i % 256), s = e / 32, l = e % 32;
+        int scale = s < 4 ? sc[s] & 63 : (sc[s + 4] & 0x0f) | (sc[s - 4] >> 6) << 4;
+        int min = s < 4 ? sc[s + 4] & 63 : (sc[s + 4] >> 4) | (sc[s] >> 6) << 4;
+        int q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0x0f;
+        if (q5) q += ((blk[16 + l] >> s) & 1) * 16;
+        return (double)qref_fp16_to_fp32(load_u16(blk)) * scale * q - (double)qref_fp16_to_fp32(load_u16(blk + 2)) * min;
+    }
+    case GGML_TYPE_Q6_K: {  // {u8 ql[128], u8 qh[64], i8 scales[16], fp16 d}: x = d scales[e/16] (q - 32)
+        const uint8_t *blk = row + (i / 256) * 210;
+        int e = (int)(i % 256), h = e / 128, k = e % 128 / 32, l = e % 32;
+        int lo = (blk[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+        int hi = (blk[128 + 32 * h + l] >> (2 * k)) & 3;
+        return (double)qref_fp16_to_fp32(load_u16(blk + 208)) * (int8_t)blk[192 + e / 16] * ((lo | hi << 4) - 32);
+    }
     default: return NAN;
     }
 }
@@ -433,9 +496,12 @@ static void naive_matmul(double *out, double *abs_sum, const float *x, const wei
     }
 }
 
-static const uint32_t WEIGHT_TYPES[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16,
-                                        GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1};
+static const uint32_t WEIGHT_TYPES[] = {GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0,
+                                        GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1};
 #define N_WEIGHT_TYPES ((int)(sizeof(WEIGHT_TYPES) / sizeof(WEIGHT_TYPES[0])))
+// Super-blocks of 256: rows of 256 * n.
+static const uint32_t KQUANT_TYPES[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+#define N_KQUANT_TYPES 3
 
 static int is_float_type(uint32_t t) { return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16; }
 
@@ -1002,11 +1068,12 @@ static void test_rope_properties(const backend_ops *be) {
 
 static void test_spec_matmul(void) {
     char what[160];
-    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
-        uint32_t type = WEIGHT_TYPES[ti];
-        static const int64_t n_ins[] = {96, 576};
+    for (int ti = 0; ti < N_WEIGHT_TYPES + N_KQUANT_TYPES; ti++) {
+        int kq = ti >= N_WEIGHT_TYPES;
+        uint32_t type = kq ? KQUANT_TYPES[ti - N_WEIGHT_TYPES] : WEIGHT_TYPES[ti];
+        static const int64_t n_ins[] = {96, 576}, n_ins_k[] = {256, 768};
         for (size_t a = 0; a < 2; a++) {
-            int64_t n_in = n_ins[a], n_out = 7, n_tok = 3;
+            int64_t n_in = kq ? n_ins_k[a] : n_ins[a], n_out = 7, n_tok = 3;
             test_weight tw = weight_new(type, n_in, n_out, 0);
             float *x = normal_new(n_tok * n_in, 1.0f), *out = out_new(n_tok * n_out);
             double *want = malloc((size_t)(n_tok * n_out) * sizeof(double)), *abs_sum = malloc((size_t)(n_tok * n_out) * sizeof(double));
@@ -1036,7 +1103,9 @@ static void test_supports(void) {
         for (int ti = 0; ti < N_WEIGHT_TYPES; ti++)
             CHECK_MSG(bes[b]->supports(OP_MATMUL, WEIGHT_TYPES[ti]), "%s supports matmul %s", bes[b]->name,
                       ggml_type_name(WEIGHT_TYPES[ti]));
-        CHECK(!bes[b]->supports(OP_MATMUL, GGML_TYPE_Q4_K));
+        for (int ti = 0; ti < N_KQUANT_TYPES; ti++) CHECK(bes[b]->supports(OP_MATMUL, KQUANT_TYPES[ti]));
+        CHECK(!bes[b]->supports(OP_MATMUL, GGML_TYPE_Q3_K));
+        CHECK(!bes[b]->supports(OP_MATMUL, GGML_TYPE_Q8_K));
         CHECK(!bes[b]->supports(OP_MATMUL, 4));  // an id ggml never defined
         for (int op = 0; op < OP_COUNT; op++)
             if (op != OP_MATMUL) CHECK(bes[b]->supports(op, GGML_TYPE_F32));
@@ -1090,6 +1159,15 @@ static void test_matmul_vs_ref(void) {
                 }
         }
     }
+    // K-quants: rows of 1, 2 and 6 super-blocks (SmolLM2's FFN width is 1536).
+    static const int64_t n_ins_k[] = {256, 512, 1536};
+    for (int ti = 0; ti < N_KQUANT_TYPES; ti++)
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 4; b++) {
+                test_weight tw = weight_new(KQUANT_TYPES[ti], n_ins_k[a], n_outs[b], 0);
+                for (int c = 0; c < 6; c++) matmul_case(&tw, n_toks[c], "");
+                weight_free(&tw);
+            }
     // Rows spaced by row_bytes larger than the packed row (the padding is NaN for float types).
     {
         test_weight tw = weight_new(GGML_TYPE_F32, 33, 9, 12);
@@ -1098,6 +1176,10 @@ static void test_matmul_vs_ref(void) {
         weight_free(&tw);
         tw = weight_new(GGML_TYPE_Q8_0, 64, 9, 4);
         matmul_case(&tw, 2, " padded rows");
+        matmul_case(&tw, 5, " padded rows");
+        weight_free(&tw);
+        tw = weight_new(GGML_TYPE_Q6_K, 512, 9, 6);
+        matmul_case(&tw, 1, " padded rows");
         matmul_case(&tw, 5, " padded rows");
         weight_free(&tw);
     }

@@ -51,13 +51,20 @@ static void test_type_table(void) {
     CHECK(sizeof(block_q4_0) == 18);
     CHECK(sizeof(block_q4_1) == 20);
     CHECK(sizeof(block_q8_0) == 34);
+    CHECK(sizeof(block_q5_0) == 22);
+    CHECK(sizeof(block_q5_1) == 24);
+    CHECK(sizeof(block_q4_k) == 144);
+    CHECK(sizeof(block_q5_k) == 176);
+    CHECK(sizeof(block_q6_k) == 210);
 
     static const struct { uint32_t type; const char *name; int64_t block_elems; size_t block_bytes; int supported; } known[] = {
         {GGML_TYPE_F32, "F32", 1, 4, 1},      {GGML_TYPE_F16, "F16", 1, 2, 1},
         {GGML_TYPE_BF16, "BF16", 1, 2, 1},    {GGML_TYPE_Q4_0, "Q4_0", 32, 18, 1},
         {GGML_TYPE_Q4_1, "Q4_1", 32, 20, 1},  {GGML_TYPE_Q8_0, "Q8_0", 32, 34, 1},
-        {GGML_TYPE_Q5_0, "Q5_0", 32, 22, 0},  {GGML_TYPE_Q5_K, "Q5_K", 256, 176, 0},
-        {GGML_TYPE_Q4_K, "Q4_K", 256, 144, 0}, {GGML_TYPE_Q6_K, "Q6_K", 256, 210, 0},
+        {GGML_TYPE_Q5_0, "Q5_0", 32, 22, 1},  {GGML_TYPE_Q5_1, "Q5_1", 32, 24, 1},
+        {GGML_TYPE_Q5_K, "Q5_K", 256, 176, 1}, {GGML_TYPE_Q4_K, "Q4_K", 256, 144, 1},
+        {GGML_TYPE_Q6_K, "Q6_K", 256, 210, 1}, {GGML_TYPE_Q3_K, "Q3_K", 256, 110, 0},
+        {GGML_TYPE_Q2_K, "Q2_K", 256, 84, 0},  {GGML_TYPE_Q8_K, "Q8_K", 256, 292, 0},
     };
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
         const ggml_type_info *ti = ggml_type_get(known[i].type);
@@ -378,11 +385,122 @@ static void test_dequant_unsupported(void) {
     // nothing past n_elems is touched.
     uint8_t junk[176];
     memset(junk, 0xab, sizeof(junk));
-    float *out = dequant_guarded(GGML_TYPE_Q5_K, junk, 256);
+    float *out = dequant_guarded(GGML_TYPE_Q3_K, junk, 256);
     int zeros = 1;
     for (int i = 0; i < 256; i++) zeros &= out[i] == 0.0f;
     CHECK(zeros);
     free(out);
+}
+
+// ---- Q5_0 / Q5_1 / K-quants: hand-built blocks, values from the ggml definitions ----
+
+static void test_dequant_q5(void) {
+    // Element j's 5-bit q = (13j + 5 + 7*(j/16)) mod 32 (j and j + 16 differ in their
+    // low 4 bits, so swapped nibbles show): low 4 bits in the low (j < 16) or
+    // high (j >= 16) nibble of qs[j mod 16], bit 4 in bit j of qh (little-endian).
+    block_q5_0 b0 = {.d = 0x3800};  // d = 0.5
+    block_q5_1 b1 = {.d = 0x3800, .m = 0xc200};  // d = 0.5, m = -3
+    int q[32];
+    for (int j = 0; j < 32; j++) {
+        q[j] = (13 * j + 5 + 7 * (j / 16)) % 32;
+        b0.qs[j % 16] |= (uint8_t)((q[j] & 15) << (j < 16 ? 0 : 4));
+        b0.qh[j / 8] |= (uint8_t)((q[j] >> 4) << (j % 8));
+    }
+    memcpy(b1.qs, b0.qs, 16);
+    memcpy(b1.qh, b0.qh, 4);
+    float *o0 = dequant_guarded(GGML_TYPE_Q5_0, &b0, 32), *o1 = dequant_guarded(GGML_TYPE_Q5_1, &b1, 32);
+    for (int j = 0; j < 32; j++) {
+        CHECK_MSG(o0[j] == 0.5f * (q[j] - 16), "q5_0 [%d] = %g", j, o0[j]);
+        CHECK_MSG(o1[j] == 0.5f * q[j] - 3.0f, "q5_1 [%d] = %g", j, o1[j]);
+    }
+    // By hand: q[0] = 5, q[3] = 44 mod 32 = 12, q[17] = 233 mod 32 = 9, q[31] = 415 mod 32 = 31.
+    CHECK(o0[0] == -5.5f && o0[3] == -2.0f && o0[17] == -3.5f && o0[31] == 7.5f);
+    CHECK(o1[0] == -0.5f && o1[3] == 3.0f && o1[17] == 1.5f && o1[31] == 12.5f);
+    free(o0);
+    free(o1);
+}
+
+// Q4_K/Q5_K scales and mins of the 8 sub-blocks: values above 15 and up to 63
+// exercise the 2 high bits kept in bytes 0..7.
+static const uint8_t KSC[8] = {1, 2, 63, 17, 33, 48, 5, 62};
+static const uint8_t KMN[8] = {0, 3, 40, 63, 21, 16, 7, 50};
+
+// The 12-byte packing as ggml's quantize_row_q4_K_ref writes it.
+static void pack_kscales(uint8_t *out) {
+    memset(out, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            out[j] = KSC[j];
+            out[j + 4] = KMN[j];
+        } else {
+            out[j + 4] = (uint8_t)((KSC[j] & 0xf) | (KMN[j] & 0xf) << 4);
+            out[j - 4] |= (uint8_t)((KSC[j] >> 4) << 6);
+            out[j] |= (uint8_t)((KMN[j] >> 4) << 6);
+        }
+    }
+}
+
+static void test_dequant_q4_k_q5_k(void) {
+    // Element 32s + l of sub-block s has the 4-bit q = (7l + s) mod 16, stored in
+    // qs[32*(s/2) + l], low nibble for even s, high for odd; Q5_K adds 16 where
+    // bit s of qh[l] is set, here where (l + 3s) mod 5 == 0.
+    // x = d*sc_s*q - dmin*m_s with d = 0.5, dmin = 0.25.
+    block_q4_k b4 = {.d = 0x3800, .dmin = 0x3400};
+    block_q5_k b5 = {.d = 0x3800, .dmin = 0x3400};
+    pack_kscales(b4.scales);
+    pack_kscales(b5.scales);
+    for (int s = 0; s < 8; s++)
+        for (int l = 0; l < 32; l++) {
+            int q = (7 * l + s) % 16;
+            b4.qs[32 * (s / 2) + l] |= (uint8_t)(q << (s % 2 ? 4 : 0));
+            b5.qh[l] |= (uint8_t)(((l + 3 * s) % 5 == 0) << s);
+        }
+    memcpy(b5.qs, b4.qs, sizeof(b4.qs));
+    float *o4 = dequant_guarded(GGML_TYPE_Q4_K, &b4, 256), *o5 = dequant_guarded(GGML_TYPE_Q5_K, &b5, 256);
+    int bad4 = 0, bad5 = 0;
+    for (int s = 0; s < 8; s++)
+        for (int l = 0; l < 32; l++) {
+            int q = (7 * l + s) % 16, q5 = q + 16 * ((l + 3 * s) % 5 == 0);
+            bad4 += o4[32 * s + l] != 0.5f * KSC[s] * q - 0.25f * KMN[s];
+            bad5 += o5[32 * s + l] != 0.5f * KSC[s] * q5 - 0.25f * KMN[s];
+        }
+    CHECK_MSG(bad4 == 0, "%d Q4_K elements differ", bad4);
+    CHECK_MSG(bad5 == 0, "%d Q5_K elements differ", bad5);
+    // By hand: [64] s=2 l=0: q=2, 0.5*63*2 - 0.25*40 = 53; [101] s=3 l=5: q=6, 0.5*17*6 - 0.25*63 = 35.25;
+    // [129] s=4 l=1: q=11, 0.5*33*11 - 0.25*21 = 176.25; [255] s=7 l=31: q=0, -0.25*50 = -12.5;
+    // Q5_K [34] s=1 l=2: (2+3) mod 5 = 0, so q = 15 + 16 = 31: 0.5*2*31 - 0.25*3 = 30.25.
+    CHECK(o4[64] == 53.0f && o4[101] == 35.25f && o4[129] == 176.25f && o4[255] == -12.5f);
+    CHECK(o5[64] == 53.0f && o5[101] == 35.25f && o5[255] == -12.5f && o5[34] == 30.25f && o4[34] == 14.25f);
+    free(o4);
+    free(o5);
+}
+
+static void test_dequant_q6_k(void) {
+    // Element e = 128h + 32k + l (half h, group k, l < 32) has the 6-bit q = (11e + 3(e/32)) mod 64
+    // (the groups differ in their low 4 bits, so a wrong nibble or byte shows):
+    // low 4 bits in the low (k < 2) or high (k >= 2) nibble of ql[64h + 32(k&1) + l],
+    // high 2 bits at bits 2k..2k+1 of qh[32h + l]; x = d * scales[8h + 2k + l/16] * (q - 32), d = 0.25.
+    static const int8_t sc[16] = {1, -2, 127, -128, 5, 17, -33, 64, 3, -1, 100, -100, 9, 11, -7, 2};
+    block_q6_k b = {.d = 0x3400};
+    memcpy(b.scales, sc, 16);
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, k = e % 128 / 32, l = e % 32, q = (11 * e + 3 * (e / 32)) % 64;
+        b.ql[64 * h + 32 * (k & 1) + l] |= (uint8_t)((q & 15) << (k >= 2 ? 4 : 0));
+        b.qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
+    }
+    float *o = dequant_guarded(GGML_TYPE_Q6_K, &b, 256);
+    int bad = 0;
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, k = e % 128 / 32, l = e % 32, q = (11 * e + 3 * (e / 32)) % 64;
+        bad += o[e] != 0.25f * sc[8 * h + 2 * k + l / 16] * (q - 32);
+    }
+    CHECK_MSG(bad == 0, "%d Q6_K elements differ", bad);
+    // By hand: [0] q=0: 0.25*1*-32 = -8; [40] k=1 l=8: q=443 mod 64=59, scale 127: 0.25*127*27 = 857.25;
+    // [50] k=1 l=18: q=41, scale -128: -288; [116] k=3 l=20: q=1285 mod 64=5, scale 64: -432;
+    // [200] h=1 k=2 l=8: q=42, scale 9: 22.5; [255] k=3 l=31: q=10, scale 2: -11.
+    CHECK(o[0] == -8.0f && o[40] == 857.25f && o[50] == -288.0f && o[116] == -432.0f && o[200] == 22.5f &&
+          o[255] == -11.0f);
+    free(o);
 }
 
 // ---- reference quantizers: exact blocks, then round-trip bounds ----
@@ -543,6 +661,9 @@ int main(void) {
     test_dequant_q4_0();
     test_dequant_q4_1();
     test_dequant_q8_0();
+    test_dequant_q5();
+    test_dequant_q4_k_q5_k();
+    test_dequant_q6_k();
     test_dequant_unsupported();
     test_qref_exact_blocks();
     test_roundtrip();

@@ -110,7 +110,7 @@ static void cpu_rmsnorm(const backend *b, float *out, const float *x, const floa
 
 // ---- matrix-vector kernels: one row of w (n_in elements) dotted with x ----
 
-// Sum of x over each 32-element block; Q4_0/Q4_1 fold their offset into it.
+// Sum of x over each 32-element block; Q4_0/Q4_1/Q5_1 and the K-quants' mins fold their offset into it.
 static void block_sums(const float *x, int64_t n_in, float *xsum) {
     for (int64_t b = 0; b < n_in / 32; b++) {
         float s = 0.0f;
@@ -175,6 +175,155 @@ SIMD_TARGET static float dot_q8_0_avx2(const block_q8_0 *b, const float *x, int6
     return hsum256(acc);
 }
 
+// sum_j q_j * x_j over 32 bytes as 8 partial sums; q unsigned (u8) or signed (i8).
+SIMD_TARGET static inline __m256 u8x32_dot_avx2(__m256i q, const float *x) {
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(x + 16), s);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), s);
+}
+
+// 16 signed bytes times 16 floats, as 8 partial sums.
+SIMD_TARGET static inline __m256 i8x16_dot_avx2(__m128i q, const float *x) {
+    __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), _mm256_loadu_ps(x + 8), s);
+}
+
+// Byte j of the result is 0xff where bit j of the 32-bit qh is set (Q5_0/Q5_1's 5th bits).
+SIMD_TARGET static inline __m256i bits_to_bytes_avx2(const uint8_t *qh) {
+    uint32_t x32;
+    memcpy(&x32, qh, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+// The 32 five-bit values of a Q5_0/Q5_1 block in element order (0..31).
+SIMD_TARGET static inline __m256i q5_values_avx2(const uint8_t *qs, const uint8_t *qh) {
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask));
+    return _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes_avx2(qh), _mm256_set1_epi8(0x10)));
+}
+
+// Q5_0: x = d*(q - 16).
+SIMD_TARGET static float dot_q5_0_avx2(const block_q5_0 *b, const float *x, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i q = _mm256_sub_epi8(q5_values_avx2(b[i].qs, b[i].qh), _mm256_set1_epi8(16));
+        const float *xb = x + i * 32;
+        __m256 s = _mm256_add_ps(i8x16_dot_avx2(_mm256_castsi256_si128(q), xb),
+                                 i8x16_dot_avx2(_mm256_extracti128_si256(q, 1), xb + 16));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+// Q5_1: x = d*q + m.
+SIMD_TARGET static float dot_q5_1_avx2(const block_q5_1 *b, const float *x, const float *xsum, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    float moff = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), u8x32_dot_avx2(q5_values_avx2(b[i].qs, b[i].qh), x + i * 32),
+                              acc);
+        moff += _cvtsh_ss(b[i].m) * xsum[i];
+    }
+    return hsum256(acc) + moff;
+}
+
+// Q4_K: sub-block s (32 elements) is d*sc_s*q - dmin*m_s, so a row dot is
+// sum_s d*sc_s*(q . x)_s - dmin*m_s*xsum_s.
+SIMD_TARGET static float dot_q4_k_avx2(const block_q4_k *b, const float *x, const float *xsum, int64_t nb) {
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    float moff = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+        const float *xb = x + i * QK_K, *xs = xsum + i * 8;
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            kquant_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            kquant_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256 s0 = u8x32_dot_avx2(_mm256_and_si256(raw, mask), xb + 64 * c);
+            __m256 s1 = u8x32_dot_avx2(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), xb + 64 * c + 32);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0), s0, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1), s1, acc);
+            moff += dmin * m0 * xs[2 * c] + dmin * m1 * xs[2 * c + 1];
+        }
+    }
+    return hsum256(acc) - moff;
+}
+
+// Q5_K: Q4_K plus a 5th bit: bit s of qh[l] for element l of sub-block s.
+SIMD_TARGET static float dot_q5_k_avx2(const block_q5_k *b, const float *x, const float *xsum, int64_t nb) {
+    const __m256i mask = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    float moff = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES + 128, _MM_HINT_T0);
+        const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+        const float *xb = x + i * QK_K, *xs = xsum + i * 8;
+        __m256i qh = _mm256_loadu_si256((const __m256i *)b[i].qh);
+        for (int c = 0; c < 4; c++) {
+            uint8_t sc0, m0, sc1, m1;
+            kquant_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            kquant_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * c));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(qh, one), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4);
+            qh = _mm256_srli_epi16(qh, 2);
+            __m256 s0 = u8x32_dot_avx2(_mm256_or_si256(_mm256_and_si256(raw, mask), h0), xb + 64 * c);
+            __m256 s1 = u8x32_dot_avx2(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), h1),
+                                       xb + 64 * c + 32);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0), s0, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1), s1, acc);
+            moff += dmin * m0 * xs[2 * c] + dmin * m1 * xs[2 * c + 1];
+        }
+    }
+    return hsum256(acc) - moff;
+}
+
+// Q6_K: per 128-element half, group k (32 elements) is nibble (k >= 2 ? high : low) of
+// ql[32*(k&1) ..] with bits 2k..2k+1 of qh as bits 4-5, minus 32; 16 elements per scale.
+SIMD_TARGET static float dot_q6_k_avx2(const block_q6_k *b, const float *x, int64_t nb) {
+    const __m256i mask = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + i) + PREFETCH_BYTES + 128, _MM_HINT_T0);
+        const float d = _cvtsh_ss(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const float *xb = x + i * QK_K + 128 * h;
+            const int8_t *sc = b[i].scales + 8 * h;
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                __m256i ql = (k & 1) ? ql1 : ql0;
+                __m256i lo = k >= 2 ? _mm256_and_si256(_mm256_srli_epi16(ql, 4), mask) : _mm256_and_si256(ql, mask);
+                __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+                qh = _mm256_srli_epi16(qh, 2);
+                q = _mm256_sub_epi8(q, off);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k]),
+                                      i8x16_dot_avx2(_mm256_castsi256_si128(q), xb + 32 * k), acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k + 1]),
+                                      i8x16_dot_avx2(_mm256_extracti128_si256(q, 1), xb + 32 * k + 16), acc);
+            }
+        }
+    }
+    return hsum256(acc);
+}
+
 SIMD_TARGET static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -224,7 +373,8 @@ static int matvec(const backend *b, float *out, const float *x, const weight *w)
     const int64_t nb = w->n_in / 32;
     const int simd = cpu_has_avx2();
     float *xsum = NULL, *scratch_all = NULL;
-    if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_1) {
+    if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_1 || w->type == GGML_TYPE_Q5_1 ||
+        w->type == GGML_TYPE_Q4_K || w->type == GGML_TYPE_Q5_K) {
         if (!(xsum = malloc((size_t)(nb > 0 ? nb : 1) * sizeof(float)))) {
             cpu_fail(b, "matmul", (size_t)nb * sizeof(float));
             return -1;
@@ -253,6 +403,11 @@ static int matvec(const backend *b, float *out, const float *x, const weight *w)
                 case GGML_TYPE_Q4_1: r = dot_q4_1_avx2(row, x, xsum, nb); break;
                 case GGML_TYPE_Q4_0: r = dot_q4_0_avx2(row, x, xsum, nb); break;
                 case GGML_TYPE_Q8_0: r = dot_q8_0_avx2(row, x, nb); break;
+                case GGML_TYPE_Q5_0: r = dot_q5_0_avx2(row, x, nb); break;
+                case GGML_TYPE_Q5_1: r = dot_q5_1_avx2(row, x, xsum, nb); break;
+                case GGML_TYPE_Q4_K: r = dot_q4_k_avx2(row, x, xsum, w->n_in / QK_K); break;
+                case GGML_TYPE_Q5_K: r = dot_q5_k_avx2(row, x, xsum, w->n_in / QK_K); break;
+                case GGML_TYPE_Q6_K: r = dot_q6_k_avx2(row, x, w->n_in / QK_K); break;
                 case GGML_TYPE_F16: r = dot_f16_avx2(row, x, w->n_in); break;
                 case GGML_TYPE_BF16: r = dot_bf16_avx2(row, x, w->n_in); break;
                 default: r = dot_f32_avx2(row, x, w->n_in); break;

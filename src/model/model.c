@@ -12,7 +12,7 @@ static int checked_weight(const gguf_file *f, const char *name, int64_t n_in, in
     if (!t) return rc_fail(err, "%s: missing tensor '%s'", f->path, name);
     const ggml_type_info *ti = ggml_type_get(t->type);
     if (!ti || !ti->supported)
-        return rc_fail(err, "%s: tensor '%s' has unsupported tensor type %s (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+        return rc_fail(err, "%s: tensor '%s' has unsupported tensor type %s (supported: F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
                        f->path, name, ggml_type_name(t->type));
     if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
         return rc_fail(err, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", f->path, name,

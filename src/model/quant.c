@@ -9,15 +9,15 @@ static const ggml_type_info type_table[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F16] = {"F16", 1, 2, 1},
     [GGML_TYPE_Q4_0] = {"Q4_0", 32, 18, 1},
     [GGML_TYPE_Q4_1] = {"Q4_1", 32, 20, 1},
-    [GGML_TYPE_Q5_0] = {"Q5_0", 32, 22, 0},
-    [GGML_TYPE_Q5_1] = {"Q5_1", 32, 24, 0},
+    [GGML_TYPE_Q5_0] = {"Q5_0", 32, 22, 1},
+    [GGML_TYPE_Q5_1] = {"Q5_1", 32, 24, 1},
     [GGML_TYPE_Q8_0] = {"Q8_0", 32, 34, 1},
     [GGML_TYPE_Q8_1] = {"Q8_1", 32, 36, 0},
     [GGML_TYPE_Q2_K] = {"Q2_K", 256, 84, 0},
     [GGML_TYPE_Q3_K] = {"Q3_K", 256, 110, 0},
-    [GGML_TYPE_Q4_K] = {"Q4_K", 256, 144, 0},
-    [GGML_TYPE_Q5_K] = {"Q5_K", 256, 176, 0},
-    [GGML_TYPE_Q6_K] = {"Q6_K", 256, 210, 0},
+    [GGML_TYPE_Q4_K] = {"Q4_K", 256, 144, 1},
+    [GGML_TYPE_Q5_K] = {"Q5_K", 256, 176, 1},
+    [GGML_TYPE_Q6_K] = {"Q6_K", 256, 210, 1},
     [GGML_TYPE_Q8_K] = {"Q8_K", 256, 292, 0},
     [16] = {"IQ2_XXS", 256, 66, 0},
     [17] = {"IQ2_XS", 256, 74, 0},
@@ -123,6 +123,51 @@ uint16_t fp32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
+// Sub-blocks 2k and 2k+1 of a Q4_K/Q5_K super-block share 32 bytes of qs:
+// low nibbles are sub-block 2k, high nibbles 2k+1; Q5_K's 5th bit of element l
+// of sub-block s is bit s of qh[l].
+static void dequant_q4_k(const block_q4_k *b, float *y) {
+    float d = fp16_to_fp32(b->d), dmin = fp16_to_fp32(b->dmin);
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        kquant_scale_min(s, b->scales, &sc, &m);
+        float ds = d * sc, dm = dmin * m;
+        const uint8_t *q = b->qs + 32 * (s / 2);
+        for (int l = 0; l < 32; l++) y[32 * s + l] = ds * (float)((s & 1) ? q[l] >> 4 : q[l] & 0x0f) - dm;
+    }
+}
+
+static void dequant_q5_k(const block_q5_k *b, float *y) {
+    float d = fp16_to_fp32(b->d), dmin = fp16_to_fp32(b->dmin);
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        kquant_scale_min(s, b->scales, &sc, &m);
+        float ds = d * sc, dm = dmin * m;
+        const uint8_t *q = b->qs + 32 * (s / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = ((s & 1) ? q[l] >> 4 : q[l] & 0x0f) + ((b->qh[l] >> s) & 1) * 16;
+            y[32 * s + l] = ds * (float)v - dm;
+        }
+    }
+}
+
+// Each 128-element half holds 64 ql bytes and 32 qh bytes: element l + 32k
+// (k = 0..3) takes the low (k < 2) or high (k >= 2) nibble of ql[l + 32*(k&1)]
+// and bits 2k..2k+1 of qh[l]; its scale is scales[8*half + 2k + l/16].
+static void dequant_q6_k(const block_q6_k *b, float *y) {
+    float d = fp16_to_fp32(b->d);
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        const int8_t *sc = b->scales + 8 * h;
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                int lo = k >= 2 ? ql[l + 32 * (k & 1)] >> 4 : ql[l + 32 * (k & 1)] & 0x0f;
+                int q = (lo | ((qh[l] >> (2 * k)) & 3) << 4) - 32;
+                y[128 * h + 32 * k + l] = d * (float)sc[2 * k + l / 16] * (float)q;
+            }
+    }
+}
+
 void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems) {
     switch (type) {
     case GGML_TYPE_F32:
@@ -168,6 +213,45 @@ void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems)
         }
         break;
     }
+    case GGML_TYPE_Q5_0: {  // x = d * (q - 16)
+        const block_q5_0 *b = src;
+        for (int64_t i = 0; i < n_elems / QK5_0; i++) {
+            float d = fp16_to_fp32(b[i].d);
+            uint32_t qh = (uint32_t)b[i].qh[0] | (uint32_t)b[i].qh[1] << 8 | (uint32_t)b[i].qh[2] << 16 |
+                          (uint32_t)b[i].qh[3] << 24;
+            for (int j = 0; j < QK5_0 / 2; j++) {
+                int lo = (b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4;
+                int hi = (b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+                dst[i * QK5_0 + j] = d * (float)(lo - 16);
+                dst[i * QK5_0 + j + QK5_0 / 2] = d * (float)(hi - 16);
+            }
+        }
+        break;
+    }
+    case GGML_TYPE_Q5_1: {  // x = d * q + m
+        const block_q5_1 *b = src;
+        for (int64_t i = 0; i < n_elems / QK5_1; i++) {
+            float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+            uint32_t qh = (uint32_t)b[i].qh[0] | (uint32_t)b[i].qh[1] << 8 | (uint32_t)b[i].qh[2] << 16 |
+                          (uint32_t)b[i].qh[3] << 24;
+            for (int j = 0; j < QK5_1 / 2; j++) {
+                int lo = (b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4;
+                int hi = (b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
+                dst[i * QK5_1 + j] = d * (float)lo + m;
+                dst[i * QK5_1 + j + QK5_1 / 2] = d * (float)hi + m;
+            }
+        }
+        break;
+    }
+    case GGML_TYPE_Q4_K:
+        for (int64_t i = 0; i < n_elems / QK_K; i++) dequant_q4_k((const block_q4_k *)src + i, dst + i * QK_K);
+        break;
+    case GGML_TYPE_Q5_K:
+        for (int64_t i = 0; i < n_elems / QK_K; i++) dequant_q5_k((const block_q5_k *)src + i, dst + i * QK_K);
+        break;
+    case GGML_TYPE_Q6_K:
+        for (int64_t i = 0; i < n_elems / QK_K; i++) dequant_q6_k((const block_q6_k *)src + i, dst + i * QK_K);
+        break;
     default:
         memset(dst, 0, (size_t)n_elems * sizeof(float));  // callers check ->supported first
         break;

@@ -21,11 +21,28 @@ enum ggml_type {
 #define QK4_0 32
 #define QK4_1 32
 #define QK8_0 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK_K 256          // K-quant super-block
+#define K_SCALE_SIZE 12   // Q4_K/Q5_K: 8 six-bit scales and 8 six-bit mins
 
 // Block structs (packed by construction: uint16 halves followed by bytes).
 typedef struct { uint16_t d; uint8_t qs[QK4_0 / 2]; } block_q4_0;            // 18 bytes
 typedef struct { uint16_t d; uint16_t m; uint8_t qs[QK4_1 / 2]; } block_q4_1; // 20 bytes
 typedef struct { uint16_t d; int8_t qs[QK8_0]; } block_q8_0;                 // 34 bytes
+// Q5_0/Q5_1: bit j of qh is the 5th bit of element j.
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;             // 22 bytes
+typedef struct { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1; // 24 bytes
+// K-quants: super-blocks of 256. Q4_K/Q5_K: 8 sub-blocks of 32, x = d*sc*q - dmin*m.
+typedef struct { uint16_t d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_K / 2]; } block_q4_k;  // 144 bytes
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_k;  // 176 bytes
+// Q6_K: 16 sub-blocks of 16, x = d*sc*(q - 32), q 6 bits split into ql (4) and qh (2).
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } block_q6_k;  // 210 bytes
 
 typedef struct ggml_type_info {
     const char *name;
@@ -46,6 +63,18 @@ float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);      // round to nearest even
 float bf16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f);      // round to nearest even
+
+// Q4_K/Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed
+// bytes (ggml's get_scale_min_k4). Inline: the fused kernels call it per sub-block.
+static inline void kquant_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {  // low 6 bits of bytes 0..3 (scales) and 4..7 (mins)
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {      // nibbles of bytes 8..11, top 2 bits from bytes 0..7
+        *sc = (uint8_t)((q[j + 4] & 0x0f) | (q[j - 4] >> 6) << 4);
+        *m = (uint8_t)((q[j + 4] >> 4) | (q[j] >> 6) << 4);
+    }
+}
 
 // Dequantizes n_elems (a multiple of the block size) starting at src.
 void dequantize_row(uint32_t type, const void *src, float *dst, int64_t n_elems);

@@ -55,7 +55,7 @@ recall_cli_expect_failure(truncated_header MATCH "truncat" ARGS generate -m ${ba
 recall_cli_expect_failure(truncated_data MATCH "truncat" ARGS generate -m ${bad}/truncated_data.gguf -p hi)
 recall_cli_expect_failure(offset_past_eof MATCH "truncat|past|offset|bounds|beyond"
   ARGS generate -m ${bad}/offset_past_eof.gguf -p hi)
-recall_cli_expect_failure(unsupported_type MATCH "Q5_K" ARGS generate -m ${bad}/unsupported_type.gguf -p hi)
+recall_cli_expect_failure(unsupported_type MATCH "Q3_K" ARGS generate -m ${bad}/unsupported_type.gguf -p hi)
 recall_cli_expect_failure(unknown_type MATCH "99" ARGS generate -m ${bad}/unknown_type.gguf -p hi)
 recall_cli_expect_failure(unsupported_arch MATCH "mamba" ARGS generate -m ${bad}/unsupported_arch.gguf -p hi)
 recall_cli_expect_failure(prompt_longer_than_ctx MATCH "ctx|context|long|exceed"

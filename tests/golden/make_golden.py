@@ -7,9 +7,9 @@ Subcommands (run from the repository root; see tests/golden/README.md):
                           prompt is cut from DIR/pride_and_prejudice.txt
                           (made by extract_prose.py).  Needs llama_cpp (its
                           tokenizer is used to size the long excerpt).
-  llamacpp                evaluate every prompt with llama.cpp and write
-                          tests/data/golden/llamacpp.golden, greedy.txt and
-                          meta.txt.
+  llamacpp [--out-dir D]  evaluate every prompt with llama.cpp and write
+                          llamacpp.golden, greedy.txt and meta.txt into D
+                          (default tests/data/golden).
   compare A.golden B.golden     print top-1 agreement and logit differences
                           between two golden files (numpy only).
   dump FILE.golden           print a golden file's contents in short.
@@ -188,7 +188,8 @@ def llama_versions():
     import ctypes
     import llama_cpp
     info = {"llama_cpp_python": llama_cpp.__version__}
-    libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    libdir = os.environ.get("LLAMA_CPP_LIB_PATH") or os.path.join(
+        os.path.dirname(llama_cpp.__file__), "lib")
     try:
         lib = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
         for fn in ("ggml_version", "ggml_commit"):
@@ -264,6 +265,8 @@ def cmd_prompts(args):
 
 
 def cmd_llamacpp(args):
+    out_dir = args.out_dir
+    os.makedirs(out_dir, exist_ok=True)
     vers = llama_versions()
     llm = open_llama(args.model)
     n_vocab = llm.n_vocab()
@@ -291,7 +294,7 @@ def cmd_llamacpp(args):
         meta.append("prompt %s: %d tokens, sha256 %s" % (
             name, len(toks), sha256(os.path.join(PROMPT_DIR, name))))
         print("%-14s %5d tokens" % (name, len(toks)), file=sys.stderr)
-    out = os.path.join(GOLDEN_DIR, "llamacpp.golden")
+    out = os.path.join(out_dir, "llamacpp.golden")
     write_golden(out, results, n_vocab)
 
     # greedy generation: own loop, argmax (lowest id on exact ties), no
@@ -308,7 +311,7 @@ def cmd_llamacpp(args):
         gaps.append(float(vals[0]) - float(vals[1]))
         if step + 1 < N_GREEDY:
             llm.eval([int(ids[0])])
-    with open(os.path.join(GOLDEN_DIR, "greedy.txt"), "w") as f:
+    with open(os.path.join(out_dir, "greedy.txt"), "w") as f:
         f.write(GREEDY_PROMPT + "\n")
         f.write(" ".join(map(str, toks)) + "\n")
         f.write(" ".join(map(str, gen)) + "\n")
@@ -317,7 +320,7 @@ def cmd_llamacpp(args):
     meta.append("greedy %s: %d prompt tokens, min gap %.4f at step %d; "
                 "text: %r" % (GREEDY_PROMPT, len(toks), min(gaps),
                               int(np.argmin(gaps)), text))
-    with open(os.path.join(GOLDEN_DIR, "meta.txt"), "w") as f:
+    with open(os.path.join(out_dir, "meta.txt"), "w") as f:
         f.write("\n".join(meta) + "\n")
     print("\n".join(meta), file=sys.stderr)
     return 0
@@ -380,7 +383,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("prompts")
     sp.add_argument("--prose", required=True)
-    sub.add_parser("llamacpp")
+    sp = sub.add_parser("llamacpp")
+    sp.add_argument("--out-dir", default=GOLDEN_DIR)
     sp = sub.add_parser("compare")
     sp.add_argument("a")
     sp.add_argument("b")
