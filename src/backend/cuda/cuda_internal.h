@@ -52,7 +52,9 @@ void *cuda_scratch(const backend *b, int slot, size_t n_bytes);
 // Copies n_bytes of host metadata (positions, slots, indices, k per row) to a
 // device buffer of slot CUDA_SCRATCH_META at byte offset `offset` (so one op
 // can stage several arrays; keep offsets 16-byte aligned) and returns it.
-// NULL + sticky error on failure. Ordered on the stream.
+// NULL + sticky error on failure. Ordered on the stream. A call that needs a
+// larger buffer moves it, so pointers from earlier calls go stale: stage the
+// highest offset first, or reserve the total with cuda_scratch(b, CUDA_SCRATCH_META, n).
 const void *cuda_stage(const backend *b, const void *host, size_t n_bytes, size_t offset);
 
 // Pinned host memory of at least n_bytes for a host result: queue the

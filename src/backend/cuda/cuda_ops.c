@@ -57,6 +57,7 @@ void cuda_copy_rows(const backend *b, void *dst, const int64_t *dst_row_host, co
     }
     const size_t list_bytes = (size_t)n_rows * sizeof(int64_t);
     const int64_t *dl = NULL, *sl = NULL;
+    if (!cuda_scratch(b, CUDA_SCRATCH_META, 2 * align_up(list_bytes))) return;  // both lists: no move in between
     if (dst_row_host && !(dl = cuda_stage(b, dst_row_host, list_bytes, 0))) return;
     if (src_row_host && !(sl = cuda_stage(b, src_row_host, list_bytes, align_up(list_bytes)))) return;
     CUDA_CHECK(b, rk_copy_rows(dst, dl, src, sl, n_rows, row_bytes, stream_of(b)));
