@@ -268,6 +268,19 @@ static int is_vec(const void *p, int64_t head_stride, int elem) {
 }
 
 
+// Launches the tile kernel, raising its dynamic shared memory limit past the
+// default 48 KB when the shape needs it (head_dim > 128).
+template <typename T>
+static cudaError_t launch_rows(const attn_args &a, dim3 grid, cudaStream_t stream) {
+    const size_t smem = attn_smem_bytes(a.dim, a.sep);
+    if (smem > 48 * 1024) {
+        cudaError_t err = cudaFuncSetAttribute(attn_rows_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return err;
+    }
+    RC_LAUNCH(attn_rows_kernel<T>, grid, dim3(ATT_THREADS), smem, stream, a);
+    return cudaGetLastError();
+}
+
 extern "C" size_t rk_attn_decode_scratch_bytes(int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads,
                                                int64_t head_dim) {
     if (n_keys <= 0 || n_kv_heads <= 0) return 0;
@@ -302,10 +315,7 @@ extern "C" cudaError_t rk_attn_decode(float *o, float *lse, float *scores, const
     a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, elem) && is_vec(v, v_head_stride, elem);
     a.prefill = 0; a.sep = attn_sep(a.dim); a.scale = scale;
     const dim3 grid((unsigned)n_kv_heads, (unsigned)n_split, (unsigned)((group + ATT_ROWS - 1) / ATT_ROWS));
-    const size_t smem = attn_smem_bytes(a.dim, a.sep);
-    if (elem == 0) RC_LAUNCH(attn_rows_kernel<__half>, grid, dim3(ATT_THREADS), smem, stream, a);
-    else RC_LAUNCH(attn_rows_kernel<float>, grid, dim3(ATT_THREADS), smem, stream, a);
-    cudaError_t err = cudaGetLastError();
+    cudaError_t err = elem == 0 ? launch_rows<__half>(a, grid, stream) : launch_rows<float>(a, grid, stream);
     if (err != cudaSuccess || n_split == 1) return err;
     return rk_attn_merge(o, lse, o_part, lse_part, n_split, n_q_heads, head_dim, stream);
 }
@@ -323,8 +333,5 @@ extern "C" cudaError_t rk_attn_prefill(float *o, float *lse, const float *q, int
     a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, elem) && is_vec(v, v_head_stride, elem);
     a.prefill = 1; a.sep = attn_sep(a.dim); a.scale = scale;
     const dim3 grid((unsigned)((n_tok + ATT_ROWS - 1) / ATT_ROWS), (unsigned)n_q_heads);
-    const size_t smem = attn_smem_bytes(a.dim, a.sep);
-    if (elem == 0) RC_LAUNCH(attn_rows_kernel<__half>, grid, dim3(ATT_THREADS), smem, stream, a);
-    else RC_LAUNCH(attn_rows_kernel<float>, grid, dim3(ATT_THREADS), smem, stream, a);
-    return cudaGetLastError();
+    return elem == 0 ? launch_rows<__half>(a, grid, stream) : launch_rows<float>(a, grid, stream);
 }

@@ -27,7 +27,7 @@ maxpool_small_kernel(float *out, const float *in, int64_t n, int half) {
     const int64_t i = i0 + threadIdx.x;
     if (i >= n) return;
     float m = -INFINITY;
-    for (int t = threadIdx.x; t <= threadIdx.x + 2 * half; t++) m = tile[t] > m ? tile[t] : m;
+    for (int t = (int)threadIdx.x; t <= (int)threadIdx.x + 2 * half; t++) m = tile[t] > m ? tile[t] : m;
     out[r * n + i] = m;
 }
 
