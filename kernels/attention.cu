@@ -1,8 +1,11 @@
-// Attention: split-K decode, state merge, tiled causal prefill. Decode and
-// prefill share one tile kernel: a block owns up to ATT_ROWS query rows that
-// see the same KV head (decode: heads of one GQA group; prefill: consecutive
-// tokens of one head), streams the keys in tiles of ATT_TILE through shared
-// memory and keeps an online softmax in fp32 per row.
+// Attention: split-K decode, state merge, tiled causal prefill.
+// Decode (attn_decode_kernel): per (KV head, split), K and V stream once per
+// GQA group through shared memory; partial states per split, then the merge
+// kernel in split order. The tile kernel (attn_rows_kernel) does prefill and
+// the decode shapes the decode kernel does not take: a block owns up to
+// ATT_ROWS query rows that see the same KV head (prefill: consecutive tokens
+// of one head), streams the keys in tiles of ATT_TILE and keeps an online
+// softmax in fp32 per row.
 #include "kernels/common.cuh"
 #include "kernels/attention.cuh"
 
@@ -215,6 +218,171 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_rows_kernel(attn_args a) {
     }
 }
 
+// ---- the decode kernel proper (fp16 caches, head_dim 64 or 128; fp32 with 64)
+#define DEC_THREADS 128
+#define DEC_WARPS (DEC_THREADS / 32)
+#define DEC_TILE 128   // keys per tile: one per thread in the score step
+#define DEC_ROWS 8     // query heads of a group per block (grid.z covers wider groups)
+#define DEC_MAX_SMEM (100 * 1024)  // else the tile kernel: keep >= 2 resident blocks per SM
+
+// 8 consecutive elements (16-byte aligned) as floats.
+__device__ __forceinline__ void ld8(const __half *p, float *f) {
+    const rk_u4 u = *reinterpret_cast<const rk_u4 *>(p);
+    const __half *h = reinterpret_cast<const __half *>(&u);
+#pragma unroll
+    for (int i = 0; i < 8; i++) f[i] = __half2float(h[i]);
+}
+__device__ __forceinline__ void ld8(const float *p, float *f) {
+    const rk_f4 a = reinterpret_cast<const rk_f4 *>(p)[0], b = reinterpret_cast<const rk_f4 *>(p)[1];
+    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+
+// nk rows of dim contiguous elements -> dst rows of ld elements, in the cache's type.
+template <typename T>
+__device__ __forceinline__ void load_raw(T *dst, const T *src, int nk, int dim, int ld, int vec) {
+    if (vec) {
+        const int per = 16 / (int)sizeof(T), n_vec = nk * dim / per;
+        const rk_u4 *s4 = reinterpret_cast<const rk_u4 *>(src);
+        for (int i = threadIdx.x; i < n_vec; i += blockDim.x) {
+            const int e = i * per;
+            *reinterpret_cast<rk_u4 *>(dst + (e / dim) * ld + e % dim) = s4[i];
+        }
+    } else {
+        for (int e = threadIdx.x; e < nk * dim; e += blockDim.x) dst[(e / dim) * ld + e % dim] = src[e];
+    }
+}
+
+template <typename T, int CPL>
+static size_t decode_smem_bytes() {
+    const size_t ld = CPL * 32 + 16 / sizeof(T);
+    return 2 * DEC_TILE * ld * sizeof(T) + sizeof(float) * (DEC_ROWS * CPL * 32 + DEC_WARPS * DEC_ROWS * 32);
+}
+
+// Launch: grid (n_kv_heads, n_split, ceil(group / DEC_ROWS)), DEC_THREADS
+// threads, dynamic shared memory decode_smem_bytes<T, CPL>() (> 48 KB: opt-in).
+// head_dim = 32 * CPL. A block takes one split's key range for up to DEC_ROWS
+// heads of one group: K and V are read from memory once per group, in tiles
+// of DEC_TILE rows (16-byte loads when aligned) kept in the cache's type in
+// shared memory. Score step: thread = key, all rows, so each K element is read
+// from shared memory once. Each warp keeps its own online softmax over its 32
+// keys of every tile (per-lane partial denominators, summed at the end), then
+// P V with lane = CPL output columns, so each V element is read once too. The
+// four warp states merge in warp order at the end: fixed orders, no atomics.
+template <typename T, int CPL>
+__global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(attn_args a) {
+    constexpr int D = CPL * 32, LD = D + 16 / (int)sizeof(T);
+    RC_DYN_SHARED(float, smem);
+    T *sK = reinterpret_cast<T *>(smem);
+    T *sV = sK + DEC_TILE * LD;
+    float *sQ = reinterpret_cast<float *>(sV + DEC_TILE * LD);  // (DEC_ROWS, D)
+    float *sP = sQ + DEC_ROWS * D;                               // (DEC_WARPS, DEC_ROWS, 32)
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t kvh = blockIdx.x, split = blockIdx.y, g0 = (int64_t)blockIdx.z * DEC_ROWS;
+    const int n_rows = (int)(a.group - g0 < DEC_ROWS ? a.group - g0 : DEC_ROWS);
+    const int64_t h0 = kvh * a.group + g0, j_begin = split * a.chunk;
+    const int64_t j_end = j_begin + a.chunk < a.n_keys ? j_begin + a.chunk : a.n_keys;
+
+    for (int e = tid; e < n_rows * D; e += DEC_THREADS) sQ[e] = a.q[h0 * D + e];
+    float m[DEC_ROWS], l[DEC_ROWS], acc[DEC_ROWS][CPL];
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CPL; c++) acc[r][c] = 0.0f;
+    }
+    const T *kb = (const T *)a.k + kvh * a.k_hs, *vb = (const T *)a.v + kvh * a.v_hs;
+    for (int64_t j0 = j_begin; j0 < j_end; j0 += DEC_TILE) {
+        const int nk = (int)(j_end - j0 < DEC_TILE ? j_end - j0 : DEC_TILE);
+        __syncthreads();  // the previous tile's readers are done
+        load_raw(sK, kb + j0 * D, nk, D, LD, a.vec);
+        load_raw(sV, vb + j0 * D, nk, D, LD, a.vec);
+        __syncthreads();
+
+        const int valid = tid < nk;
+        float s[DEC_ROWS];
+#pragma unroll
+        for (int r = 0; r < DEC_ROWS; r++) s[r] = 0.0f;
+        if (valid) {
+            const T *kr = sK + tid * LD;
+            for (int c = 0; c < D; c += 8) {
+                float kf[8];
+                ld8(kr + c, kf);
+#pragma unroll
+                for (int r = 0; r < DEC_ROWS; r++)
+                    if (r < n_rows) {
+                        const rk_f4 q0 = *reinterpret_cast<const rk_f4 *>(sQ + r * D + c);
+                        const rk_f4 q1 = *reinterpret_cast<const rk_f4 *>(sQ + r * D + c + 4);
+                        s[r] += (q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3]) +
+                                (q1.x * kf[4] + q1.y * kf[5] + q1.z * kf[6] + q1.w * kf[7]);
+                    }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < DEC_ROWS; r++)
+            if (r < n_rows) {  // the same for the whole warp
+                const float sc = valid ? s[r] * a.scale : -INFINITY;
+                if (valid && a.scores) a.scores[(h0 + r) * a.n_keys + j0 + tid] = sc;
+                const float m_new = fmaxf(m[r], warp_max(sc));
+                const float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - m_new);
+                const float p = sc == -INFINITY ? 0.0f : expf(sc - m_new);
+                l[r] = l[r] * alpha + p;
+#pragma unroll
+                for (int c = 0; c < CPL; c++) acc[r][c] *= alpha;
+                m[r] = m_new;
+                sP[(warp * DEC_ROWS + r) * 32 + lane] = p;
+            }
+        __syncwarp();
+        const int kw = nk - warp * 32 < 32 ? nk - warp * 32 : 32;  // this warp's keys in the tile
+        for (int jj = 0; jj < kw; jj++) {
+            const T *vr = sV + (warp * 32 + jj) * LD + lane * CPL;
+            float vf[CPL];
+#pragma unroll
+            for (int c = 0; c < CPL; c++) vf[c] = to_f32(vr[c]);
+#pragma unroll
+            for (int r = 0; r < DEC_ROWS; r++)
+                if (r < n_rows) {
+                    const float p = sP[(warp * DEC_ROWS + r) * 32 + jj];
+#pragma unroll
+                    for (int c = 0; c < CPL; c++) acc[r][c] += p * vf[c];
+                }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; r++)
+        if (r < n_rows) l[r] = warp_sum(l[r]);
+
+    // the warps' states, merged in warp order (the tiles' shared memory is free now)
+    __syncthreads();
+    float *sM = smem, *sL = sM + DEC_WARPS * DEC_ROWS, *sO = sL + DEC_WARPS * DEC_ROWS;  // sO: (warps, rows, D)
+#pragma unroll
+    for (int r = 0; r < DEC_ROWS; r++)
+        if (r < n_rows) {
+            if (lane == 0) {
+                sM[warp * DEC_ROWS + r] = m[r];
+                sL[warp * DEC_ROWS + r] = l[r];
+            }
+#pragma unroll
+            for (int c = 0; c < CPL; c++) sO[(warp * DEC_ROWS + r) * D + lane * CPL + c] = acc[r][c];
+        }
+    __syncthreads();
+    const int64_t o_row0 = split * a.n_q + h0;
+    for (int e = tid; e < n_rows * D + n_rows; e += DEC_THREADS) {
+        const int r = e < n_rows * D ? e / D : e - n_rows * D, c = e % D;
+        float mx = -INFINITY;
+        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, sM[w * DEC_ROWS + r]);
+        float lsum = 0.0f, o = 0.0f;
+        for (int w = 0; w < DEC_WARPS; w++) {
+            const float mw = sM[w * DEC_ROWS + r], wt = mw == -INFINITY ? 0.0f : expf(mw - mx);
+            lsum += sL[w * DEC_ROWS + r] * wt;
+            if (e < n_rows * D) o += sO[(w * DEC_ROWS + r) * D + c] * wt;
+        }
+        if (e < n_rows * D) a.o[(o_row0 + r) * D + c] = lsum > 0.0f ? o / lsum : 0.0f;
+        else a.lse[o_row0 + r] = lsum > 0.0f ? mx + logf(lsum) : -INFINITY;
+    }
+}
+
 // Launch: grid (n_heads), MERGE_THREADS threads. Every thread computes the
 // part weights in part order (no shared state, no atomics); thread d writes
 // dims d, d + MERGE_THREADS, ... An all-empty head gives o = 0, lse = -inf.
@@ -259,7 +427,7 @@ static int64_t decode_chunk(int64_t n_keys, int64_t n_kv) {
     const int64_t want = (ATT_TARGET_BLOCKS + n_kv - 1) / n_kv;
     int64_t chunk = (n_keys + want - 1) / want;
     if (chunk < ATT_MIN_CHUNK) chunk = ATT_MIN_CHUNK;
-    return (chunk + ATT_TILE - 1) / ATT_TILE * ATT_TILE;
+    return (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;  // whole tiles of the decode kernel
 }
 
 static int is_vec(const void *p, int64_t head_stride, int elem) {
@@ -279,6 +447,28 @@ static cudaError_t launch_rows(const attn_args &a, dim3 grid, cudaStream_t strea
     }
     RC_LAUNCH(attn_rows_kernel<T>, grid, dim3(ATT_THREADS), smem, stream, a);
     return cudaGetLastError();
+}
+
+// The decode kernel for this type and head_dim when it fits DEC_MAX_SMEM;
+// cudaErrorNotSupported sends the caller to the tile kernel.
+template <typename T, int CPL>
+static cudaError_t launch_decode(const attn_args &a, dim3 grid, cudaStream_t stream) {
+    const size_t smem = decode_smem_bytes<T, CPL>();
+    if (smem > DEC_MAX_SMEM) return cudaErrorNotSupported;
+    auto *kernel = attn_decode_kernel<T, CPL>;
+    if (smem > 48 * 1024) {
+        cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return err;
+    }
+    RC_LAUNCH(kernel, grid, dim3(DEC_THREADS), smem, stream, a);
+    return cudaGetLastError();
+}
+
+static cudaError_t launch_decode_any(const attn_args &a, int elem, dim3 grid, cudaStream_t stream) {
+    if (elem == 0 && a.dim == 64) return launch_decode<__half, 2>(a, grid, stream);
+    if (elem == 0 && a.dim == 128) return launch_decode<__half, 4>(a, grid, stream);
+    if (elem == 1 && a.dim == 64) return launch_decode<float, 2>(a, grid, stream);
+    return cudaErrorNotSupported;
 }
 
 extern "C" size_t rk_attn_decode_scratch_bytes(int64_t n_keys, int64_t n_q_heads, int64_t n_kv_heads,
@@ -314,8 +504,12 @@ extern "C" cudaError_t rk_attn_decode(float *o, float *lse, float *scores, const
     a.n_keys = n_keys; a.n_q = n_q_heads; a.group = group; a.chunk = chunk;
     a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, elem) && is_vec(v, v_head_stride, elem);
     a.prefill = 0; a.sep = attn_sep(a.dim); a.scale = scale;
-    const dim3 grid((unsigned)n_kv_heads, (unsigned)n_split, (unsigned)((group + ATT_ROWS - 1) / ATT_ROWS));
-    cudaError_t err = elem == 0 ? launch_rows<__half>(a, grid, stream) : launch_rows<float>(a, grid, stream);
+    cudaError_t err = launch_decode_any(a, elem, dim3((unsigned)n_kv_heads, (unsigned)n_split,
+                                                      (unsigned)((group + DEC_ROWS - 1) / DEC_ROWS)), stream);
+    if (err == cudaErrorNotSupported) {  // other head dims and fp32 at 128+: the tile kernel
+        const dim3 grid((unsigned)n_kv_heads, (unsigned)n_split, (unsigned)((group + ATT_ROWS - 1) / ATT_ROWS));
+        err = elem == 0 ? launch_rows<__half>(a, grid, stream) : launch_rows<float>(a, grid, stream);
+    }
     if (err != cudaSuccess || n_split == 1) return err;
     return rk_attn_merge(o, lse, o_part, lse_part, n_split, n_q_heads, head_dim, stream);
 }
