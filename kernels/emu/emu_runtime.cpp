@@ -9,6 +9,7 @@
 // Launches, copies and allocations hold one lock, so two host threads may
 // use the emulator at once.
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -635,7 +636,17 @@ void install_handler() {
     }
 }
 
+#ifdef RC_EMU_TSAN
+// ThreadSanitizer counts fibers as threads, and a forked child has lost every
+// thread but the caller: the child starts a new pool (the old one leaks).
+void drop_fibers_in_child() { g_n_fib = 0; }
+#endif
+
 bool ensure_fibers(size_t n) {
+#ifdef RC_EMU_TSAN
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, drop_fibers_in_child); });
+#endif
     while (g_n_fib < n) {
         fiber *f = new_fiber();
         if (!f) return false;
@@ -981,6 +992,9 @@ const char *cudaGetErrorName(cudaError_t error) {
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorInvalidPitchValue: return "cudaErrorInvalidPitchValue";
+    case cudaErrorNotPermitted: return "cudaErrorNotPermitted";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorUnknown: return "cudaErrorUnknown";
     }
     return "unrecognized error code";
@@ -1003,6 +1017,9 @@ const char *cudaGetErrorString(cudaError_t error) {
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
+    case cudaErrorNotPermitted: return "operation not permitted";
+    case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorUnknown: return "unknown error";
     }
     return "unrecognized error code";
@@ -1104,7 +1121,7 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
                               cudaMemcpyKind kind, cudaStream_t stream) {
     if (t_sticky) return t_sticky;
     if (!valid_stream(stream)) return set_err(cudaErrorInvalidResourceHandle);
-    if (width > dpitch || width > spitch) return set_err(cudaErrorInvalidValue);
+    if (width > dpitch || width > spitch) return set_err(cudaErrorInvalidPitchValue);
     std::lock_guard<std::mutex> lock(g_mu);
     t_depth++;
     t_what = "cudaMemcpy2D";

@@ -34,6 +34,12 @@ cudaError_t proof_ids(int *out, unsigned gx, unsigned gy, unsigned bx, unsigned 
 // a launch with `smem` bytes of dynamic shared memory (0: cudaFuncSetAttribute not called first)
 cudaError_t proof_big_smem(float *out, int smem_bytes, int set_attribute, cudaStream_t stream);
 
+// The emulator's speed benchmark: out[b*threads + t] after `rounds` barrier
+// rounds of s[t] += s[(t + 1) % threads] in shared memory (x: one value per thread).
+cudaError_t proof_bench_rounds(float *out, const float *x, int n_blocks, int threads, int rounds, cudaStream_t stream);
+// out[i] += 1 for i < n over `n_bufs` buffers (one thread per element, one block per buffer; n <= 1024).
+cudaError_t proof_bench_touch(float **bufs, int n_bufs, int n, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
