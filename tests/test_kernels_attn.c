@@ -14,6 +14,9 @@
 #include "backend/cuda/backend_cuda.h"
 #include "check.h"
 #include "opcheck.h"
+#ifdef RC_SIMT_EMU
+#include "kernels/emu/emu_runtime.h"  // rc_emu_set_seed: the second run gets another thread schedule
+#endif
 
 static backend g_ref, g_cu;
 static const backend_ops *CU = &backend_cuda;
@@ -102,13 +105,15 @@ static void test_decode(void) {
         for (int ri = 0; ri < 4; ri++)
             for (int hi = 0; hi < 2; hi++)
                 for (int elem = 0; elem < 2; elem++, c++) {
-                    // the long shard (the one with splits) on a quarter of the combinations
-                    if (ns[ni] == 4097 && c % 4 != 0) continue;
+                    // the long shard (the one with splits) on half of the combinations, both types and dims
+                    if (ns[ni] == 4097 && (ri + hi + elem) % 2 != 0) continue;
                     const int64_t n_kv = ratios[ri] == 8 ? 1 : 2;
                     decode_case(elem, ns[ni], n_kv * ratios[ri], n_kv, hds[hi], (c / 2) % 2);
                 }
     decode_case(KV_F32, 300, 4, 2, 256, 1);   // the largest head_dim: V reuses K's shared buffer
-    decode_case(KV_F16, 300, 40, 2, 96, 0);   // a group wider than one block's rows
+    decode_case(KV_F16, 300, 40, 2, 96, 0);   // a group wider than one block's rows (tile kernel)
+    decode_case(KV_F16, 1000, 24, 2, 128, 1); // the same in the decode kernel (12 heads: two blocks per group)
+    decode_case(KV_F32, 1000, 24, 2, 64, 0);
 }
 
 static void prefill_case(int elem, int64_t n_tok, int64_t pos0, int64_t n_q, int64_t n_kv, int64_t hd, int aligned,
@@ -311,32 +316,70 @@ static void test_topk(void) {
     const int64_t big[3] = {777, 1, 30000};  // several blocks per row, ties at the threshold
     topk_case(3, 70001, big, 0, 5);
     topk_case(3, 70001, big, 1, 5);
+    const int64_t huge[1] = {4099};  // a million candidates, a threshold inside a tie of ~100K
+    topk_case(1, 1000003, huge, 0, 9);
 }
 
-// The same inputs twice give bitwise-equal outputs: in the emulator the two
-// runs see different thread interleavings, so the reductions cannot depend on them.
+// The same inputs twice give bitwise-equal outputs. In the emulator the second
+// run uses another schedule seed (the interleaving is a function of the seed),
+// so the reductions and merges cannot depend on the order threads run in.
+static void reseed(int run) {
+#ifdef RC_SIMT_EMU
+    static unsigned long long first;
+    if (run == 0) first = rc_emu_get_seed();
+    rc_emu_set_seed(run == 0 ? first : first + 7919);
+    if (run == 2) rc_emu_set_seed(first);
+#else
+    (void)run;
+#endif
+}
+
 static void test_determinism(void) {
-    const int64_t n_keys = 4097, n_q = 8, n_kv = 2, hd = 128;
+    const int64_t n_keys = 4097, n_q = 8, n_kv = 2, hd = 128, n_tok = 33;
     test_kv k = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f), v = kv_new(KV_F16, n_kv, n_keys, hd, -1.0f, 1.0f);
-    float *q = normal_new(n_q * hd, 1.0f);
+    float *q = normal_new(n_tok * n_q * hd, 1.0f);
     void *kb, *vb;
     kv_view dk = dev_kv_layout(&k, 0, 1, &kb), dv = dev_kv_layout(&v, 0, 1, &vb);
-    float *dq = dev_floats(&g_cu, q, n_q * hd);
-    float *o[2], *l[2], *s[2];
+    float *dq = dev_floats(&g_cu, q, n_tok * n_q * hd);
+    const int64_t n_sc = 3 * 20000;
+    float *sc = floats_new(n_sc);
+    for (int64_t i = 0; i < n_sc; i++) sc[i] = (float)(rand_u32() % 7);  // ties: positions decide
+    int64_t *pos = malloc(20000 * sizeof(int64_t)), kk[3] = {5, 333, 19999}, n_out[2][3];
+    for (int64_t j = 0; j < 20000; j++) pos[j] = (j * 7919) % 20011;
+    scored_pos *win[2];
+    float *d_sc = dev_floats(&g_cu, sc, n_sc);
+    float *o[2], *l[2], *s[2], *po[2], *pl[2];
     for (int t = 0; t < 2; t++) {
+        reseed(t);
         float *d_o = dev_out(&g_cu, n_q * hd), *d_l = dev_out(&g_cu, n_q), *d_s = dev_out(&g_cu, n_q * n_keys);
+        float *d_po = dev_out(&g_cu, n_tok * n_q * hd), *d_pl = dev_out(&g_cu, n_tok * n_q);
         CU->attn_decode_scores(&g_cu, d_o, d_l, d_s, dq, &dk, &dv, n_keys, n_q, n_kv, hd, 0.125f);
-        check_sync("determinism decode");
+        CU->attn_prefill(&g_cu, d_po, d_pl, dq, n_tok, n_keys - n_tok, &dk, &dv, n_q, n_kv, hd, 0.125f);
+        win[t] = malloc(3 * 20000 * sizeof(scored_pos));
+        CU->topk_rows(&g_cu, win[t], n_out[t], d_sc, pos, 3, 20000, 20000, kk, 20000, 0);
+        check_sync("determinism");
         o[t] = fetch(d_o, n_q * hd, "determinism");
         l[t] = fetch(d_l, n_q, "determinism");
         s[t] = fetch(d_s, n_q * n_keys, "determinism");
-        CU->free(&g_cu, d_o); CU->free(&g_cu, d_l); CU->free(&g_cu, d_s);
+        po[t] = fetch(d_po, n_tok * n_q * hd, "determinism");
+        pl[t] = fetch(d_pl, n_tok * n_q, "determinism");
+        CU->free(&g_cu, d_o); CU->free(&g_cu, d_l); CU->free(&g_cu, d_s); CU->free(&g_cu, d_po); CU->free(&g_cu, d_pl);
     }
+    reseed(2);
     CHECK_MSG(same_bits(o[0], o[1], n_q * hd) && same_bits(l[0], l[1], n_q) && same_bits(s[0], s[1], n_q * n_keys),
               "attn_decode_scores twice on the same input: outputs differ in some bit");
-    for (int t = 0; t < 2; t++) { free(o[t]); free(l[t]); free(s[t]); }
-    CU->free(&g_cu, kb); CU->free(&g_cu, vb); CU->free(&g_cu, dq);
-    free(q); kv_free(&k); kv_free(&v);
+    CHECK_MSG(same_bits(po[0], po[1], n_tok * n_q * hd) && same_bits(pl[0], pl[1], n_tok * n_q),
+              "attn_prefill twice on the same input: outputs differ in some bit");
+    int same = 1;
+    for (int r = 0; r < 3; r++) {
+        same &= n_out[0][r] == n_out[1][r];
+        for (int64_t i = 0; i < n_out[0][r] && same; i++)
+            same &= win[0][r * 20000 + i].pos == win[1][r * 20000 + i].pos;
+    }
+    CHECK_MSG(same, "topk_rows twice on the same input: different winners");
+    for (int t = 0; t < 2; t++) { free(o[t]); free(l[t]); free(s[t]); free(po[t]); free(pl[t]); free(win[t]); }
+    CU->free(&g_cu, kb); CU->free(&g_cu, vb); CU->free(&g_cu, dq); CU->free(&g_cu, d_sc);
+    free(q); free(sc); free(pos); kv_free(&k); kv_free(&v);
 }
 
 int main(void) {
