@@ -9,6 +9,7 @@
 // Launches, copies and allocations hold one lock, so two host threads may
 // use the emulator at once.
 #include <errno.h>
+#include <execinfo.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -593,7 +594,13 @@ void fault_report(int sig, char *addr) {
                  stack ? ": a device thread overflowed its stack" : "");
     }
     ssize_t w = write(2, msg, strlen(msg));
+    // where: "binary(+offset)" lines for addr2line -f -C -e binary offset
+    static const char head[] = "recall-emu: backtrace (addr2line -f -C -e <binary> <+offset>):\n";
+    w = write(2, head, sizeof head - 1);
     (void)w;
+    void *frames[32];
+    int n = backtrace(frames, 32);
+    backtrace_symbols_fd(frames, n, 2);
 }
 
 void on_fault(int sig, siginfo_t *si, void *uc) {
@@ -613,6 +620,8 @@ void on_fault(int sig, siginfo_t *si, void *uc) {
 void install_handler() {
     static std::once_flag once;
     std::call_once(once, [] {
+        void *warm[2];
+        backtrace(warm, 2);  // loads libgcc now: the fault handler must not
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
