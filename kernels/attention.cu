@@ -14,6 +14,7 @@
 #define ATT_TILE 32    // keys per tile: one lane per key in the softmax step
 #define ATT_ROWS 16    // query rows per block
 #define ATT_PAD 4      // floats of padding per shared row: 16-byte reads of 8 rows hit distinct banks
+#define ATT_DIMP(dim) (((dim) + 3) / 4 * 4)  // head_dim rounded up to whole float4s
 #define ATT_ACC4 (ATT_ROWS * RK_ATTN_MAX_DIM / 4 / ATT_THREADS)  // float4 accumulators per thread
 // Decode splits: enough blocks to keep every SM of an H200 (132) busy with
 // about 4 resident blocks, never fewer than ATT_MIN_CHUNK keys per split. A
@@ -56,7 +57,7 @@ __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 // vec: src is 16-byte aligned, so each thread moves 16 bytes at a time.
 template <typename T>
 __device__ __forceinline__ void load_tile(float *dst, const T *src, int nk, int dim, int vec) {
-    const int ld = dim + ATT_PAD;
+    const int ld = ATT_DIMP(dim) + ATT_PAD;
     if (vec) {
         const int per = 16 / (int)sizeof(T), n_vec = nk * dim / per;
         const rk_u4 *s4 = reinterpret_cast<const rk_u4 *>(src);
@@ -89,7 +90,7 @@ __device__ __forceinline__ float warp_sum(float x) {
 template <typename T>
 __global__ void __launch_bounds__(ATT_THREADS) attn_rows_kernel(attn_args a) {
     RC_DYN_SHARED(float, smem);
-    const int dim = a.dim, ld = dim + ATT_PAD, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int dim = a.dim, dimp = ATT_DIMP(dim), ld = dimp + ATT_PAD, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int64_t kvh, q_row0, q_step, lim0, lim_step, j_begin, j_end, sc_row0 = 0;
     int n_rows;
     if (!a.prefill) {
@@ -157,6 +158,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_rows_kernel(attn_args a) {
                     d0 += x.x * y.x + x.y * y.y;
                     d1 += x.z * y.z + x.w * y.w;
                 }
+                for (int c = dim / 4 * 4; c < dim; c++) d0 += sQ[r * ld + c] * sK[key * ld + c];  // odd head_dim
                 s = (d0 + d1) * a.scale;
                 if (a.scores) a.scores[(sc_row0 + r) * a.n_keys + j] = s;
             }
@@ -185,9 +187,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_rows_kernel(attn_args a) {
         // o += P V: thread owns 4 consecutive outputs of a row per accumulator
 #pragma unroll
         for (int i = 0; i < ATT_ACC4; i++) {
-            const int e = (tid + i * ATT_THREADS) * 4;
-            if (e < n_rows * dim) {
-                const int r = e / dim, c = e % dim;
+            const int e = (tid + i * ATT_THREADS) * 4;  // padded columns: garbage there is never written out
+            if (e < n_rows * dimp) {
+                const int r = e / dimp, c = e % dimp;
                 const float alpha = sA[r];
                 rk_f4 x = acc[i];
                 x.x *= alpha; x.y *= alpha; x.z *= alpha; x.w *= alpha;
@@ -205,11 +207,12 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_rows_kernel(attn_args a) {
 #pragma unroll
     for (int i = 0; i < ATT_ACC4; i++) {
         const int e = (tid + i * ATT_THREADS) * 4;
-        if (e < n_rows * dim) {
-            const int r = e / dim, c = e % dim;
+        if (e < n_rows * dimp) {
+            const int r = e / dimp, c = e % dimp;
             const float l = sL[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
             float *dst = a.o + (o_row0 + r * q_step) * dim + c;
-            dst[0] = acc[i].x * inv; dst[1] = acc[i].y * inv; dst[2] = acc[i].z * inv; dst[3] = acc[i].w * inv;
+            const float v[4] = {acc[i].x * inv, acc[i].y * inv, acc[i].z * inv, acc[i].w * inv};
+            for (int t = 0; t < 4 && c + t < dim; t++) dst[t] = v[t];
         }
     }
     if (a.lse && tid < n_rows) {
@@ -411,7 +414,7 @@ attn_merge_kernel(float *o, float *lse, const float *o_parts, const float *lse_p
 }
 
 static size_t attn_smem_bytes(int dim, int sep) {
-    const size_t ld = (size_t)dim + ATT_PAD;
+    const size_t ld = (size_t)ATT_DIMP(dim) + ATT_PAD;
     return sizeof(float) * ((sep ? 2 : 1) * ATT_TILE * ld + ATT_ROWS * ld + 2 * ATT_ROWS * ATT_TILE + 3 * ATT_ROWS);
 }
 
@@ -419,7 +422,7 @@ static size_t attn_smem_bytes(int dim, int sep) {
 static int attn_sep(int dim) { return attn_smem_bytes(dim, 1) <= 48 * 1024; }
 
 static int attn_shape_ok(int64_t n_q, int64_t n_kv, int64_t dim, int elem) {
-    return n_kv > 0 && n_q > 0 && n_q % n_kv == 0 && dim > 0 && dim % 32 == 0 && dim <= RK_ATTN_MAX_DIM &&
+    return n_kv > 0 && n_q > 0 && n_q % n_kv == 0 && dim > 0 && dim <= RK_ATTN_MAX_DIM &&
            (elem == 0 || elem == 1);
 }
 
@@ -430,9 +433,9 @@ static int64_t decode_chunk(int64_t n_keys, int64_t n_kv) {
     return (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;  // whole tiles of the decode kernel
 }
 
-static int is_vec(const void *p, int64_t head_stride, int elem) {
+static int is_vec(const void *p, int64_t head_stride, int64_t dim, int elem) {
     const size_t eb = elem == 0 ? 2 : 4;
-    return ((uintptr_t)p % 16 == 0) && ((size_t)head_stride * eb) % 16 == 0;
+    return ((uintptr_t)p % 16 == 0) && ((size_t)head_stride * eb) % 16 == 0 && ((size_t)dim * eb) % 16 == 0;
 }
 
 
@@ -502,7 +505,7 @@ extern "C" cudaError_t rk_attn_decode(float *o, float *lse, float *scores, const
     a.q = q; a.o = o_part; a.lse = lse_part; a.scores = scores;
     a.k = k; a.v = v; a.k_hs = k_head_stride; a.v_hs = v_head_stride;
     a.n_keys = n_keys; a.n_q = n_q_heads; a.group = group; a.chunk = chunk;
-    a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, elem) && is_vec(v, v_head_stride, elem);
+    a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, head_dim, elem) && is_vec(v, v_head_stride, head_dim, elem);
     a.prefill = 0; a.sep = attn_sep(a.dim); a.scale = scale;
     cudaError_t err = launch_decode_any(a, elem, dim3((unsigned)n_kv_heads, (unsigned)n_split,
                                                       (unsigned)((group + DEC_ROWS - 1) / DEC_ROWS)), stream);
@@ -524,7 +527,7 @@ extern "C" cudaError_t rk_attn_prefill(float *o, float *lse, const float *q, int
     a.q = q; a.o = o; a.lse = lse; a.scores = NULL;
     a.k = k; a.v = v; a.k_hs = k_head_stride; a.v_hs = v_head_stride;
     a.n_keys = pos0; a.n_tok = n_tok; a.n_q = n_q_heads; a.group = n_q_heads / n_kv_heads; a.chunk = 0;
-    a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, elem) && is_vec(v, v_head_stride, elem);
+    a.dim = (int)head_dim; a.vec = is_vec(k, k_head_stride, head_dim, elem) && is_vec(v, v_head_stride, head_dim, elem);
     a.prefill = 1; a.sep = attn_sep(a.dim); a.scale = scale;
     const dim3 grid((unsigned)((n_tok + ATT_ROWS - 1) / ATT_ROWS), (unsigned)n_q_heads);
     return elem == 0 ? launch_rows<__half>(a, grid, stream) : launch_rows<float>(a, grid, stream);

@@ -1,8 +1,9 @@
 // Attention kernels: split-K decode attention over a shard (optionally with the
 // raw scores), the merge of attention states, and tiled causal prefill attention.
 // K/V caches: row of KV head h, slot p at base + (h * head_stride + p * head_dim)
-// elements; elem 0 = fp16, 1 = fp32 (enum kv_elem). head_dim: a multiple of 32,
-// at most RK_ATTN_MAX_DIM; n_q_heads a multiple of n_kv_heads.
+// elements; elem 0 = fp16, 1 = fp32 (enum kv_elem). head_dim: 1 to
+// RK_ATTN_MAX_DIM (64 and 128 take the fast decode kernel); n_q_heads a
+// multiple of n_kv_heads.
 #ifndef RECALL_KERNELS_ATTENTION_CUH
 #define RECALL_KERNELS_ATTENTION_CUH
 

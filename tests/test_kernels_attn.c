@@ -114,6 +114,9 @@ static void test_decode(void) {
     decode_case(KV_F16, 300, 40, 2, 96, 0);   // a group wider than one block's rows (tile kernel)
     decode_case(KV_F16, 1000, 24, 2, 128, 1); // the same in the decode kernel (12 heads: two blocks per group)
     decode_case(KV_F32, 1000, 24, 2, 64, 0);
+    decode_case(KV_F16, 77, 6, 2, 12, 1);     // the tiny models' odd head dims: tile kernel, scalar tails
+    decode_case(KV_F32, 4097, 3, 3, 6, 0);
+    decode_case(KV_F16, 300, 9, 3, 20, 0);
 }
 
 static void prefill_case(int elem, int64_t n_tok, int64_t pos0, int64_t n_q, int64_t n_kv, int64_t hd, int aligned,
@@ -160,6 +163,8 @@ static void test_prefill(void) {
     prefill_case(KV_F32, 7, 4090, 3, 3, 64, 0, 1);
     prefill_case(KV_F16, 0, 3, 2, 1, 64, 1, 1);     // no tokens: nothing to do, nothing written
     prefill_case(KV_F32, 20, 3, 2, 1, 256, 1, 1);   // head_dim 256
+    prefill_case(KV_F16, 33, 9, 6, 2, 12, 1, 1);    // odd head dims
+    prefill_case(KV_F32, 17, 40, 2, 1, 5, 0, 1);
 }
 
 // o_parts random, NaN in the empty parts (lse -inf: the merge must ignore them),

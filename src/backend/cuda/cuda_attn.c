@@ -24,8 +24,8 @@ static void fail_shape(const backend *b, const char *op, const char *what) {
 // The shapes the attention kernels take; anything else fails with one line.
 static int attn_shape_ok(const backend *b, const char *op, const kv_view *k, const kv_view *v, int64_t n_q_heads,
                          int64_t n_kv_heads, int64_t head_dim) {
-    if (head_dim <= 0 || head_dim % 32 != 0 || head_dim > RK_ATTN_MAX_DIM) {
-        fail_shape(b, op, "unsupported head_dim (the CUDA kernels take multiples of 32 up to 256)");
+    if (head_dim <= 0 || head_dim > RK_ATTN_MAX_DIM) {
+        fail_shape(b, op, "unsupported head_dim (the CUDA kernels take 1 to 256)");
         return 0;
     }
     if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0) {
