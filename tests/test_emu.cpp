@@ -9,44 +9,42 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <thread>
 #include <vector>
 
 #include "check.h"
 #include "emu_proofs/proofs.h"
 
-static float *dev_upload(const std::vector<float> &h) {
-    void *d = nullptr;
-    if (cudaMalloc(&d, h.size() * sizeof(float)) != cudaSuccess) return nullptr;
-    cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
-    return static_cast<float *>(d);
-}
-
-static std::vector<float> dev_download(const float *d, size_t n) {
-    std::vector<float> h(n);
-    CHECK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
-    return h;
-}
-
 typedef cudaError_t (*sum_fn)(float *, const float *, int, int, int, cudaStream_t);
 
-// Row sums of small integers: exact in fp32 whatever the order.
-static void check_sums(const char *what, sum_fn fn, int n_rows, int n, int threads) {
+// Row sums of small integers: exact in fp32 whatever the order. Returns the
+// number of wrong rows, -1 when a call failed (no CHECK: threads call it).
+static int sum_errors(sum_fn fn, int n_rows, int n, int threads) {
     std::vector<float> x((size_t)n_rows * n);
     for (size_t i = 0; i < x.size(); i++) x[i] = (float)((i * 7919u) % 17) - 8.0f;
-    float *dx = dev_upload(x), *dout = nullptr;
-    CHECK(cudaMalloc((void **)&dout, n_rows * sizeof(float)) == cudaSuccess);
-    cudaError_t e = fn(dout, dx, n_rows, n, threads, nullptr);
-    CHECK_MSG(e == cudaSuccess, "%s: %s", what, cudaGetErrorString(e));
-    std::vector<float> out = dev_download(dout, n_rows);
+    float *dx = nullptr, *dout = nullptr;
+    if (cudaMalloc((void **)&dx, x.size() * sizeof(float)) != cudaSuccess ||
+        cudaMalloc((void **)&dout, n_rows * sizeof(float)) != cudaSuccess)
+        return -1;
+    std::vector<float> out(n_rows);
     int bad = 0;
-    for (int r = 0; r < n_rows; r++) {
+    if (cudaMemcpy(dx, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
+        fn(dout, dx, n_rows, n, threads, nullptr) != cudaSuccess ||
+        cudaMemcpy(out.data(), dout, n_rows * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
+        bad = -1;
+    for (int r = 0; r < n_rows && bad >= 0; r++) {
         double ref = 0.0;
         for (int i = 0; i < n; i++) ref += x[(size_t)r * n + i];
         if (out[r] != (float)ref) bad++;
     }
-    CHECK_MSG(bad == 0, "%s rows %d n %d threads %d: %d wrong sums", what, n_rows, n, threads, bad);
     cudaFree(dx);
     cudaFree(dout);
+    return bad;
+}
+
+static void check_sums(const char *what, sum_fn fn, int n_rows, int n, int threads) {
+    int bad = sum_errors(fn, n_rows, n, threads);
+    CHECK_MSG(bad == 0, "%s rows %d n %d threads %d: %d wrong sums (-1: a call failed)", what, n_rows, n, threads, bad);
 }
 
 static void test_reductions(void) {
@@ -101,6 +99,26 @@ static void test_warp_ops(void) {
     cudaFree(d);
 }
 
+static void test_block_votes(void) {
+    int *d = nullptr, h[5] = {0};
+    CHECK(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
+    CHECK(proof_block_votes(d, nullptr) == cudaSuccess);
+    CHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK_MSG(h[0] == 34 && h[1] == 1 && h[2] == 1 && h[3] == 0 && h[4] == 90, "%d %d %d %d %d", h[0], h[1], h[2],
+              h[3], h[4]);
+    cudaFree(d);
+}
+
+// Two host threads launching at once (simulated ranks do): each gets its own exact sums.
+static void test_two_threads(void) {
+    int bad_a = 0, bad_b = 0;
+    std::thread a([&] { for (int i = 0; i < 20; i++) bad_a += sum_errors(proof_block_sum, 3, 300, 128) != 0; });
+    std::thread b([&] { for (int i = 0; i < 20; i++) bad_b += sum_errors(proof_warp_sum, 2, 500, 64) != 0; });
+    a.join();
+    b.join();
+    CHECK(bad_a == 0 && bad_b == 0);
+}
+
 static void test_ids(void) {
     const unsigned gx = 3, gy = 2, bx = 5, by = 3, bz = 2, n_thr = bx * by * bz;
     int *d = nullptr;
@@ -126,7 +144,7 @@ static void test_ids(void) {
 static void test_misuse(void) {
     float *d = nullptr;
     CHECK(cudaMalloc((void **)&d, 32 * sizeof(float)) == cudaSuccess);
-    const int cases[] = {1, 2, 3, 5};
+    const int cases[] = {1, 2, 3, 5, 6};
     for (int which : cases) {
         fprintf(stderr, "(misuse %d: the emulator should report it below)\n", which);
         cudaError_t e = proof_misuse(which, d, nullptr);
@@ -226,6 +244,8 @@ int main(void) {
     test_reductions();
     test_warp_ops();
     test_ids();
+    test_block_votes();
+    test_two_threads();
     test_launch_config();
     test_misuse();
     fprintf(stderr, "(a shared-memory overrun: the emulator should report it below)\n");

@@ -55,8 +55,30 @@ __global__ void misuse_kernel(int which, float *out) {
         if (lane == 31) s[64] = v;  // one past the end
     } else if (which == 5) {
         __syncwarp(0xfffffffeu);
+    } else if (which == 6) {
+        if (lane < 16) __syncthreads();
+        else v = __shfl_sync(0xffffffffu, v, 0);
     }
     out[lane] = v;
+}
+
+// Launch: 1 block of 100 threads; out: 5 ints. Threads 90..99 exit before
+// the last barrier, which then counts the 90 that remain (as on the GPU).
+__global__ void block_votes_kernel(int *out) {
+    const int t = threadIdx.x;
+    int c = __syncthreads_count(t % 3 == 0);
+    int a = __syncthreads_and(t < 100);
+    int o = __syncthreads_or(t == 99);
+    int a2 = __syncthreads_and(t < 99);
+    if (t >= 90) return;
+    int c2 = __syncthreads_count(1);
+    if (t == 0) {
+        out[0] = c;
+        out[1] = a;
+        out[2] = o;
+        out[3] = a2;
+        out[4] = c2;
+    }
 }
 
 // Launch: grid (gx, gy), block (bx, by, bz).
@@ -87,6 +109,11 @@ extern "C" cudaError_t proof_warp_ops(int *out, cudaStream_t stream) {
 
 extern "C" cudaError_t proof_misuse(int which, float *out, cudaStream_t stream) {
     RC_LAUNCH(misuse_kernel, dim3(1), dim3(32), which == 4 ? 64 * sizeof(float) : 0, stream, which, out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t proof_block_votes(int *out, cudaStream_t stream) {
+    RC_LAUNCH(block_votes_kernel, dim3(1), dim3(100), 0, stream, out);
     return cudaGetLastError();
 }
 

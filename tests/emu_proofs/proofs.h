@@ -27,8 +27,11 @@ cudaError_t proof_overrun(float *y, const float *x, int n, cudaStream_t stream);
 // out: (WOPS, 32) ints, see test_emu.cpp for the rows.
 cudaError_t proof_warp_ops(int *out, cudaStream_t stream);
 // misuse: 1 divergent __syncthreads, 2 shuffle naming an exited lane,
-// 3 mismatched masks, 4 a dynamic shared memory overrun, 5 a mask without the caller
+// 3 mismatched masks, 4 a dynamic shared memory overrun, 5 a mask without the
+// caller, 6 half a warp at __syncthreads while the other half waits in a shuffle
 cudaError_t proof_misuse(int which, float *out, cudaStream_t stream);
+// __syncthreads_count/and/or (100 threads): out[0..4] = 34, 1, 1, 0, 90.
+cudaError_t proof_block_votes(int *out, cudaStream_t stream);
 // blockDim/threadIdx/blockIdx in 3D: out[linear global id] = encoded ids.
 cudaError_t proof_ids(int *out, unsigned gx, unsigned gy, unsigned bx, unsigned by, unsigned bz, cudaStream_t stream);
 // a launch with `smem` bytes of dynamic shared memory (0: cudaFuncSetAttribute not called first)
