@@ -99,6 +99,22 @@ static void test_warp_ops(void) {
     cudaFree(d);
 }
 
+static void test_big_locals(void) {
+    int *d = nullptr;
+    CHECK(cudaMalloc((void **)&d, 1024 * sizeof(int)) == cudaSuccess);
+    CHECK(proof_big_locals(d, nullptr) == cudaSuccess);
+    std::vector<int> h(1024);
+    CHECK(cudaMemcpy(h.data(), d, h.size() * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    int bad = 0;
+    for (int t = 0; t < 1024; t++) {
+        int want = 0;
+        for (int i = 0; i < 4096; i++) want += (t + i) % 7;
+        bad += h[t] != want;
+    }
+    CHECK(bad == 0);
+    cudaFree(d);
+}
+
 static void test_block_votes(void) {
     int *d = nullptr, h[5] = {0};
     CHECK(cudaMalloc((void **)&d, sizeof h) == cudaSuccess);
@@ -245,6 +261,7 @@ int main(void) {
     test_warp_ops();
     test_ids();
     test_block_votes();
+    test_big_locals();
     test_two_threads();
     test_launch_config();
     test_misuse();

@@ -81,6 +81,18 @@ __global__ void block_votes_kernel(int *out) {
     }
 }
 
+// Launch: 1 block of 1024 threads, each with 16 KB of locals; out[t] = sum
+// over i of (t + i) % 7 for i < 4096.
+__global__ void big_locals_kernel(int *out) {
+    volatile int loc[4096];
+    const int t = threadIdx.x;
+    for (int i = 0; i < 4096; i++) loc[i] = (t + i) % 7;
+    __syncthreads();  // every thread's frame is live at once
+    int acc = 0;
+    for (int i = 0; i < 4096; i++) acc += loc[i];
+    out[t] = acc;
+}
+
 // Launch: grid (gx, gy), block (bx, by, bz).
 __global__ void ids_kernel(int *out) {
     const unsigned n_thr = blockDim.x * blockDim.y * blockDim.z;
@@ -114,6 +126,11 @@ extern "C" cudaError_t proof_misuse(int which, float *out, cudaStream_t stream) 
 
 extern "C" cudaError_t proof_block_votes(int *out, cudaStream_t stream) {
     RC_LAUNCH(block_votes_kernel, dim3(1), dim3(100), 0, stream, out);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t proof_big_locals(int *out, cudaStream_t stream) {
+    RC_LAUNCH(big_locals_kernel, dim3(1), dim3(1024), 0, stream, out);
     return cudaGetLastError();
 }
 

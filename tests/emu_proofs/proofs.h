@@ -32,6 +32,8 @@ cudaError_t proof_warp_ops(int *out, cudaStream_t stream);
 cudaError_t proof_misuse(int which, float *out, cudaStream_t stream);
 // __syncthreads_count/and/or (100 threads): out[0..4] = 34, 1, 1, 0, 90.
 cudaError_t proof_block_votes(int *out, cudaStream_t stream);
+// 1024 threads with 16 KB of locals each: out[t] = sum_{i<4096} (t + i) % 7.
+cudaError_t proof_big_locals(int *out, cudaStream_t stream);
 // blockDim/threadIdx/blockIdx in 3D: out[linear global id] = encoded ids.
 cudaError_t proof_ids(int *out, unsigned gx, unsigned gy, unsigned bx, unsigned by, unsigned bz, cudaStream_t stream);
 // a launch with `smem` bytes of dynamic shared memory (0: cudaFuncSetAttribute not called first)
