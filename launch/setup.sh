@@ -87,6 +87,13 @@ log "prose: $prose ($(wc -c <"$prose") bytes)"
 bash tests/golden/make_kquant_models.sh
 
 # --- build -----------------------------------------------------------------
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+# With the CUDA toolkit, the CUDA backend is required (a broken toolkit stops
+# the build instead of quietly leaving it out); without it only the emulated
+# backend is built.
+cuda_flags=(-DRECALL_CUDA=AUTO)
+if [ -x /usr/local/cuda/bin/nvcc ]; then
+  cuda_flags=(-DRECALL_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "${cuda_flags[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)" >/dev/null
 log "built: $build/recall"

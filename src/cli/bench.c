@@ -8,8 +8,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/cuda/backend_cuda.h"
 #include "cli/attention_opts.h"
 #include "backend/kv_format.h"
+#include "cli/backend_opts.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "cli/method_list.h"
@@ -35,6 +37,9 @@ static int64_t count_wrong(const float *x, const float *ref, int64_t n) {
     return wrong;
 }
 
+// --backend cuda without --bandwidth-gbs: the H200's nominal HBM bandwidth (4.8 TB/s).
+#define H200_HBM_GBS 4800.0
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: recall bench -m MODEL [options]\n"
@@ -59,6 +64,8 @@ static void usage(FILE *out) {
             "      --threads N           CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
             "      --kv-type TYPE        KV cache type: f16 (default), f32, q8_0 or q4_0 (GGML blocks;\n"
             "                            the block types need a head_dim that is a multiple of 32)\n"
+            "      --backend cpu|cuda    where the model runs (default cpu; cuda: a build with the CUDA toolkit)\n"
+            "      --device N            GPU index for --backend cuda (default 0)\n"
             "      --bandwidth-gbs X     machine read bandwidth for the roofline (default 31.6, the\n"
             "                            2-thread figure measured on the project's 2-core machines)\n"
             "      --verify-max N        largest depth to verify (default 2048)\n"
@@ -210,11 +217,12 @@ int cmd_bench(int argc, char **argv) {
         {"verify-max", required_argument, 0, OPT_VERIFY}, {"config", required_argument, 0, OPT_CONFIG},
         {"ctx", required_argument, 0, OPT_DEPTHS},     {"csv", optional_argument, 0, OPT_CSV},
         {"json", required_argument, 0, OPT_JSON},     {"fill", required_argument, 0, OPT_FILL},
-        CLI_ATTENTION_OPTIONS,
+        CLI_ATTENTION_OPTIONS, CLI_BACKEND_OPTIONS,
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     engine_opts base = engine_default_opts();
+    cli_backend cbk = cli_backend_default();
     const char *methods_arg = "full", *csv_path = NULL, *json_path = NULL;
-    int k_explicit = 0, budget_explicit = 0, synthetic = 0, prefill_explicit = 0;
+    int bw_explicit = 0, k_explicit = 0, budget_explicit = 0, synthetic = 0, prefill_explicit = 0;
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
@@ -253,7 +261,10 @@ int cmd_bench(int argc, char **argv) {
         case OPT_KV:
             kv_elem = cli_parse_kv_type(optarg);
             break;
-        case OPT_BW: bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6); break;
+        case OPT_BW:
+            bandwidth_gbs = cli_parse_double("--bandwidth-gbs", optarg, 0.001, 1e6);
+            bw_explicit = 1;
+            break;
         case OPT_VERIFY: verify_max = cli_parse_int("--verify-max", optarg, -1, 1 << 22); break;
         case OPT_CONFIG: break;  // read by cli_config_merge
         case OPT_CSV: csv_path = optarg ? optarg : ""; break;  // "": the run's own directory
@@ -267,12 +278,14 @@ int cmd_bench(int argc, char **argv) {
         default:
             if (c == CLI_OPT_RECYCLE_K) k_explicit = 1;
             if (c == CLI_OPT_KV_BUDGET) budget_explicit = 1;
-            if (cli_attention_option(c, optarg, &base)) break;
+            if (cli_attention_option(c, optarg, &base) || cli_backend_option(c, optarg, &cbk)) break;
             cli_die("unknown option '%s' (see 'recall bench --help')", argv[optind - 1]);
         }
     }
     if (optind < argc) cli_die("unexpected argument '%s'", argv[optind]);
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
+    cli_backend_check(&cbk);
+    if (cbk.ops != &backend_cpu && !bw_explicit) bandwidth_gbs = H200_HBM_GBS;
     method_spec methods[MAX_METHODS];
     const int n_methods = method_list_parse(methods_arg, &base, k_explicit, budget_explicit, methods, MAX_METHODS);
     if (synthetic && !prefill_explicit) n_prefill = 0;
@@ -316,6 +329,8 @@ int cmd_bench(int argc, char **argv) {
     eo.kv_elem = kv_elem;
     eo.comm = cm;
     eo.retain_prompt_cache = 1;  // every method starts from the same prefill
+    eo.backend = cbk.ops;
+    eo.device = cbk.device;
     engine *e = engine_create(&m, &eo, &err);
     if (!e) cli_die_err(&err);
     int32_t *ids = malloc((size_t)n_ctx * sizeof(int32_t));
@@ -332,6 +347,11 @@ int cmd_bench(int argc, char **argv) {
             (long long)n_ctx);
     fprintf(out, "# weights read per decode token: %.1f MB per rank; K/V bytes per context token: %.0f; bandwidth %.1f GB/s\n",
             weight_bytes / 1e6, kv_bytes_per_pos, bandwidth_gbs);
+    if (cbk.ops != &backend_cpu) {
+        char dev[512];
+        if (backend_cuda_describe(cbk.device, dev, sizeof dev, &err)) cli_die_err(&err);
+        fprintf(out, "# backend %s: %s\n", cbk.ops->name, dev);
+    }
     fprintf(out, "#\n# %-8s %8s %10s %12s\n", "test", "tokens", "seconds", "tok/s");
     for (int i = 0; i < n_prefill; i++) {
         double best = 1e30;

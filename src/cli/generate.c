@@ -7,6 +7,7 @@
 
 #include "cli/attention_opts.h"
 #include "backend/kv_format.h"
+#include "cli/backend_opts.h"
 #include "cli/cli.h"
 #include "cli/config.h"
 #include "core/hash.h"
@@ -45,6 +46,7 @@ static void usage(FILE *out) {
             "      --zigzag            multi-rank: give each rank two prompt chunks (early + late)\n"
             "                          instead of one contiguous range, balancing causal attention work\n",
             DEFAULT_N_PREDICT, DEFAULT_TOP_P, DEFAULT_SEED);
+    cli_backend_usage(out);
     cli_attention_usage(out);
     fprintf(out,
             "      --stats             per-rank statistics on stderr: collective calls and bytes per\n"
@@ -271,6 +273,7 @@ int cmd_generate(int argc, char **argv) {
     int zigzag = 0, want_stats = 0;
     const char *logits_out = NULL, *trace_path = NULL;
     engine_opts eo = engine_default_opts();
+    cli_backend cbk = cli_backend_default();
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
@@ -286,7 +289,7 @@ int cmd_generate(int argc, char **argv) {
         {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
         {"zigzag", no_argument, 0, OPT_ZIGZAG},  {"stats", no_argument, 0, OPT_STATS},
         {"logits-out", required_argument, 0, OPT_LOGITS_OUT}, {"config", required_argument, 0, OPT_CONFIG},
-        {"trace", required_argument, 0, OPT_TRACE}, CLI_ATTENTION_OPTIONS,
+        {"trace", required_argument, 0, OPT_TRACE}, CLI_ATTENTION_OPTIONS, CLI_BACKEND_OPTIONS,
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     static const char optstring[] = ":m:p:f:n:h";
     cli_config_merge("generate", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
@@ -321,7 +324,7 @@ int cmd_generate(int argc, char **argv) {
             return 0;
         case ':': cli_die("option '%s' needs a value (see 'recall generate --help')", argv[optind - 1]);
         default:
-            if (cli_attention_option(c, optarg, &eo)) break;
+            if (cli_attention_option(c, optarg, &eo) || cli_backend_option(c, optarg, &cbk)) break;
             cli_die("unknown option '%s' (see 'recall generate --help')", argv[optind - 1]);
         }
     }
@@ -329,6 +332,7 @@ int cmd_generate(int argc, char **argv) {
     if (!model_path) cli_die("missing --model (see 'recall generate --help')");
     if (!prompt == !prompt_file) cli_die("give exactly one of --prompt and --file");
     if (system_msg && !chat) cli_die("--system needs --chat");
+    cli_backend_check(&cbk);
 
     model m;
     cli_load_model(cm, &m, model_path);
@@ -387,6 +391,8 @@ int cmd_generate(int argc, char **argv) {
     eo.prefill_block = prefill_block;
     eo.comm = cm;
     eo.zigzag = zigzag;
+    eo.backend = cbk.ops;
+    eo.device = cbk.device;
     engine *e = engine_create(&m, &eo, &err);
     if (!e) cli_die_err(&err);
     sampler smp;

@@ -5,6 +5,8 @@
 
 #include "backend/backend.h"
 #include "backend/kv_format.h"
+#include "backend/cuda/backend_cuda.h"
+#include "cli/backend_opts.h"
 #include "cli/cli.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -13,25 +15,38 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: recall info [--tensors] MODEL\n"
+            "       recall info --backend cuda [--device N] [MODEL]\n"
             "\n"
             "Prints the architecture, shapes, tokenizer, tensor types and sizes of a GGUF model.\n"
-            "  --tensors   list every tensor (name, type, shape, bytes)\n"
-            "  -h, --help  this help\n");
+            "  --tensors         list every tensor (name, type, shape, bytes)\n"
+            "  --backend cpu|cuda  cuda: first the GPU (name, memory, compute capability), or why none\n"
+            "                    is usable (one line, exit 1); MODEL is then optional\n"
+            "  --device N        GPU index for --backend cuda (default 0)\n"
+            "  -h, --help        this help\n");
 }
 
 int cmd_info(int argc, char **argv) {
     int list_tensors = 0;
-    static const struct option opts[] = {{"tensors", no_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    cli_backend cbk = cli_backend_default();
+    static const struct option opts[] = {{"tensors", no_argument, 0, 't'}, CLI_BACKEND_OPTIONS,
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 't') list_tensors = 1;
         else if (c == 'h') { usage(stdout); return 0; }
+        else if (cli_backend_option(c, optarg, &cbk)) continue;
         else cli_die("unknown option '%s' (see 'recall info --help')", argv[optind - 1]);
+    }
+    rc_err err = {{0}};
+    if (cbk.ops != &backend_cpu) {
+        char dev[512];
+        if (backend_cuda_describe(cbk.device, dev, sizeof dev, &err)) cli_die_err(&err);
+        printf("backend       %s: %s\n", cbk.ops->name, dev);
+        if (optind == argc) return 0;
     }
     if (optind != argc - 1) cli_die("expected exactly one MODEL argument (see 'recall info --help')");
     const char *path = argv[optind];
-    rc_err err = {{0}};
     model m;
     if (model_load(&m, path, &err)) cli_die_err(&err);
     tokenizer *tok = NULL;

@@ -40,10 +40,11 @@ int engine_weights_upload(engine_weights *w, const backend *be, const model *m, 
         engine_layer_weights *D = &w->layers[l];
         const int64_t q_dim = c->n_head * c->head_dim, kv_dim = c->n_head_kv * c->head_dim;
         const weight *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        static const char *const names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
             if (!be->ops->supports(OP_MATMUL, mats[i]->type)) {
-                rc_fail(err, "layer %lld: the %s backend does not support %s weights", (long long)l, be->ops->name,
-                        ggml_type_name(mats[i]->type));
+                rc_fail(err, "layer %lld %s: the %s backend does not support %s weights", (long long)l, names[i],
+                        be->ops->name, ggml_type_name(mats[i]->type));
                 goto fail;
             }
         if (upload(be, &D->attn_norm, f32_vector(L->attn_norm, c->d_model), "attn_norm", l, err) ||

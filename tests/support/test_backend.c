@@ -8,6 +8,11 @@
 
 backend g_cpu;
 
+// The emulated CUDA backend (recall_cuda_emu), in the test binaries that link
+// it (tests/CMakeLists.txt forces it in with --undefined=backend_cuda); a weak
+// reference elsewhere, where it stays NULL and the choice is refused.
+extern const backend_ops backend_cuda __attribute__((weak));
+
 void test_backend_setup(void) {
     rc_err err = {{0}};
     if (backend_init(&g_cpu, &backend_cpu, 1, -1, &err)) {
@@ -15,8 +20,12 @@ void test_backend_setup(void) {
         exit(1);
     }
     const char *want = getenv("RECALL_TEST_BACKEND");
-    if (want && *want && strcmp(want, "cpu") != 0 && strcmp(want, "strict") != 0) {
-        fprintf(stderr, "RECALL_TEST_BACKEND=%s: expected cpu or strict\n", want);
+    if (want && *want && strcmp(want, "cpu") != 0 && strcmp(want, "strict") != 0 && strcmp(want, "cuda_emu") != 0) {
+        fprintf(stderr, "RECALL_TEST_BACKEND=%s: expected cpu, strict or cuda_emu\n", want);
+        exit(1);
+    }
+    if (want && strcmp(want, "cuda_emu") == 0 && !&backend_cuda) {
+        fprintf(stderr, "RECALL_TEST_BACKEND=cuda_emu: this test binary does not link recall_cuda_emu\n");
         exit(1);
     }
     fprintf(stderr, "engine tests on the %s backend\n", test_backend_name());
@@ -24,7 +33,9 @@ void test_backend_setup(void) {
 
 const backend_ops *test_backend(void) {
     const char *want = getenv("RECALL_TEST_BACKEND");
-    return want && strcmp(want, "strict") == 0 ? &backend_cpu_strict : &backend_cpu;
+    if (want && strcmp(want, "strict") == 0) return &backend_cpu_strict;
+    if (want && strcmp(want, "cuda_emu") == 0 && &backend_cuda) return &backend_cuda;
+    return &backend_cpu;
 }
 
 const char *test_backend_name(void) { return test_backend()->name; }

@@ -1,6 +1,8 @@
 // The backend the engine-level tests run on: the fast CPU backend, or with
 // RECALL_TEST_BACKEND=strict the strict one whose buffers fault on any host
-// access outside the backend (so a test run proves the engine never touches them).
+// access outside the backend (so a test run proves the engine never touches them),
+// or with RECALL_TEST_BACKEND=cuda_emu the CUDA backend on the SIMT emulator
+// (kernels/emu: every kernel from its CUDA source, device memory the host may not touch).
 #ifndef RECALL_TESTS_TEST_BACKEND_H
 #define RECALL_TESTS_TEST_BACKEND_H
 
