@@ -491,6 +491,27 @@ static void test_sticky_failure(void) {
     sync_ok("after another instance failed");
 }
 
+// A block-format (q8_0) cache is refused by name, before the f16/f32 kernel could overrun its rows.
+static void test_kv_write_refuses_block_types(void) {
+    backend b2;
+    rc_err err = {{0}};
+    if (backend_init(&b2, &backend_cuda, 1, 0, &err)) {
+        CHECK_MSG(0, "second instance: %s", err.msg);
+        return;
+    }
+    const int64_t head_dim = 32, slot = 0;
+    void *kq = b2.ops->alloc(&b2, kv_row_bytes(KV_Q8_0, head_dim)), *vq = b2.ops->alloc(&b2, kv_row_bytes(KV_Q8_0, head_dim));
+    float *rows = b2.ops->alloc(&b2, 2 * head_dim * sizeof(float));
+    kv_view kd = {kq, KV_Q8_0, head_dim}, vd = {vq, KV_Q8_0, head_dim};
+    b2.ops->kv_write(&b2, &kd, &vd, &slot, rows, rows + head_dim, 1, 1, head_dim);
+    CHECK(b2.ops->synchronize(&b2, &err) != 0);
+    CHECK_MSG(strstr(err.msg, "kv_write") && strstr(err.msg, "f16 or f32"), "names the op and the types: %s", err.msg);
+    b2.ops->free(&b2, rows);
+    b2.ops->free(&b2, kq);
+    b2.ops->free(&b2, vq);
+    backend_shutdown(&b2);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -529,6 +550,7 @@ int main(void) {
     RUN(test_copy_rows_2d());
     RUN(test_argmax());
     RUN(test_sticky_failure());
+    RUN(test_kv_write_refuses_block_types());
     op_stats_print(g_stats, ST_COUNT);
     backend_shutdown(&g_gpu);
     backend_shutdown(&g_ref);

@@ -42,6 +42,12 @@ void cuda_add_bias(const backend *b, float *x, const float *bias, int64_t n_rows
 void cuda_kv_write(const backend *b, const kv_view *k_dst, const kv_view *v_dst, const int64_t *slot_host,
                    const float *k, const float *v, int64_t n_tok, int64_t n_kv_heads, int64_t head_dim) {
     if (n_tok <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
+    // The kernel writes f16 or f32 elements; a block-format cache would be overrun.
+    if ((k_dst->elem != KV_F16 && k_dst->elem != KV_F32) || v_dst->elem != k_dst->elem) {
+        cuda_fail(b, "kv_write", 0, "the CUDA backend keeps f16 or f32 K/V only (q8_0/q4_0 caches run on --backend cpu)",
+                  __FILE__, __LINE__);
+        return;
+    }
     const int64_t *slots = cuda_stage(b, slot_host, (size_t)(n_tok * n_kv_heads) * sizeof(int64_t), 0);
     if (!slots) return;
     CUDA_CHECK(b, rk_kv_write((void *)k_dst->data, k_dst->head_stride, k_dst->elem, (void *)v_dst->data,
