@@ -110,16 +110,37 @@ float *to_floats(const double *x, int64_t n) {
 
 static int g_kv_serial = 0;
 
+int is_block_kv(int elem) { return elem == KV_Q8_0 || elem == KV_Q4_0; }
+
+// Element i of a q8_0 / q4_0 row, decoded here from GGML's block layouts.
+
 test_kv kv_new(int elem, int64_t n_kv_heads, int64_t n_valid, int64_t head_dim, float lo, float hi) {
     test_kv kv = {NULL, elem, n_kv_heads, n_valid, head_dim, 0, NULL};
     // Odd extra so heads do not start at a multiple of 8 elements either, and
     // different for consecutive caches so a kernel that steps V with K's
-    // stride (or the reverse) reads NaN.
-    kv.head_stride = (n_valid + 3) * head_dim + 5 + 2 * (g_kv_serial++ % 3);
+    // stride (or the reverse) reads NaN. The block formats: an odd number of
+    // extra blocks.
+    const int64_t extra = is_block_kv(elem) ? 32 * (1 + 2 * (g_kv_serial++ % 3)) : 5 + 2 * (g_kv_serial++ % 3);
+    kv.head_stride = (n_valid + 3) * head_dim + extra;
     int64_t n = n_kv_heads * kv.head_stride;
-    size_t esz = elem == KV_F16 ? 2 : 4;
-    kv.data = malloc((size_t)n * esz);
+    kv.data = malloc(kv_bytes(elem, n) + 1);
     kv.vals = malloc((size_t)(n_kv_heads * n_valid * head_dim + 1) * sizeof(double));
+    if (is_block_kv(elem)) {  // every block's d is an fp16 NaN, so any element read outside the rows is NaN
+        const size_t bb = kv_bytes(elem, 32);
+        memset(kv.data, 0, kv_bytes(elem, n));
+        for (size_t b = 0; b < (size_t)(n / 32); b++) memcpy((uint8_t *)kv.data + b * bb, &(uint16_t){0x7e00}, 2);
+        float *row = floats_new(head_dim);
+        for (int64_t h = 0; h < n_kv_heads; h++)
+            for (int64_t p = 0; p < n_valid; p++) {
+                for (int64_t i = 0; i < head_dim; i++) row[i] = rand_uniform(lo, hi);
+                uint8_t *dst = (uint8_t *)kv.data + kv_bytes(elem, h * kv.head_stride + p * head_dim);
+                qref_quantize(elem == KV_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0, row, dst, head_dim);
+                for (int64_t i = 0; i < head_dim; i++)
+                    kv.vals[(h * n_valid + p) * head_dim + i] = naive_kv_block(elem, dst, i);
+            }
+        free(row);
+        return kv;
+    }
     for (int64_t i = 0; i < n; i++) {
         if (elem == KV_F16) ((uint16_t *)kv.data)[i] = 0x7e00;  // fp16 NaN
         else ((float *)kv.data)[i] = NAN;
@@ -145,6 +166,7 @@ test_kv kv_new(int elem, int64_t n_kv_heads, int64_t n_valid, int64_t head_dim, 
 
 // Overwrites one stored element (keeps vals in step).
 void kv_set(test_kv *kv, int64_t h, int64_t p, int64_t i, float x) {
+    if (is_block_kv(kv->elem)) abort();  // one element of a block cannot change alone
     int64_t idx = h * kv->head_stride + p * kv->head_dim + i;
     double stored;
     if (kv->elem == KV_F16) {
@@ -164,8 +186,7 @@ double kv_val(const test_kv *kv, int64_t h, int64_t p, int64_t i) {
 
 // View of rows [first, ...) of the cache: position p of the view is row first + p.
 kv_view kv_view_at(const test_kv *kv, int64_t first) {
-    size_t esz = kv->elem == KV_F16 ? 2 : 4;
-    kv_view v = {(const uint8_t *)kv->data + (size_t)(first * kv->head_dim) * esz, kv->elem, kv->head_stride};
+    kv_view v = {(const uint8_t *)kv->data + kv_bytes(kv->elem, first * kv->head_dim), kv->elem, kv->head_stride};
     return v;
 }
 
@@ -176,6 +197,10 @@ void kv_free(test_kv *kv) {
     kv->vals = NULL;
 }
 
+const char *kv_name(int elem) {
+    static const char *const names[] = {"f16", "f32", "q8_0", "q4_0"};
+    return elem >= 0 && elem < 4 ? names[elem] : "?";
+}
 
 // ---- naive math (double) ----
 
@@ -214,6 +239,37 @@ void rope_freqs(float *inv_freq, int64_t rot_dim, double theta) {
 // ---- test weights ----
 
 
+// Types the test quantizers do not write: random bytes, then scales set to
+// moderate fp16 values (Q6_K's int8 scales and all quants stay random).
+static int is_random_block_type(uint32_t t) {
+    return t == GGML_TYPE_Q5_0 || t == GGML_TYPE_Q5_1 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K ||
+           t == GGML_TYPE_Q6_K;
+}
+
+static void put_f16(uint8_t *p, float f) {
+    uint16_t h = qref_fp32_to_fp16(f);
+    memcpy(p, &h, 2);
+}
+
+static void random_blocks(uint32_t type, uint8_t *dst, int64_t n_in) {
+    const ggml_type_info *ti = ggml_type_get(type);
+    int64_t nb = n_in / ti->block_elems;
+    for (size_t i = 0; i < (size_t)nb * ti->block_bytes; i++) dst[i] = (uint8_t)rand_u32();
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = dst + (size_t)b * ti->block_bytes;
+        switch (type) {
+        case GGML_TYPE_Q5_1: put_f16(blk + 2, rand_uniform(-1.0f, 1.0f)); /* fall through */
+        case GGML_TYPE_Q5_0: put_f16(blk, rand_uniform(0.02f, 0.1f)); break;
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+            put_f16(blk, rand_uniform(0.001f, 0.005f));
+            put_f16(blk + 2, rand_uniform(0.001f, 0.005f));
+            break;
+        case GGML_TYPE_Q6_K: put_f16(blk + 208, rand_uniform(0.0002f, 0.001f)); break;
+        }
+    }
+}
+
 // n_out rows of n_in values ~ N(0, s_row^2) with a per-row scale, stored as
 // `type` by the reference quantizers; row o = 1 is all zeros and row 2 constant
 // (Q4_1 then has d = 0). row_pad extra bytes per row (filled with 0xff, NaN
@@ -232,7 +288,13 @@ test_weight weight_new(uint32_t type, int64_t n_in, int64_t n_out, size_t row_pa
     for (int64_t o = 0; o < n_out; o++) {
         float s_row = rand_uniform(0.25f, 2.0f);
         for (int64_t i = 0; i < n_in; i++) row[i] = o == 1 ? 0.0f : o == 2 ? 0.75f : s_row * rand_normal();
-        size_t n = qref_quantize(type, row, (uint8_t *)tw.buf + (size_t)o * tw.w.row_bytes, n_in);
+        uint8_t *dst = (uint8_t *)tw.buf + (size_t)o * tw.w.row_bytes;
+        if (is_random_block_type(type)) {
+            random_blocks(type, dst, n_in);
+            if (o == 1) memset(dst, 0, packed);  // scale 0: a zero row
+            continue;
+        }
+        size_t n = qref_quantize(type, row, dst, n_in);
         if (n != packed) abort();  // the reference quantizer and ggml_row_bytes disagree
     }
     free(row);
@@ -275,8 +337,38 @@ double naive_weight(uint32_t type, const uint8_t *row, int64_t i) {
         int q = j < 16 ? blk[4 + j] & 0x0f : blk[4 + j - 16] >> 4;
         return (double)qref_fp16_to_fp32(load_u16(blk)) * q + qref_fp16_to_fp32(load_u16(blk + 2));
     }
+    case GGML_TYPE_Q5_0:    // {fp16 d, u8 qh[4], u8 qs[16]}: 5th bit of element j is bit j of qh; x = d (q - 16)
+    case GGML_TYPE_Q5_1: {  // {fp16 d, fp16 m, u8 qh[4], u8 qs[16]}: x = d q + m
+        int q1 = type == GGML_TYPE_Q5_1;
+        const uint8_t *blk = row + b * (q1 ? 24 : 22), *qh = blk + (q1 ? 4 : 2), *qs = qh + 4;
+        int q = (j < 16 ? qs[j] & 0x0f : qs[j - 16] >> 4) | ((qh[j / 8] >> (j % 8)) & 1) << 4;
+        double d = qref_fp16_to_fp32(load_u16(blk));
+        return q1 ? d * q + qref_fp16_to_fp32(load_u16(blk + 2)) : d * (q - 16);
+    }
+    case GGML_TYPE_Q4_K:    // {fp16 d, dmin, u8 scales[12], (Q5_K: u8 qh[32]), u8 qs[128]}
+    case GGML_TYPE_Q5_K: {  // sub-block s = e/32: x = d sc_s q - dmin m_s
+        int q5 = type == GGML_TYPE_Q5_K;
+        const uint8_t *blk = row + (i / 256) * (q5 ? 176 : 144), *sc = blk + 4, *qs = blk + (q5 ? 48 : 16);
+        int e = (int)(i % 256), s = e / 32, l = e % 32;
+        int scale = s < 4 ? sc[s] & 63 : (sc[s + 4] & 0x0f) | (sc[s - 4] >> 6) << 4;
+        int min = s < 4 ? sc[s + 4] & 63 : (sc[s + 4] >> 4) | (sc[s] >> 6) << 4;
+        int q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0x0f;
+        if (q5) q += ((blk[16 + l] >> s) & 1) * 16;
+        return (double)qref_fp16_to_fp32(load_u16(blk)) * scale * q - (double)qref_fp16_to_fp32(load_u16(blk + 2)) * min;
+    }
+    case GGML_TYPE_Q6_K: {  // {u8 ql[128], u8 qh[64], i8 scales[16], fp16 d}: x = d scales[e/16] (q - 32)
+        const uint8_t *blk = row + (i / 256) * 210;
+        int e = (int)(i % 256), h = e / 128, k = e % 128 / 32, l = e % 32;
+        int lo = (blk[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+        int hi = (blk[128 + 32 * h + l] >> (2 * k)) & 3;
+        return (double)qref_fp16_to_fp32(load_u16(blk + 208)) * (int8_t)blk[192 + e / 16] * ((lo | hi << 4) - 32);
+    }
     default: return NAN;
     }
+}
+
+double naive_kv_block(int elem, const uint8_t *row, int64_t i) {
+    return naive_weight(elem == KV_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_0, row, i);
 }
 
 // out: (n_tok, n_out) in double; abs: sum_k |w_ok x_tk| for error bounds.
@@ -323,7 +415,6 @@ void op_stats_print(const op_stats *s, int n) {
                    s[i].worst_nmse, s[i].worst_ratio);
 }
 
-const char *kv_name(int elem) { return elem == KV_F16 ? "f16" : "f32"; }
 
 size_t test_kv_bytes(const test_kv *kv) { return kv_bytes(kv->elem, kv->n_kv_heads * kv->head_stride); }
 

@@ -102,6 +102,9 @@ double kv_val(const test_kv *kv, int64_t h, int64_t p, int64_t i);
 kv_view kv_view_at(const test_kv *kv, int64_t first);
 void kv_free(test_kv *kv);
 const char *kv_name(int elem);
+int is_block_kv(int elem);  // q8_0 / q4_0: GGML blocks of 32
+// Element i of a q8_0 / q4_0 row, decoded here from GGML's block layouts.
+double naive_kv_block(int elem, const uint8_t *row, int64_t i);
 size_t test_kv_bytes(const test_kv *kv);  // the whole allocation (n_kv_heads * head_stride elements)
 
 // Explicit softmax of one query over keys [0, n) of KV head h (double):
