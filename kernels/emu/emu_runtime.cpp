@@ -833,6 +833,25 @@ int is_device_range(const void *p, size_t n_bytes) {
     return find_range(p, n_bytes, &past) && !past;
 }
 
+int classify_device_range(const void *p, size_t n_bytes, const void **base, size_t *size) {
+    int past = 0;
+    const dev_alloc *a = find_range(p, n_bytes, &past);
+    if (!a) return 0;
+    *base = a->user;
+    *size = a->n_bytes;
+    return past ? 1 : 2;
+}
+
+int open_device_range(const void *p, size_t n_bytes) {
+    int past = 0;
+    dev_alloc *a = find_range(p, n_bytes, &past);
+    if (!a || past) return 0;
+    open_alloc(a);
+    return 1;
+}
+
+int is_valid_stream(cudaStream_t stream) { return !stream || stream->magic == STREAM_MAGIC; }
+
 void fail_sticky(const char *what, const char *msg) {
     say("%s: %s", what, msg);
     t_sticky = t_last = cudaErrorLaunchFailure;
