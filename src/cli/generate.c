@@ -332,7 +332,7 @@ int cmd_generate(int argc, char **argv) {
     if (!model_path) cli_die("missing --model (see 'recall generate --help')");
     if (!prompt == !prompt_file) cli_die("give exactly one of --prompt and --file");
     if (system_msg && !chat) cli_die("--system needs --chat");
-    cli_backend_check(&cbk);
+    cli_backend_check(&cbk, cm);
 
     model m;
     cli_load_model(cm, &m, model_path);

@@ -30,8 +30,10 @@ static int read_mode(void) {
 
 static const char *mode_name(int mode) { return mode == MODE_HOST ? "host" : mode == MODE_NCCL ? "nccl" : "auto"; }
 
-static void copy_str(char *dst, size_t cap, const char *src) {
-    snprintf(dst, cap, "%s", src ? src : "");
+static void copy_str(char *dst, size_t cap, const char *src) {  // cut to fit
+    const size_t n = src ? strnlen(src, cap - 1) : 0;
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 // The checks every rank runs on the same reports: 0 or -1 with the same message everywhere.
