@@ -1,5 +1,6 @@
-// The counting wrappers shared by every communicator, and the null
-// communicator (one process, rank 0 of 1).
+// The counting wrappers shared by every communicator, their routing of
+// backend buffers (the host collective, or the device data path attached to
+// the communicator: comm.h), and the null communicator (rank 0 of 1).
 //
 // Counting rule, in c->counters[c->phase]: a call counts once it reaches the
 // implementation (arguments valid), whatever its outcome; its bytes count
