@@ -478,6 +478,71 @@ static void check_same_trace(const trace *a, const trace *b, int64_t L, const ch
         }
 }
 
+// needle_trace_locate: the tokens whose pieces overlap each occurrence, inside a region when given.
+static void test_locate(const model *m, const tokenizer *tok) {
+    rc_err err = {{0}};
+    const char *text = "code 8353752 here; again 8353752. Needle: the value is 4823262 (4823262 twice).";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(tokenizer_encode(tok, text, strlen(text), 0, 0, &ids, &n, &err) == 0);
+    needle_trace *t = needle_trace_create(NULL, &(comm){.size = 1}, &m->cfg, &err);
+    CHECK(t != NULL);
+    if (!t || !ids) return;
+    const char *answers[] = {"8353752", "4823262"};
+    const char *region[] = {"the value is 4823262"};
+    int truncated = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        const int64_t got = needle_trace_locate(t, tok, ids, (int64_t)n, answers, 2, mode ? region : NULL, mode,
+                                                &truncated);
+        int64_t pos[NEEDLE_TRACE_MAX_POSITIONS], of[NEEDLE_TRACE_MAX_POSITIONS];
+        CHECK(needle_trace_positions(t, pos, of) == got && !truncated);
+        // Expected, independently: walk the pieces and mark those overlapping an occurrence.
+        char buf[256];
+        size_t off = 0;
+        int64_t want = 0;
+        const char *scope = mode ? strstr(text, region[0]) : text;
+        const size_t scope_len = mode ? strlen(region[0]) : strlen(text);
+        for (size_t i = 0; i < n; i++) {
+            const size_t len = tokenizer_token_bytes(tok, ids[i], buf, sizeof(buf));
+            int hit = -1;
+            for (int a = 0; a < 2 && hit < 0; a++)
+                for (const char *p = strstr(scope, answers[a]); p && p + strlen(answers[a]) <= scope + scope_len;
+                     p = strstr(p + 1, answers[a])) {
+                    const size_t b0 = (size_t)(p - text), b1 = b0 + strlen(answers[a]);
+                    if (off < b1 && off + len > b0) hit = a;
+                }
+            if (hit >= 0) {
+                CHECK_MSG(want < got && pos[want] == (int64_t)i && of[want] == hit, "mode %d: token %zu (answer %d)",
+                          mode, i, hit);
+                want++;
+            }
+            off += len;
+        }
+        CHECK_MSG(want == got && got > 0, "mode %d: %lld positions, expected %lld", mode, (long long)got, (long long)want);
+    }
+    const char *absent[] = {"zebra"};
+    CHECK(needle_trace_locate(t, tok, ids, (int64_t)n, absent, 1, NULL, 0, &truncated) == 0);
+    // The answer step: the token that starts the first occurrence in an output.
+    const char *out_text = "it is 4823262.";
+    int32_t *out = NULL;
+    size_t n_out = 0;
+    CHECK(tokenizer_encode(tok, out_text, strlen(out_text), 0, 0, &out, &n_out, &err) == 0);
+    const int64_t st = needle_answer_step(tok, out, (int64_t)n_out, answers, 2);
+    size_t off = 0;
+    int64_t want_st = -1;
+    for (size_t i = 0; i < n_out && want_st < 0; i++) {
+        char buf[256];
+        const size_t len = tokenizer_token_bytes(tok, out[i], buf, sizeof(buf));
+        if (off + len > 6) want_st = (int64_t)i;  // "it is " is 6 bytes
+        off += len;
+    }
+    CHECK_MSG(st == want_st && st > 0, "answer step %lld, expected %lld", (long long)st, (long long)want_st);
+    CHECK(needle_answer_step(tok, out, 2, answers, 2) == -1);
+    free(out);
+    free(ids);
+    needle_trace_free(t);
+}
+
 static recycle_opts ropts(int64_t k, int64_t stride, int64_t pool, int agg) {
     recycle_opts o = recycle_default_opts();
     o.k = k;
@@ -498,6 +563,7 @@ int main(void) {
     tokenizer *tok = NULL;
     CHECK_MSG(tokenizer_init(&tok, &m.file, &err) == 0, "%s", err.msg);
     g_tok = tok;
+    test_locate(&m, tok);
     int32_t prompt[N_PROMPT];
     uint64_t s = 2024;
     for (int i = 0; i < N_PROMPT; i++) {

@@ -389,6 +389,21 @@ int cmd_generate(int argc, char **argv) {
     if (n_ids > n_ctx)
         cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
                 (long long)n_ctx);
+    // The needle's prompt tokens, found the same way on every rank.
+    needle_trace *nt = NULL;
+    FILE *nf = NULL;
+    if (needle_path) {
+        if (!(nt = needle_trace_create(NULL, cm, &m.cfg, &err))) cli_die_err(&err);
+        int truncated = 0;
+        if (needle_trace_locate(nt, tok, ids, n_ids, &needle_text, 1, NULL, 0, &truncated) == 0)
+            cli_die("--needle: '%s' does not occur in the prompt", needle_text);
+        if (rank0 && !(nf = fopen(needle_path, "w"))) cli_die("%s: cannot open for writing", needle_path);
+        needle_trace_set_output(nt, nf);
+        if (truncated && rank0)
+            fprintf(stderr, "recall: note: --needle occurs more than %d tokens' worth; tracing the first %d\n",
+                    NEEDLE_TRACE_MAX_POSITIONS, NEEDLE_TRACE_MAX_POSITIONS);
+        needle_trace_install(nt, &eo);
+    }
     // Settings errors before any note, so that a failure stays one line on stderr.
     if (kv_elem_check(kv_elem, m.cfg.head_dim, &err)) cli_die_err(&err);
     cli_attention_defaults(&eo, &m);
@@ -398,20 +413,6 @@ int cmd_generate(int argc, char **argv) {
         n_predict = n_ctx - n_ids;
     }
 
-    // The needle's prompt tokens, found the same way on every rank.
-    needle_trace *nt = NULL;
-    FILE *nf = NULL;
-    if (needle_path) {
-        if (rank0 && !(nf = fopen(needle_path, "w"))) cli_die("%s: cannot open for writing", needle_path);
-        if (!(nt = needle_trace_create(nf, cm, &m.cfg, &err))) cli_die_err(&err);
-        int truncated = 0;
-        if (needle_trace_locate(nt, tok, ids, n_ids, &needle_text, 1, NULL, 0, &truncated) == 0)
-            cli_die("--needle: '%s' does not occur in the prompt", needle_text);
-        if (truncated && rank0)
-            fprintf(stderr, "recall: note: --needle occurs more than %d tokens' worth; tracing the first %d\n",
-                    NEEDLE_TRACE_MAX_POSITIONS, NEEDLE_TRACE_MAX_POSITIONS);
-        needle_trace_install(nt, &eo);
-    }
     eo.n_ctx = n_ctx;
     eo.n_threads = n_threads;
     eo.kv_elem = kv_elem;

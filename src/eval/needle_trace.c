@@ -72,6 +72,8 @@ void needle_trace_free(needle_trace *t) {
     free(t);
 }
 
+void needle_trace_set_output(needle_trace *t, FILE *out) { t->out = t->cm->rank == 0 ? out : NULL; }
+
 void needle_trace_install(needle_trace *t, engine_opts *eo) {
     eo->on_attention_scores = needle_trace_on_scores;
     eo->hook_user = t;
@@ -575,7 +577,8 @@ void needle_trace_end(needle_trace *t, const tokenizer *tok, const int32_t *toke
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "event", "needle_end");
     cJSON_AddNumberToObject(o, "run", (double)t->run);
-    cJSON_AddNumberToObject(o, "steps", (double)n_tokens);
+    cJSON_AddNumberToObject(o, "steps", (double)t->cur_step);
+    cJSON_AddNumberToObject(o, "tokens", (double)n_tokens);
     cJSON_AddStringToObject(o, "output", out);
     cJSON_AddNumberToObject(o, "answer_step",
                             (double)needle_answer_step(tok, tokens, n_tokens, (const char *const *)t->answers,

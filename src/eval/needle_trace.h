@@ -14,7 +14,7 @@
 //    "held":[[0|1 per answer position] per cache head] | null,
 //    "rank_step":s | -1,"rank":[[rank per answer position] per KV head] | null,
 //    "mass":[[[p per query head of the group] per answer position] per KV head] | null}
-//   {"event":"needle_end","run":R,"steps":n,"output":text,"answer_step":t | -1}
+//   {"event":"needle_end","run":R,"steps":n,"tokens":m,"output":text,"answer_step":t | -1}
 //
 // Steps: token t of the output is chosen from step t's logits. Step 0 is the
 // prefill (full attention at the last prompt position); step t >= 1 is the
@@ -37,7 +37,8 @@
 //   mass   exp(s - lse) of each answer position for each query head of the
 //          KV group, when the layer ran full attention this step with its
 //          scores seen (null otherwise).
-// needle_end: the decoded output and the step whose token starts the first
+// needle_end: the steps recorded, the output's tokens (end of generation
+// not counted), the decoded output and the step whose token starts the first
 // occurrence of any answer in it (-1: no answer in the output).
 #ifndef RECALL_EVAL_NEEDLE_TRACE_H
 #define RECALL_EVAL_NEEDLE_TRACE_H
@@ -61,6 +62,7 @@ typedef struct needle_trace needle_trace;
 // out: the stream rank 0 writes (may be NULL on other ranks; not closed here).
 needle_trace *needle_trace_create(FILE *out, comm *cm, const model_config *c, rc_err *err);
 void needle_trace_free(needle_trace *t);  // NULL is fine
+void needle_trace_set_output(needle_trace *t, FILE *out);  // rank 0's stream, when opened after create
 // Sets the engine hook (on_attention_scores) and its user pointer; before engine_create.
 void needle_trace_install(needle_trace *t, engine_opts *eo);
 // The hook itself, for callers that chain their own (user = the trace).
