@@ -481,7 +481,8 @@ void needle_trace_step(needle_trace *t, const engine *e, int64_t step, int32_t t
     const int64_t pos = step == 0 ? engine_n_prompt(e) - 1 : st->pos;
     FILE *f = t->out;
     for (int64_t l = 0; f && l < L; l++) {
-        const int full = step == 0 ? 1 : st->layer_full[l];
+        // A policy's layer attends to its kept rows only, never to every position.
+        const int full = step == 0 ? 1 : engine_policy(e) ? 0 : st->layer_full[l];
         fprintf(f, "{\"event\":\"needle_step\",\"run\":%lld,\"step\":%lld,\"pos\":%lld,\"token\":%d,\"layer\":%lld,"
                    "\"full\":%d,\"held\":",
                 (long long)t->run, (long long)step, (long long)pos, token, (long long)l, full);
