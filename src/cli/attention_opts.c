@@ -241,7 +241,7 @@ void cli_attention_usage(FILE *out) {
             "      --ada-floor F       adakv: every head keeps at least F x b (default %g)\n"
             "      --head-scores FILE  head importance (JSON from 'recall profile-heads', e.g.\n"
             "                          configs/heads/smollm2-135m-instruct.json) for headkv and\n"
-            "                          --recycle-budgets headkv\n"
+            "                          --recycle-budgets headkv (default: the scores shipped for the model)\n"
             "      --recycle-k K       recycled-cache entries per layer and KV head (default %lld, or the\n"
             "                          context size when smaller; a K given here must not exceed it)\n"
             "      --recycle-schedule stride|dynamic\n"
@@ -258,8 +258,12 @@ void cli_attention_usage(FILE *out) {
             "      --recycle-pool W    max-pool scores over W neighbouring positions (odd; default %lld;\n"
             "                          1 = off)\n"
             "      --recycle-budgets uniform|headkv\n"
-            "                          K per layer and KV head: all equal (default), or the HeadKV allocation\n"
-            "                          of the same total by head importance (needs --head-scores)\n",
+            "                          K per layer and KV head: all equal (the paper's method), or the HeadKV\n"
+            "                          allocation of the same total by head importance (--head-scores, or the\n"
+            "                          scores shipped for the model). Default: headkv when scores are shipped\n"
+            "                          for this model file (configs/heads/index.json, matched by the file's\n"
+            "                          content fingerprint, see 'recall info'; $RECALL_HEADS_DIR overrides\n"
+            "                          the directory), else uniform\n",
             (long long)p.budget, (long long)p.window, (long long)p.sinks, (long long)p.pool_kernel, p.headkv_beta,
             p.pyramid_beta, p.ada_floor, (long long)d.k, (long long)d.stride, (long long)d.check_every, d.similarity, (long long)d.pool_kernel);
 }
