@@ -527,7 +527,9 @@ static void test_locate(const model *m, const tokenizer *tok) {
     int32_t *out = NULL;
     size_t n_out = 0;
     CHECK(tokenizer_encode(tok, out_text, strlen(out_text), 0, 0, &out, &n_out, &err) == 0);
-    const int64_t st = needle_answer_step(tok, out, (int64_t)n_out, answers, 2);
+    int64_t matched = 0;
+    const int64_t st = needle_answer_step(tok, out, (int64_t)n_out, answers, 2, &matched);
+    CHECK(matched == 7);
     size_t off = 0;
     int64_t want_st = -1;
     for (size_t i = 0; i < n_out && want_st < 0; i++) {
@@ -537,8 +539,17 @@ static void test_locate(const model *m, const tokenizer *tok) {
         off += len;
     }
     CHECK_MSG(st == want_st && st > 0, "answer step %lld, expected %lld", (long long)st, (long long)want_st);
-    CHECK(needle_answer_step(tok, out, 2, answers, 2) == -1);
+    CHECK(needle_answer_step(tok, out, 2, answers, 2, &matched) == -1 && matched == 0);
     free(out);
+    // A value started right and lost: "4823" of 4823262 (4 of 7 bytes) counts; "48" does not.
+    for (int k = 0; k < 2; k++) {
+        const char *lost = k ? "no, 48 then" : "no, 4823 then";
+        CHECK(tokenizer_encode(tok, lost, strlen(lost), 0, 0, &out, &n_out, &err) == 0);
+        const int64_t st2 = needle_answer_step(tok, out, (int64_t)n_out, answers, 2, &matched);
+        CHECK_MSG(k ? st2 == -1 && matched == 0 : st2 > 0 && matched == 4, "'%s': step %lld, %lld bytes", lost,
+                  (long long)st2, (long long)matched);
+        free(out);
+    }
     free(ids);
     needle_trace_free(t);
 }

@@ -535,18 +535,29 @@ void needle_trace_step(needle_trace *t, const engine *e, int64_t step, int32_t t
 }
 
 int64_t needle_answer_step(const tokenizer *tok, const int32_t *tokens, int64_t n_tokens, const char *const *answers,
-                           int n_answers) {
+                           int n_answers, int64_t *matched) {
+    *matched = 0;
     if (n_tokens <= 0) return -1;
     int64_t *off = NULL;
     size_t len = 0;
     char *text = token_bytes(tok, tokens, n_tokens, &off, &len);
     int64_t best = -1;
+    size_t best_len = 0;
+    // The longest prefix of any answer that occurs (at least half of it), earliest first.
     for (int a = 0; text && a < n_answers; a++) {
         const size_t alen = strlen(answers[a]);
-        const char *at = alen ? memmem(text, len, answers[a], alen) : NULL;
-        if (at && (best < 0 || at - text < best)) best = at - text;
+        for (size_t k = alen; k > 0 && 2 * k >= alen && k >= best_len; k--) {
+            const char *at = memmem(text, len, answers[a], k);
+            if (!at) continue;
+            if (k > best_len || at - text < best) {
+                best = at - text;
+                best_len = k;
+            }
+            break;
+        }
     }
     const int64_t step = best < 0 ? -1 : token_at(off, n_tokens, best);
+    *matched = (int64_t)best_len;
     free(text);
     free(off);
     return step;
@@ -581,9 +592,10 @@ void needle_trace_end(needle_trace *t, const tokenizer *tok, const int32_t *toke
     cJSON_AddNumberToObject(o, "steps", (double)t->cur_step);
     cJSON_AddNumberToObject(o, "tokens", (double)n_tokens);
     cJSON_AddStringToObject(o, "output", out);
-    cJSON_AddNumberToObject(o, "answer_step",
-                            (double)needle_answer_step(tok, tokens, n_tokens, (const char *const *)t->answers,
-                                                       t->n_answers));
+    int64_t matched = 0;
+    const int64_t at = needle_answer_step(tok, tokens, n_tokens, (const char *const *)t->answers, t->n_answers, &matched);
+    cJSON_AddNumberToObject(o, "answer_step", (double)at);
+    cJSON_AddNumberToObject(o, "answer_bytes", (double)matched);
     write_json_line(t->out, o);
     fflush(t->out);
     cJSON_Delete(o);

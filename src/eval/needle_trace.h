@@ -14,7 +14,7 @@
 //    "held":[[0|1 per answer position] per cache head] | null,
 //    "rank_step":s | -1,"rank":[[rank per answer position] per KV head] | null,
 //    "mass":[[[p per query head of the group] per answer position] per KV head] | null}
-//   {"event":"needle_end","run":R,"steps":n,"tokens":m,"output":text,"answer_step":t | -1}
+//   {"event":"needle_end","run":R,"steps":n,"tokens":m,"output":text,"answer_step":t | -1,"answer_bytes":b}
 //
 // Steps: token t of the output is chosen from step t's logits. Step 0 is the
 // prefill (full attention at the last prompt position); step t >= 1 is the
@@ -38,8 +38,8 @@
 //          KV group, when the layer ran full attention this step with its
 //          scores seen (null otherwise).
 // needle_end: the steps recorded, the output's tokens (end of generation
-// not counted), the decoded output and the step whose token starts the first
-// occurrence of any answer in it (-1: no answer in the output).
+// not counted), the decoded output, the step whose token starts the answer
+// in it (needle_answer_step; -1: none) and how many of its bytes matched.
 #ifndef RECALL_EVAL_NEEDLE_TRACE_H
 #define RECALL_EVAL_NEEDLE_TRACE_H
 
@@ -99,10 +99,13 @@ void needle_trace_step(needle_trace *t, const engine *e, int64_t step, int32_t t
 // The run's output tokens (token i chosen at step i): writes needle_end.
 void needle_trace_end(needle_trace *t, const tokenizer *tok, const int32_t *tokens, int64_t n_tokens);
 
-// The step whose token starts the first occurrence of any answer in the
-// decoded tokens, or -1.
+// The step whose token starts the answer in the decoded tokens: the earliest
+// occurrence of the longest prefix of any answer that occurs, if that prefix
+// is at least half the answer (the whole answer when it occurs; "8353" of
+// "8353752" too: a model that starts the right value and loses it), else -1.
+// *matched: the prefix's bytes (0 with -1).
 int64_t needle_answer_step(const tokenizer *tok, const int32_t *tokens, int64_t n_tokens, const char *const *answers,
-                           int n_answers);
+                           int n_answers, int64_t *matched);
 
 #ifdef __cplusplus
 }
