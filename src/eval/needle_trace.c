@@ -11,6 +11,13 @@
 #include "policy/kvpolicy.h"
 #include "policy/recycle.h"
 
+// The hooks cannot return an error: running out of memory while tracing ends
+// the run with one line, as the CLI does.
+static void die_oom(void) {
+    fprintf(stderr, "recall: out of memory for the needle trace\n");
+    exit(1);
+}
+
 struct needle_trace {
     FILE *out;
     comm *cm;
@@ -249,7 +256,7 @@ static int gather_scores(needle_trace *t, int64_t n_total, const float *scores, 
     comm *cm = t->cm;
     const int R = cm->size;
     if (n_total > t->dense_cap) {
-        if (grow_f(&t->dense, t->H * n_total) || grow_f(&t->aggr, n_total) || grow_f(&t->pooled, n_total)) abort();
+        if (grow_f(&t->dense, t->H * n_total) || grow_f(&t->aggr, n_total) || grow_f(&t->pooled, n_total)) die_oom();
         t->dense_cap = n_total;
     }
     for (int64_t i = 0; i < t->H * n_total; i++) t->dense[i] = -INFINITY;
@@ -263,13 +270,13 @@ static int gather_scores(needle_trace *t, int64_t n_total, const float *scores, 
     rc_err err = {{0}};
     int64_t *nk = malloc((size_t)R * sizeof(int64_t));
     size_t *counts = malloc((size_t)R * sizeof(size_t));
-    if (!nk || !counts) abort();
+    if (!nk || !counts) die_oom();
     if (comm_allgather(cm, &n_keys, sizeof(n_keys), nk, &err)) goto fail;
     int64_t total = 0;
     for (int r = 0; r < R; r++) total += nk[r];
     if (total > t->g_cap) {
         int64_t *p = realloc(t->g_pos, (size_t)(total > 0 ? total : 1) * sizeof(int64_t));
-        if (!p || grow_f(&t->g_scores, t->H * total)) abort();
+        if (!p || grow_f(&t->g_scores, t->H * total)) die_oom();
         t->g_pos = p;
         t->g_cap = total;
     }
@@ -432,7 +439,7 @@ static int fill_held(needle_trace *t, const engine *e) {
             if (!rs->built[l]) return 0;
         if (rs->cache.k > t->pos_cap) {
             int64_t *p = realloc(t->pos_buf, (size_t)rs->cache.k * sizeof(int64_t));
-            if (!p) abort();
+            if (!p) die_oom();
             t->pos_buf = p;
             t->pos_cap = rs->cache.k;
         }
@@ -572,14 +579,14 @@ void needle_trace_end(needle_trace *t, const tokenizer *tok, const int32_t *toke
     char *piece = malloc(cap + 1);
     size_t out_cap = 256, out_len = 0;
     char *out = malloc(out_cap);
-    if (!piece || !out) abort();
+    if (!piece || !out) die_oom();
     for (int64_t i = 0; i <= n_tokens; i++) {
         const size_t k = i < n_tokens ? tokenizer_decode_stream(tok, &st, tokens[i], piece, cap)
                                       : tokenizer_stream_flush(tok, &st, piece, cap);
         if (out_len + k + 1 > out_cap) {
             while (out_len + k + 1 > out_cap) out_cap *= 2;
             char *p = realloc(out, out_cap);
-            if (!p) abort();
+            if (!p) die_oom();
             out = p;
         }
         memcpy(out + out_len, piece, k);
