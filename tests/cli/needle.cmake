@@ -1,7 +1,8 @@
 # Needle tracing and the head scores shipped per model, on the tiny models
 # of make_bad_inputs (bad_input.cmake's fixture):
 #   needle_trace_cli   generate and eval ruler --trace-needle: traced runs print
-#                      and count what untraced ones do; the JSONL's shape
+#                      and count what untraced ones do (also on 2 ranks under
+#                      mpirun); the JSONL's shape; launch/needle_plot.sh
 #                      (scripts/needle_trace_check.cmake; the values against brute
 #                      force are test_needle_trace's)
 #   head_defaults      the fingerprint lookup (a renamed copy finds its scores,
@@ -10,8 +11,13 @@
 #                      (scripts/head_defaults_check.cmake)
 #   cli_bad_needle_*   bad input, one line each
 set(needle_work ${CMAKE_CURRENT_BINARY_DIR}/needle_tests)
+set(needle_mpi "")
+if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
+  set(needle_mpi -DMPIEXEC=${MPIEXEC_EXECUTABLE})
+endif()
 add_test(NAME needle_trace_cli
   COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> -DMODELS=${RECALL_BAD_INPUTS} -DWORK=${needle_work}/trace
+          -DPLOT=${PROJECT_SOURCE_DIR}/launch/needle_plot.sh ${needle_mpi}
           -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/needle_trace_check.cmake)
 add_test(NAME head_defaults
   COMMAND ${CMAKE_COMMAND} -DRECALL=$<TARGET_FILE:recall> -DMODELS=${RECALL_BAD_INPUTS} -DHEADS=${RECALL_TEST_DATA}/heads

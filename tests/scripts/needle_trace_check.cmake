@@ -8,7 +8,12 @@
 #   that they are the needle's tokens), one needle_step line per
 #   (step, layer) with held/rank/mass where the schema says, one needle_end;
 #   eval ruler (niah_single_1, full, recycled, snapkv) traced and untraced:
-#   the same answers, one needle_run per run, positions inside the needle.
+#   the same answers, one needle_run per run, positions inside the needle;
+#   with MPIEXEC, 2 ranks under mpirun (recycled and snapkv, fp32 KV): traced
+#   and untraced print and count the same on every rank (the --stats lines
+#   of both ranks), rank 0 alone writes, and its held/rank fields equal the
+#   1-rank trace's;
+#   launch/needle_plot.sh draws the eval trace.
 foreach(v RECALL MODELS WORK)
   if(NOT DEFINED ${v})
     message(FATAL_ERROR "needle_trace_check.cmake: pass -D${v}=...")
@@ -18,7 +23,7 @@ file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 set(ENV{GOMP_SPINCOUNT} 2000)
 set(model ${MODELS}/tiny.gguf)
-set(prompt "The code is 8353752 ok")
+set(prompt "code 8353752 and then")  # 11 decode steps on the tiny model: 3 full, 8 recycled
 
 function(run_ok out_var err_var)
   execute_process(COMMAND ${RECALL} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
@@ -154,3 +159,62 @@ foreach(run ${ev_lines})
   endif()
 endforeach()
 message(STATUS "eval ruler: ${n_runs} traced runs with the same answers as untraced")
+
+# launch/needle_plot.sh on the eval trace (needs python3 and gnuplot, as launch/plots.sh does).
+if(DEFINED PLOT)
+  execute_process(COMMAND bash ${PLOT} -o ${WORK}/coverage.png ${WORK}/eval.jsonl RESULT_VARIABLE rc ERROR_VARIABLE err
+                  OUTPUT_VARIABLE out)
+  if(NOT rc EQUAL 0 OR NOT EXISTS ${WORK}/coverage.png OR NOT out MATCHES "3 panels")
+    message(FATAL_ERROR "needle_plot.sh failed (exit ${rc}): ${out}${err}")
+  endif()
+endif()
+
+if(NOT DEFINED MPIEXEC)
+  return()
+endif()
+set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+# Every rank's statistics lines, times and RSS left out.
+function(all_stats err out_var)
+  string(REGEX MATCHALL "rank [0-9]: (KV [0-9]+ [a-z ()]+|decode attention read [0-9.]+ MB|[^\n]*layer rebuilds: [0-9]+ rows fetched, [0-9]+ reused)|decode [0-9]+ calls, [0-9.]+ bytes received per step|hash [0-9a-f]+|per layer:[ 0-9/]+" m "${err}")
+  set(${out_var} "${m}" PARENT_SCOPE)
+endfunction()
+foreach(method recycled snapkv)
+  set(extra --recycle-k 6 --recycle-stride 3 --recycle-budgets uniform)
+  if(method STREQUAL "snapkv")
+    set(extra --kv-budget 12 --kv-window 4)
+  endif()
+  set(common generate -m ${model} -p "${prompt}" -n 12 --stats --kv-type f32 --attention ${method} ${extra})
+  run_ok(o1 e1 ${common} --trace-needle ${WORK}/np1_${method}.jsonl --needle 8353752)
+  foreach(traced 0 1)
+    set(tr "")
+    if(traced)
+      set(tr --trace-needle ${WORK}/np2_${method}.jsonl --needle 8353752)
+    endif()
+    execute_process(COMMAND ${MPIEXEC} --oversubscribe -np 2 --mca btl self,vader --mca mpi_yield_when_idle 1
+                            -x OMP_NUM_THREADS=1 ${RECALL} ${common} ${tr} --threads 1
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out${traced} ERROR_VARIABLE err${traced} TIMEOUT 120)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "${method}, 2 ranks: exit ${rc}\n${err${traced}}")
+    endif()
+    all_stats("${err${traced}}" st${traced})
+  endforeach()
+  if(NOT out0 STREQUAL out1 OR NOT st0 STREQUAL st1 OR NOT st0 MATCHES "rank 1: KV")
+    message(FATAL_ERROR "${method}, 2 ranks: the traced run differs:\n[${out0}] ${st0}\n[${out1}] ${st1}")
+  endif()
+  if(EXISTS ${WORK}/np2_${method}.jsonl.rank1)
+    message(FATAL_ERROR "rank 1 wrote a trace")
+  endif()
+  foreach(np 1 2)
+    file(STRINGS ${WORK}/np${np}_${method}.jsonl steps REGEX "needle_step")
+    set(sel${np} "")
+    foreach(line ${steps})
+      string(REGEX MATCH "\"held\":[^a-z]*\"rank\":[^a-z]*" f "${line}")
+      string(APPEND sel${np} "${f}\n")
+    endforeach()
+  endforeach()
+  if(NOT sel1 STREQUAL sel2 OR sel1 STREQUAL "")
+    message(FATAL_ERROR "${method}: 2 ranks traced other held/rank fields than 1:\n${sel1}\n${sel2}")
+  endif()
+  message(STATUS "${method}: 2 ranks under mpirun: the same text and counters traced or not, the 1-rank trace")
+endforeach()
