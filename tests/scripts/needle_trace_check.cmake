@@ -173,6 +173,7 @@ if(NOT DEFINED MPIEXEC)
   return()
 endif()
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+set(ENV{ASAN_OPTIONS} detect_leaks=0)  # Open MPI's allocations look like leaks to LeakSanitizer
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
 # Every rank's statistics lines, times and RSS left out.
 function(all_stats err out_var)
