@@ -43,7 +43,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 # all TSan sees.
 echo "[test] ThreadSanitizer build (simulated ranks)" >&2
 # The emulator's own tests too: its fibers switch under TSan's fiber API.
-tsan_tests=(test_comm test_shard test_recycle test_kvpolicy test_soak test_emu test_emu_cublas test_emu_proofs test_emu_nccl)
+tsan_tests=(test_comm test_shard test_recycle test_kvpolicy test_soak test_needle_trace test_emu test_emu_cublas test_emu_proofs test_emu_nccl)
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRECALL_TSAN=ON -DRECALL_MPI=OFF -DRECALL_CUDA=OFF >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target "${tsan_tests[@]}" >/dev/null
 for t in "${tsan_tests[@]}"; do
