@@ -18,7 +18,8 @@ mkdir -p "$out"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(bench ruler ppl plots)
 # Budgets default to context / 8 (recycled's K and the policies' rows per KV head).
-methods=full,recycled:stride=10,recycled:stride=10:budgets=headkv,streaming,h2o,snapkv,pyramidkv,adakv,headkv
+# budgets=uniform: the paper's method (plain "recycled" takes the HeadKV budgets shipped for the model).
+methods=full,recycled:stride=10:budgets=uniform,recycled:stride=10:budgets=headkv,streaming,h2o,snapkv,pyramidkv,adakv,headkv
 
 for step in "${steps[@]}"; do
   case "$step" in

@@ -31,8 +31,10 @@ echo "[test] ASan + UBSan build" >&2
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRECALL_SANITIZE=ON -DRECALL_CUDA=OFF >/dev/null
 cmake --build build-sanitize -j"$(nproc)" >/dev/null
 check_count build-sanitize
+# Tests labelled release_only (long real-model sweeps whose code the tiny-model
+# tests cover) run in the Release stage only.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-sanitize --output-on-failure -j"$jobs"
+  ctest --test-dir build-sanitize --output-on-failure -j"$jobs" -LE release_only
 
 # ThreadSanitizer on the tests whose simulated ranks are threads sharing one
 # communicator. One OpenMP thread: libgomp is not built with TSan, so its
@@ -41,7 +43,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 # all TSan sees.
 echo "[test] ThreadSanitizer build (simulated ranks)" >&2
 # The emulator's own tests too: its fibers switch under TSan's fiber API.
-tsan_tests=(test_comm test_shard test_recycle test_kvpolicy test_soak test_emu test_emu_cublas test_emu_proofs test_emu_nccl)
+tsan_tests=(test_comm test_shard test_recycle test_kvpolicy test_soak test_needle_trace test_emu test_emu_cublas test_emu_proofs test_emu_nccl)
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRECALL_TSAN=ON -DRECALL_MPI=OFF -DRECALL_CUDA=OFF >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target "${tsan_tests[@]}" >/dev/null
 for t in "${tsan_tests[@]}"; do

@@ -9,6 +9,8 @@
 //   unknown_type.gguf       blk.0.attn_q.weight with type id 99 (no such ggml type)
 //   unsupported_arch.gguf   general.architecture = "mamba"
 //   tiny_ctx512.gguf        tiny.gguf with a 512-token trained context
+//   tiny_other_weights.gguf tiny.gguf with other random weights: the same metadata
+//                           and tensor infos byte for byte, another model (fingerprint)
 //   defect_*.gguf           the GGUF files of support/defect_inputs.h
 //   defect_head_scores.json a head-scores file that declares far more rows than it holds
 #include <errno.h>
@@ -126,6 +128,10 @@ int main(int argc, char **argv) {
     tiny_params(&p);
     p.n_ctx = 512;
     rc |= write_model("tiny_ctx512.gguf", &p, NULL, NULL);
+
+    tiny_params(&p);
+    p.seed += 1;
+    rc |= write_model("tiny_other_weights.gguf", &p, NULL, NULL);
 
     for (int i = 0; i < DEFECT_GGUF_COUNT; i++) {
         rc_err err;

@@ -117,12 +117,12 @@ int main(void) {
         return 1;
     }
 
-    // 1. The CLI: full and recycled with K = C.
+    // 1. The CLI: full and recycled with K = C (the paper's uniform budgets: every head keeps all).
     char prefix[sizeof(dir) + 16], ctx_s[16], eval_s[16], methods[64];
     snprintf(prefix, sizeof(prefix), "%s/ppl", dir);
     snprintf(ctx_s, sizeof(ctx_s), "%d", CTX);
     snprintf(eval_s, sizeof(eval_s), "%d", EVAL_TOKENS);
-    snprintf(methods, sizeof(methods), "full,recycled:k=%d", CTX);
+    snprintf(methods, sizeof(methods), "full,recycled:k=%d:budgets=uniform", CTX);  // uniform: K = C keeps all
     char *argv[] = {bin, "eval", "ppl", "-m", RECALL_MODEL_PATH, "--text", TEXT_PATH, "--ctx", ctx_s,
                     "--eval-tokens", eval_s, "--attention", methods, "--kv-type", "f32", "--threads", "2",
                     "--out", prefix, NULL};

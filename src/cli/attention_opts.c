@@ -1,14 +1,27 @@
 #include "cli/attention_opts.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "model/fingerprint.h"
+#include "policy/head_index.h"
+
+#ifndef RECALL_HEADS_DIR_DEFAULT
+#define RECALL_HEADS_DIR_DEFAULT "configs/heads"
+#endif
 
 // Flags given explicitly, so they can be refused where they do nothing.
-static int g_recycle_flags_seen, g_recycle_k_seen, g_policy_flags_seen;
+static int g_recycle_flags_seen, g_recycle_k_seen, g_policy_flags_seen, g_recycle_budgets_seen;
 static const char *g_head_scores_path;
 static head_scores g_head_scores;
 static int g_head_scores_loaded;
+// The shipped scores of the model file (cli_shipped_head_scores), and how
+// the recycled budgets were chosen when --recycle-budgets was not given.
+static int g_shipped_looked, g_shipped_found;
+static char g_shipped_path[4096], g_fingerprint[17];
+enum { BUDGETS_GIVEN = 0, BUDGETS_SHIPPED, BUDGETS_NONE_SHIPPED };
+static int g_budgets_how;
 
 #define METHOD_LIST "full, recycled, streaming, h2o, snapkv, pyramidkv, adakv or headkv"
 
@@ -48,6 +61,7 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo) {
         if (!strcmp(arg, "uniform")) r->budgets = RECYCLE_BUDGETS_UNIFORM;
         else if (!strcmp(arg, "headkv")) r->budgets = RECYCLE_BUDGETS_HEADKV;
         else cli_die("--recycle-budgets: unknown allocation '%s' (expected uniform or headkv)", arg);
+        g_recycle_budgets_seen = 1;
         break;
     case CLI_OPT_RECYCLE_K:
         r->k = cli_parse_int("--recycle-k", arg, 1, INT32_MAX);
@@ -89,6 +103,64 @@ const head_scores *cli_head_scores(const model_config *c) {
     return &g_head_scores;
 }
 
+int cli_recycle_budgets_given(void) { return g_recycle_budgets_seen; }
+
+const char *cli_heads_dir(void) {
+    const char *env = getenv("RECALL_HEADS_DIR");
+    return env && *env ? env : RECALL_HEADS_DIR_DEFAULT;
+}
+
+const char *cli_model_fingerprint(const model *m) {
+    if (!g_fingerprint[0]) model_fingerprint_hex(&m->file, g_fingerprint);
+    return g_fingerprint;
+}
+
+const char *cli_shipped_head_scores(const model *m) {
+    if (!g_shipped_looked) {
+        rc_err err = {{0}};
+        const int rc = head_index_find(cli_heads_dir(), cli_model_fingerprint(m), g_shipped_path,
+                                       sizeof(g_shipped_path), &err);
+        if (rc < 0) cli_die_err(&err);
+        g_shipped_found = rc == 1;
+        g_shipped_looked = 1;
+    }
+    return g_shipped_found ? g_shipped_path : NULL;
+}
+
+void cli_attention_defaults(engine_opts *eo, const model *m) {
+    const int recycled = eo->attention == ATTENTION_RECYCLED;
+    if (recycled && !g_recycle_budgets_seen) {
+        // The paper's uniform K loses needles that HeadKV budgets keep (README,
+        // "Recycled attention"): with scores shipped for this very file, they
+        // are the default; --recycle-budgets uniform asks for the paper's.
+        if (!g_head_scores_path && cli_shipped_head_scores(m)) {
+            eo->recycle.budgets = RECYCLE_BUDGETS_HEADKV;
+            g_head_scores_path = g_shipped_path;
+            g_budgets_how = BUDGETS_SHIPPED;
+        } else if (!g_head_scores_path) {
+            g_budgets_how = BUDGETS_NONE_SHIPPED;
+        }
+        return;
+    }
+    const int wants_scores = eo->attention == ATTENTION_HEADKV ||
+                             (recycled && eo->recycle.budgets == RECYCLE_BUDGETS_HEADKV);
+    if (wants_scores && !g_head_scores_path && cli_shipped_head_scores(m)) g_head_scores_path = g_shipped_path;
+}
+
+const char *cli_attention_budgets_note(char *buf, size_t cap) {
+    if (g_budgets_how != BUDGETS_NONE_SHIPPED) return NULL;
+    snprintf(buf, cap,
+             "uniform recycled budgets: no head scores are shipped for this model (fingerprint %s, index %s/%s); "
+             "'recall profile-heads' measures them, then --recycle-budgets headkv --head-scores FILE uses them",
+             g_fingerprint, cli_heads_dir(), HEAD_INDEX_FILE);
+    return buf;
+}
+
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
 void cli_attention_check(engine_opts *eo, int64_t n_ctx, const model_config *c) {
     rc_err err = {{0}};
     const int wants_scores = eo->attention == ATTENTION_HEADKV ||
@@ -119,6 +191,9 @@ void cli_attention_check(engine_opts *eo, int64_t n_ctx, const model_config *c) 
 
 void cli_attention_describe(const engine_opts *eo, char *buf, size_t cap) {
     const recycle_opts *r = &eo->recycle;
+    char shipped[512] = "";
+    if (g_budgets_how == BUDGETS_SHIPPED && r->budgets == RECYCLE_BUDGETS_HEADKV)
+        snprintf(shipped, sizeof(shipped), " by default (scores shipped for this model: %.400s)", base_name(g_shipped_path));
     if (attention_kind_is_policy(eo->attention)) {
         const kvpolicy_opts *p = &eo->policy;
         snprintf(buf, cap, "%s (KV budget %lld rows per %s head on average%s)", attention_kind_name(eo->attention),
@@ -128,13 +203,13 @@ void cli_attention_describe(const engine_opts *eo, char *buf, size_t cap) {
     } else if (eo->attention != ATTENTION_RECYCLED) {
         snprintf(buf, cap, "full attention");
     } else if (r->schedule == RECYCLE_STRIDE) {
-        snprintf(buf, cap, "recycled attention (K %lld%s, stride %lld, GQA %s, pool %lld)", (long long)r->k,
-                 r->budgets == RECYCLE_BUDGETS_HEADKV ? " on average, HeadKV budgets" : "", (long long)r->stride,
-                 group_agg_name(r->group_agg), (long long)r->pool_kernel);
+        snprintf(buf, cap, "recycled attention (K %lld%s%s, stride %lld, GQA %s, pool %lld)", (long long)r->k,
+                 r->budgets == RECYCLE_BUDGETS_HEADKV ? " on average, HeadKV budgets" : "", shipped,
+                 (long long)r->stride, group_agg_name(r->group_agg), (long long)r->pool_kernel);
     } else {
-        snprintf(buf, cap, "recycled attention (K %lld, dynamic: every %lld steps, full at cosine <= %g, GQA %s, pool %lld)",
-                 (long long)r->k, (long long)r->check_every, r->similarity, group_agg_name(r->group_agg),
-                 (long long)r->pool_kernel);
+        snprintf(buf, cap, "recycled attention (K %lld%s%s, dynamic: every %lld steps, full at cosine <= %g, GQA %s, pool %lld)",
+                 (long long)r->k, r->budgets == RECYCLE_BUDGETS_HEADKV ? " on average, HeadKV budgets" : "", shipped,
+                 (long long)r->check_every, r->similarity, group_agg_name(r->group_agg), (long long)r->pool_kernel);
     }
 }
 
@@ -166,7 +241,7 @@ void cli_attention_usage(FILE *out) {
             "      --ada-floor F       adakv: every head keeps at least F x b (default %g)\n"
             "      --head-scores FILE  head importance (JSON from 'recall profile-heads', e.g.\n"
             "                          configs/heads/smollm2-135m-instruct.json) for headkv and\n"
-            "                          --recycle-budgets headkv\n"
+            "                          --recycle-budgets headkv (default: the scores shipped for the model)\n"
             "      --recycle-k K       recycled-cache entries per layer and KV head (default %lld, or the\n"
             "                          context size when smaller; a K given here must not exceed it)\n"
             "      --recycle-schedule stride|dynamic\n"
@@ -183,8 +258,12 @@ void cli_attention_usage(FILE *out) {
             "      --recycle-pool W    max-pool scores over W neighbouring positions (odd; default %lld;\n"
             "                          1 = off)\n"
             "      --recycle-budgets uniform|headkv\n"
-            "                          K per layer and KV head: all equal (default), or the HeadKV allocation\n"
-            "                          of the same total by head importance (needs --head-scores)\n",
+            "                          K per layer and KV head: all equal (the paper's method), or the HeadKV\n"
+            "                          allocation of the same total by head importance (--head-scores, or the\n"
+            "                          scores shipped for the model). Default: headkv when scores are shipped\n"
+            "                          for this model file (configs/heads/index.json, matched by the file's\n"
+            "                          content fingerprint, see 'recall info'; $RECALL_HEADS_DIR overrides\n"
+            "                          the directory), else uniform\n",
             (long long)p.budget, (long long)p.window, (long long)p.sinks, (long long)p.pool_kernel, p.headkv_beta,
             p.pyramid_beta, p.ada_floor, (long long)d.k, (long long)d.stride, (long long)d.check_every, d.similarity, (long long)d.pool_kernel);
 }

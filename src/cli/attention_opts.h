@@ -48,6 +48,27 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo);
 // a policy).
 void cli_attention_check(engine_opts *eo, int64_t n_ctx, const model_config *c);
 
+// Head scores shipped with recall: DIR/index.json (policy/head_index.h), DIR
+// being $RECALL_HEADS_DIR or else the source tree's configs/heads, maps a
+// model file's content fingerprint (model/fingerprint.h) to a scores file.
+const char *cli_heads_dir(void);
+const char *cli_model_fingerprint(const model *m);  // 16 hex digits, computed once
+// The shipped scores file of this model, or NULL (dies on a malformed index).
+const char *cli_shipped_head_scores(const model *m);
+// 1 when --recycle-budgets was given on the command line or in a config.
+int cli_recycle_budgets_given(void);
+
+// Before cli_attention_check, once the model is loaded: --attention recycled
+// without --recycle-budgets uses HeadKV budgets when scores are shipped for
+// this model file (cli_attention_describe then says so), else uniform budgets
+// (cli_attention_budgets_note gives the line that says how to get scores).
+// headkv and --recycle-budgets headkv without --head-scores use the shipped
+// scores when there are some.
+void cli_attention_defaults(engine_opts *eo, const model *m);
+// The note for a recycled run that fell back to uniform budgets because no
+// scores are shipped for the model (into buf), or NULL.
+const char *cli_attention_budgets_note(char *buf, size_t cap);
+
 // The head scores for headkv and --recycle-budgets headkv: loaded from the
 // --head-scores path (dies on a bad file). NULL when no path was given.
 const head_scores *cli_head_scores(const model_config *c);

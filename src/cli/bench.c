@@ -318,7 +318,7 @@ int cmd_bench(int argc, char **argv) {
 
     model m;
     cli_load_model(cm, &m, model_path);
-    method_list_head_scores(methods, n_methods, &m.cfg);  // headkv and --recycle-budgets headkv
+    method_list_head_scores(methods, n_methods, &m);  // headkv and --recycle-budgets headkv
     const int64_t V = m.cfg.n_vocab;
     int64_t n_ctx = 1;
     for (int i = 0; i < n_prefill; i++) n_ctx = prefill_lens[i] > n_ctx ? prefill_lens[i] : n_ctx;

@@ -192,12 +192,13 @@ int eval_set_run(engine *e, const eval_run *r, rc_err *err) {
     return engine_set_attention(e, r->attention, &r->ro, &r->po, err);
 }
 
-int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
-                           uint64_t *hash) {
+int64_t eval_decode_greedy_steps(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
+                                 uint64_t *hash, void (*on_step)(void *user, int64_t step, int32_t token), void *user) {
     rc_err err = {{0}};
     const int64_t V = engine_model(e)->cfg.n_vocab;
     int64_t n = 0;
     int32_t next = first;
+    if (on_step) on_step(user, 0, next);
     while (!tokenizer_is_eog(tok, next)) {
         out[n++] = next;
         if (n == max_new) break;  // the last token needs no forward pass
@@ -205,8 +206,14 @@ int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64
         cli_check_logits(engine_logits(e), V, "answer decode step %lld", (long long)n);
         *hash = fnv1a(*hash, engine_logits(e), (size_t)V * sizeof(float));
         next = eval_argmax(engine_logits(e), V);
+        if (on_step) on_step(user, n, next);
     }
     return n;
+}
+
+int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
+                           uint64_t *hash) {
+    return eval_decode_greedy_steps(e, tok, first, max_new, out, hash, NULL, NULL);
 }
 
 char *eval_detokenize(const tokenizer *tok, const int32_t *ids, int64_t n) {
@@ -453,6 +460,8 @@ engine *eval_engine_create(const eval_common_opts *c, const model *m, comm *cm, 
     eo.comm = cm;
     eo.zigzag = c->zigzag;
     eo.retain_prompt_cache = 1;  // every method decodes from the same prefill
+    eo.on_attention_scores = c->on_attention_scores;
+    eo.hook_user = c->hook_user;
     rc_err err = {{0}};
     engine *e = engine_create(m, &eo, &err);
     if (!e) cli_die_err(&err);

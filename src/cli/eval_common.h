@@ -45,6 +45,10 @@ typedef struct eval_common_opts {
     int64_t prefill_block;
     int recycle_k_given;
     engine_opts base;           // --recycle-* / --kv-* settings every method starts from
+    // An analysis hook for eval_engine_create (needle tracing), or NULL.
+    void (*on_attention_scores)(void *user, int64_t layer, int64_t n_total, const float *scores,
+                                const int64_t *key_pos, int64_t n_keys, const float *lse);
+    void *hook_user;
 } eval_common_opts;
 
 enum {
@@ -107,6 +111,10 @@ int32_t eval_argmax(const float *logits, int64_t n);
 // step's logits into *hash. Returns the token count.
 int64_t eval_decode_greedy(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
                            uint64_t *hash);
+// The same, calling on_step(user, t, token) once token t is chosen from step
+// t's logits (t = 0: the prefill's), before the end-of-generation check.
+int64_t eval_decode_greedy_steps(engine *e, const tokenizer *tok, int32_t first, int64_t max_new, int32_t *out,
+                                 uint64_t *hash, void (*on_step)(void *user, int64_t step, int32_t token), void *user);
 char *eval_detokenize(const tokenizer *tok, const int32_t *ids, int64_t n);  // malloc'd text
 
 // Every rank passes its fingerprint of the logits it computed and two values;

@@ -24,6 +24,7 @@
 #include "cli/config.h"
 #include "cli/eval_common.h"
 #include "core/hash.h"
+#include "eval/needle_trace.h"
 #include "eval/ruler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -64,6 +65,12 @@ static void usage(FILE *out) {
             "      --resume            skip the (ctx, task, sample, method, budget) results already in\n"
             "                          PREFIX.jsonl (the default)\n"
             "      --fresh             start PREFIX.jsonl over instead\n"
+            "      --trace-needle FILE JSON lines of every run this invocation decodes: at every step, per\n"
+            "                          layer and KV head, whether each answer token in the prompt (niah: inside\n"
+            "                          its needle; other tasks: every occurrence) is in the recycled cache or\n"
+            "                          the policy's kept set, its rank among the scores that chose it, and\n"
+            "                          the attention full attention gives it (schema: README, 'Needle\n"
+            "                          tracing'); runs resumed from PREFIX.jsonl are not decoded, not traced\n"
             "  -h, --help              this help\n"
             "\n"
             "Output (rank 0): a table on stdout of accuracy %% per task, the mean over tasks and the mean\n"
@@ -189,6 +196,7 @@ typedef struct ruler_args {
     uint64_t seed;
     const char *prose_path;
     int no_chat, fresh;
+    const char *trace_needle;
 } ruler_args;
 
 // Builds sample s of task t fitted to ctx minus its answer budget (*budget:
@@ -310,6 +318,53 @@ static void report(const ruler_args *a, const eval_index *ix, eval_run *const *r
     eval_finish_outputs(c->out_prefix, csv, path, root, results, command, n_ranks);
 }
 
+// --trace-needle: the sample's answer tokens in the prompt. Rank 0 finds them
+// (niah: each answer inside its needle; other tasks: every occurrence) and
+// sends them to the other ranks, which hold only the token ids.
+static void locate_needles(needle_trace *nt, comm *cm, const ruler_sample *sample, const tokenizer *tok,
+                           const int32_t *ids, int64_t n_ids, const char *what) {
+    rc_err err = {{0}};
+    int64_t n = 0, buf[2 * NEEDLE_TRACE_MAX_POSITIONS];
+    if (sample) {
+        int truncated = 0;
+        n = needle_trace_locate(nt, tok, ids, n_ids, (const char *const *)sample->answers, sample->n_answers,
+                                (const char *const *)sample->needles, sample->n_needles, &truncated);
+        if (n == 0) fprintf(stderr, "recall: note: %s: no answer found in the prompt; its trace has no positions\n", what);
+        if (truncated)
+            fprintf(stderr, "recall: note: %s: more than %d answer tokens in the prompt; tracing the first %d\n", what,
+                    NEEDLE_TRACE_MAX_POSITIONS, NEEDLE_TRACE_MAX_POSITIONS);
+    }
+    if (cm->size == 1) return;
+    if (comm_bcast(cm, &n, sizeof(n), 0, &err)) cli_die_err(&err);
+    if (sample) n = needle_trace_positions(nt, buf, buf + NEEDLE_TRACE_MAX_POSITIONS);
+    if (comm_bcast(cm, buf, sizeof(buf), 0, &err)) cli_die_err(&err);
+    if (!sample) {
+        int which[NEEDLE_TRACE_MAX_POSITIONS];
+        for (int64_t i = 0; i < n; i++) which[i] = (int)buf[NEEDLE_TRACE_MAX_POSITIONS + i];
+        if (needle_trace_set_positions(nt, buf, which, n, &err)) cli_die_err(&err);
+    }
+}
+
+static void begin_trace(needle_trace *nt, const engine *e, const eval_run *r, int64_t ctx, const char *task,
+                        int64_t sample, double depth, int64_t n_prompt) {
+    engine_opts eo = {.attention = r->attention, .recycle = r->ro, .policy = r->po};
+    char desc[256], extra[512];
+    cli_attention_describe(&eo, desc, sizeof(desc));
+    snprintf(extra, sizeof(extra), "{\"ctx\":%lld,\"task\":\"%s\",\"sample\":%lld,\"budget\":%lld,\"depth\":%.6g}",
+             (long long)ctx, task, (long long)sample, (long long)r->budget, depth);
+    needle_trace_begin(nt, e, n_prompt, r->label, desc, extra, r->ro.group_agg, r->ro.pool_kernel);
+}
+
+typedef struct trace_step_ctx {
+    needle_trace *nt;
+    const engine *e;
+} trace_step_ctx;
+
+static void trace_step(void *user, int64_t step, int32_t token) {
+    trace_step_ctx *c = user;
+    needle_trace_step(c->nt, c->e, step, token);
+}
+
 int eval_ruler_main(int argc, char **argv) {
     ruler_args a = {.samples = DEFAULT_SAMPLES, .seed = DEFAULT_SEED};
     eval_common_init(&a.c);
@@ -318,13 +373,14 @@ int eval_ruler_main(int argc, char **argv) {
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     enum { OPT_TASKS = EVAL_OPT_FIRST_COMMAND, OPT_SAMPLES, OPT_SEED, OPT_PROSE, OPT_NO_CHAT, OPT_MAX_NEW, OPT_RESUME,
-           OPT_FRESH };
+           OPT_FRESH, OPT_TRACE_NEEDLE };
     static const struct option opts[] = {
         EVAL_COMMON_OPTIONS,
         {"tasks", required_argument, 0, OPT_TASKS},      {"samples", required_argument, 0, OPT_SAMPLES},
         {"seed", required_argument, 0, OPT_SEED},        {"prose", required_argument, 0, OPT_PROSE},
         {"no-chat", no_argument, 0, OPT_NO_CHAT},        {"max-new-tokens", required_argument, 0, OPT_MAX_NEW},
         {"resume", no_argument, 0, OPT_RESUME},          {"fresh", no_argument, 0, OPT_FRESH},
+        {"trace-needle", required_argument, 0, OPT_TRACE_NEEDLE},
         {"help", no_argument, 0, 'h'},                   {0, 0, 0, 0}};
     static const char optstring[] = ":m:h";
     cli_config_merge("eval ruler", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
@@ -340,6 +396,7 @@ int eval_ruler_main(int argc, char **argv) {
         case OPT_MAX_NEW: a.max_new_override = cli_parse_int("--max-new-tokens", optarg, 1, 1 << 20); break;
         case OPT_RESUME: a.fresh = 0; break;
         case OPT_FRESH: a.fresh = 1; break;
+        case OPT_TRACE_NEEDLE: a.trace_needle = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
             comm_destroy(cm);
@@ -371,7 +428,7 @@ int eval_ruler_main(int argc, char **argv) {
     model m;
     cli_load_model(cm, &m, a.c.model_path);
     eval_check_ctx(&a.c, &m.cfg);
-    method_list_head_scores(methods, n_methods, &m.cfg);
+    const int n_shipped_budgets = method_list_head_scores(methods, n_methods, &m);
     // The prompt is fitted to within RULER_LENGTH_TOLERANCE of ctx minus the answer budget.
     const int64_t max_ctx = eval_max_ctx(&a.c);
     const int64_t engine_n_ctx = max_ctx + (int64_t)(RULER_LENGTH_TOLERANCE * (double)max_ctx) + 8;
@@ -393,9 +450,9 @@ int eval_ruler_main(int argc, char **argv) {
     const char *model_name = eval_basename(a.c.model_path);
     // What else shapes an answer besides the result key (seed, ctx, task, sample, method, budget).
     char settings[256];
-    snprintf(settings, sizeof(settings), "kv=%s chat=%s prose=%s max_new=%lld",
+    snprintf(settings, sizeof(settings), "kv=%s chat=%s prose=%s max_new=%lld%s",
              kv_elem_name(a.c.kv_elem), a.no_chat ? "off" : "model", eval_basename(a.prose_path),
-             (long long)a.max_new_override);
+             (long long)a.max_new_override, n_shipped_budgets ? " recycled_budgets=shipped_headkv" : "");
     char jsonl_path[4096];
     FILE *jsonl = NULL;
     int64_t n_total = 0, n_todo = 0;
@@ -458,6 +515,7 @@ int eval_ruler_main(int argc, char **argv) {
                 "already in %s, %lld to run\n", (long long)n_total, n_total == 1 ? "" : "s", a.c.n_ctx,
                 a.c.n_ctx > 1 ? "s" : "", a.n_tasks, a.n_tasks > 1 ? "s" : "", (long long)a.samples,
                 a.samples > 1 ? "s" : "", (long long)(n_total - n_todo), jsonl_path, (long long)n_todo);
+    if (rank0) method_list_budgets_note(methods, n_methods, &m);
     // Opened only now, so that no earlier error can empty the file (--fresh).
     if (rank0) jsonl = eval_open_output(a.c.out_prefix, ".jsonl", a.fresh ? "w" : "a", jsonl_path, sizeof(jsonl_path));
 
@@ -465,6 +523,14 @@ int eval_ruler_main(int argc, char **argv) {
     int64_t n_steps = 0;
     eval_progress prog;
     eval_progress_init(&prog, rank0, a.c.progress, n_todo, work_total);
+    needle_trace *nt = NULL;
+    FILE *nf = NULL;
+    if (a.trace_needle && n_todo > 0) {
+        if (rank0 && !(nf = fopen(a.trace_needle, "w"))) cli_die("%s: cannot open for writing", a.trace_needle);
+        if (!(nt = needle_trace_create(nf, cm, &m.cfg, &err))) cli_die_err(&err);
+        a.c.on_attention_scores = needle_trace_on_scores;
+        a.c.hook_user = nt;
+    }
     if (n_todo > 0) {
         engine *e = eval_engine_create(&a.c, &m, cm, engine_n_ctx);
         const int64_t V = m.cfg.n_vocab;
@@ -512,6 +578,7 @@ int eval_ruler_main(int argc, char **argv) {
                     memcpy(prompt_logits, engine_logits(e), (size_t)V * sizeof(float));
                     uint64_t hash = fnv1a(FNV1A_INIT, prompt_logits, (size_t)V * sizeof(float));
                     const int32_t first = eval_argmax(prompt_logits, V);
+                    if (nt) locate_needles(nt, cm, rank0 ? &sample : NULL, tok, ids, n_prompt, ps.what);
                     char line[1024];
                     int line_len = snprintf(line, sizeof(line), "ctx %lld %s #%lld (%lld tokens):", (long long)ctx,
                                             a.tasks[t], (long long)s, (long long)n_prompt);
@@ -524,7 +591,11 @@ int eval_ruler_main(int argc, char **argv) {
                         const double t0 = cli_now();
                         if (engine_truncate(e, n_prompt, &err) || eval_set_run(e, r, &err)) cli_die_err(&err);
                         uint64_t run_hash = hash;
-                        const int64_t n_new = eval_decode_greedy(e, tok, first, max_new, answer, &run_hash);
+                        trace_step_ctx tsc = {.nt = nt, .e = e};
+                        if (nt) begin_trace(nt, e, r, ctx, a.tasks[t], s, rank0 ? sample.depth : 0.0, n_prompt);
+                        const int64_t n_new = eval_decode_greedy_steps(e, tok, first, max_new, answer, &run_hash,
+                                                                       nt ? trace_step : NULL, &tsc);
+                        if (nt) needle_trace_end(nt, tok, answer, n_new);
                         const double secs = cli_now() - t0;
                         n_steps += n_new;
                         all_hash = fnv1a(all_hash, &run_hash, sizeof(run_hash));
@@ -584,6 +655,9 @@ int eval_ruler_main(int argc, char **argv) {
             }
         }
         eval_progress_end(&prog);
+        needle_trace_free(nt);
+        if (nf && fclose(nf)) cli_die("%s: write error", a.trace_needle);
+        if (rank0 && nf) fprintf(stderr, "recall: eval: needle trace in %s\n", a.trace_needle);
         free(answer);
         free(prompt_logits);
         engine_destroy(e);

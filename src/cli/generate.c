@@ -13,6 +13,7 @@
 #include "core/hash.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "eval/needle_trace.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 
@@ -57,6 +58,12 @@ static void usage(FILE *out) {
             "                          collective calls and bytes, a hash of the recycled selections, and of\n"
             "                          the rows a --kv-budget policy holds, per layer);\n"
             "                          rank r > 0 writes FILE.rank<r>\n"
+            "      --trace-needle FILE JSON lines: at every step, per layer and KV head, whether each token of\n"
+            "                          --needle in the prompt is in the recycled cache (or the policy's kept\n"
+            "                          set), its rank among the scores that chose it, and the attention full\n"
+            "                          attention gives it (schema: README, 'Needle tracing'); rank 0 writes\n"
+            "      --needle TEXT       the answer to trace: every prompt token overlapping an occurrence of\n"
+            "                          TEXT (e.g. the expected answer '8353752'); needed by --trace-needle\n"
             "      --logits-out FILE   write every step's chosen token and logits (rank 0; int32 + float32\n"
             "                          x n_vocab per step) and check all ranks' logits are bitwise equal\n"
             "      --config FILE       read flags from FILE: 'key = value' lines whose keys are the long\n"
@@ -271,14 +278,14 @@ int cmd_generate(int argc, char **argv) {
     double temp = 0.0, top_p = DEFAULT_TOP_P;
     int chat = 0, show_special = 0, n_threads = cli_default_threads(), kv_elem = KV_F16;
     int zigzag = 0, want_stats = 0;
-    const char *logits_out = NULL, *trace_path = NULL;
+    const char *logits_out = NULL, *trace_path = NULL, *needle_path = NULL, *needle_text = NULL;
     engine_opts eo = engine_default_opts();
     cli_backend cbk = cli_backend_default();
     rc_err err = {{0}};
     comm *cm = cli_comm_init();  // first, so that any error below ends every rank
     const int rank0 = cm->rank == 0;
     enum { OPT_CHAT = 256, OPT_SYSTEM, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_CTX, OPT_THREADS, OPT_KV, OPT_BLOCK, OPT_SPECIAL,
-           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT, OPT_CONFIG, OPT_TRACE };
+           OPT_ZIGZAG, OPT_STATS, OPT_LOGITS_OUT, OPT_CONFIG, OPT_TRACE, OPT_TRACE_NEEDLE, OPT_NEEDLE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},     {"n-predict", required_argument, 0, 'n'},
@@ -289,7 +296,8 @@ int cmd_generate(int argc, char **argv) {
         {"prefill-block", required_argument, 0, OPT_BLOCK}, {"special", no_argument, 0, OPT_SPECIAL},
         {"zigzag", no_argument, 0, OPT_ZIGZAG},  {"stats", no_argument, 0, OPT_STATS},
         {"logits-out", required_argument, 0, OPT_LOGITS_OUT}, {"config", required_argument, 0, OPT_CONFIG},
-        {"trace", required_argument, 0, OPT_TRACE}, CLI_ATTENTION_OPTIONS, CLI_BACKEND_OPTIONS,
+        {"trace", required_argument, 0, OPT_TRACE}, {"trace-needle", required_argument, 0, OPT_TRACE_NEEDLE},
+        {"needle", required_argument, 0, OPT_NEEDLE}, CLI_ATTENTION_OPTIONS, CLI_BACKEND_OPTIONS,
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     static const char optstring[] = ":m:p:f:n:h";
     cli_config_merge("generate", optstring, opts, &argc, &argv);  // the file's flags go first, so argv wins
@@ -318,6 +326,8 @@ int cmd_generate(int argc, char **argv) {
         case OPT_LOGITS_OUT: logits_out = optarg; break;
         case OPT_CONFIG: break;  // read by cli_config_merge
         case OPT_TRACE: trace_path = optarg; break;
+        case OPT_TRACE_NEEDLE: needle_path = optarg; break;
+        case OPT_NEEDLE: needle_text = optarg; break;
         case 'h':
             if (rank0) usage(stdout);
             comm_destroy(cm);  // under MPI: finalize, so mpirun sees a clean exit
@@ -332,6 +342,8 @@ int cmd_generate(int argc, char **argv) {
     if (!model_path) cli_die("missing --model (see 'recall generate --help')");
     if (!prompt == !prompt_file) cli_die("give exactly one of --prompt and --file");
     if (system_msg && !chat) cli_die("--system needs --chat");
+    if (!needle_path != !needle_text) cli_die("--trace-needle FILE and --needle TEXT go together");
+    if (needle_text && !*needle_text) cli_die("--needle: the text is empty");
     cli_backend_check(&cbk, cm);
 
     model m;
@@ -377,8 +389,24 @@ int cmd_generate(int argc, char **argv) {
     if (n_ids > n_ctx)
         cli_die("the prompt has %lld tokens, more than the context size %lld (--ctx)", (long long)n_ids,
                 (long long)n_ctx);
+    // The needle's prompt tokens, found the same way on every rank.
+    needle_trace *nt = NULL;
+    FILE *nf = NULL;
+    if (needle_path) {
+        if (!(nt = needle_trace_create(NULL, cm, &m.cfg, &err))) cli_die_err(&err);
+        int truncated = 0;
+        if (needle_trace_locate(nt, tok, ids, n_ids, &needle_text, 1, NULL, 0, &truncated) == 0)
+            cli_die("--needle: '%s' does not occur in the prompt", needle_text);
+        if (rank0 && !(nf = fopen(needle_path, "w"))) cli_die("%s: cannot open for writing", needle_path);
+        needle_trace_set_output(nt, nf);
+        if (truncated && rank0)
+            fprintf(stderr, "recall: note: --needle occurs more than %d tokens' worth; tracing the first %d\n",
+                    NEEDLE_TRACE_MAX_POSITIONS, NEEDLE_TRACE_MAX_POSITIONS);
+        needle_trace_install(nt, &eo);
+    }
     // Settings errors before any note, so that a failure stays one line on stderr.
     if (kv_elem_check(kv_elem, m.cfg.head_dim, &err)) cli_die_err(&err);
+    cli_attention_defaults(&eo, &m);
     cli_attention_check(&eo, n_ctx, &m.cfg);
     if (n_ids + n_predict > n_ctx) {
         if (rank0) fprintf(stderr, "recall: note: generation will stop at the context size %lld\n", (long long)n_ctx);
@@ -398,6 +426,15 @@ int cmd_generate(int argc, char **argv) {
     sampler smp;
     if (sampler_init(&smp, m.cfg.n_vocab, (float)temp, (float)top_p, (uint64_t)seed, &err)) cli_die_err(&err);
 
+    int32_t *out_ids = NULL;
+    int64_t n_out = 0;
+    if (nt) {
+        char desc[256];
+        cli_attention_describe(&eo, desc, sizeof(desc));
+        needle_trace_begin(nt, e, n_ids, attention_kind_name(eo.attention), desc, NULL, eo.recycle.group_agg,
+                           eo.recycle.pool_kernel);
+        if (!(out_ids = malloc((size_t)(n_predict > 0 ? n_predict : 1) * sizeof(int32_t)))) cli_die("out of memory");
+    }
     progress_state prog = {.tty = isatty(STDERR_FILENO), .t0 = cli_now(), .last_reported = 0};
     int long_prompt = n_ids > prefill_block && rank0;
     if (engine_prefill(e, ids, n_ids, NULL, long_prompt ? on_progress : NULL, &prog, &err)) cli_die_err(&err);
@@ -425,11 +462,13 @@ int cmd_generate(int argc, char **argv) {
         logits_hash = fnv1a(logits_hash, engine_logits(e), (size_t)m.cfg.n_vocab * sizeof(float));
         // Every rank chooses from the same logits with the same sampler state.
         int32_t next = sampler_pick(&smp, engine_logits(e));
+        if (nt) needle_trace_step(nt, e, i, next);
         if (lf) {
             fwrite(&next, sizeof(next), 1, lf);
             fwrite(engine_logits(e), sizeof(float), (size_t)m.cfg.n_vocab, lf);
         }
         if (tokenizer_is_eog(tok, next)) break;
+        if (out_ids) out_ids[n_out++] = next;
         if (rank0) {
             size_t len = tokenizer_decode_stream(tok, &st, next, piece, piece_cap);
             fwrite(piece, 1, len, stdout);
@@ -443,6 +482,12 @@ int cmd_generate(int argc, char **argv) {
     }
     if (lf) fclose(lf);
     if (tf) fclose(tf);
+    if (nt) {
+        needle_trace_end(nt, tok, out_ids, n_out);
+        needle_trace_free(nt);
+        free(out_ids);
+        if (nf && fclose(nf)) cli_die("%s: write error", needle_path);
+    }
     if (rank0) {
         size_t len = tokenizer_stream_flush(tok, &st, piece, piece_cap);
         fwrite(piece, 1, len, stdout);
@@ -464,6 +509,8 @@ int cmd_generate(int argc, char **argv) {
         cli_attention_describe(&eo, desc, sizeof(desc));
         fprintf(stderr, "recall: %s: %lld of %lld decode steps ran full attention in some layer\n", desc,
                 (long long)s->n_full_steps, (long long)s->n_decode_tokens);
+        char note[1024];
+        if (cli_attention_budgets_note(note, sizeof(note))) fprintf(stderr, "recall: note: %s\n", note);
     }
     if (rank0)
         fprintf(stderr,

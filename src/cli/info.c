@@ -7,6 +7,7 @@
 #include "backend/kv_format.h"
 #include "backend/cuda/backend_cuda.h"
 #include "cli/backend_opts.h"
+#include "cli/attention_opts.h"
 #include "cli/cli.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -88,6 +89,9 @@ int cmd_info(int argc, char **argv) {
     printf("\n");
     printf("decode reads  %.1f MiB of weights per token\n", (double)model_weight_bytes_per_token(&m) / (1024.0 * 1024.0));
     printf("cpu kernels   %s\n", backend_cpu_kernel_path());
+    // The key of the shipped head scores (configs/heads/index.json): the file's content, not its path.
+    const char *shipped = cli_shipped_head_scores(&m);
+    printf("fingerprint   %s (head scores: %s)\n", cli_model_fingerprint(&m), shipped ? shipped : "none shipped");
     printf("KV per token ");  // the bytes one position costs in each cache type the model allows
     for (int elem = 0; elem <= KV_Q4_0; elem++)
         if (kv_elem_check(elem, cfg->head_dim, NULL) == 0)

@@ -1,5 +1,6 @@
 #include "cli/method_list.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
                     "adakv or headkv, each with optional :key=value settings)", part);
         const int policy = attention_kind_is_policy(m->attention);
         m->k_explicit = policy ? budget_explicit : k_explicit;
+        m->budgets_explicit = cli_recycle_budgets_given();
         // key=value settings map onto the flags and their checks.
         const size_t n_keys = ARRAY_LEN(method_keys);
         for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
@@ -53,6 +55,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
             m->ro = eo.recycle;
             m->po = eo.policy;
             if (method_keys[i].opt == CLI_OPT_RECYCLE_K || method_keys[i].opt == CLI_OPT_KV_BUDGET) m->k_explicit = 1;
+            if (method_keys[i].opt == CLI_OPT_RECYCLE_BUDGETS) m->budgets_explicit = 1;
         }
     }
     free(copy);
@@ -60,16 +63,60 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
     return n;
 }
 
-void method_list_head_scores(method_spec *ms, int n, const model_config *c) {
+static const head_scores *shipped_scores(const model *md) {
+    static head_scores hs;
+    static int loaded;
+    if (!loaded) {
+        rc_err err = {{0}};
+        const char *path = cli_shipped_head_scores(md);
+        if (!path) return NULL;
+        if (head_scores_load(path, md->cfg.n_layer, md->cfg.n_head, &hs, &err)) cli_die_err(&err);
+        loaded = 1;
+    }
+    return &hs;
+}
+
+int method_list_head_scores(method_spec *ms, int n, const model *md) {
+    const model_config *c = &md->cfg;
+    int n_shipped = 0;
     for (int i = 0; i < n; i++) {
         method_spec *m = &ms[i];
+        if (m->attention == ATTENTION_RECYCLED && !m->budgets_explicit) {
+            const head_scores *hs = shipped_scores(md);
+            if (hs) {
+                m->ro.budgets = RECYCLE_BUDGETS_HEADKV;
+                m->ro.head_scores = hs;
+                m->budgets_shipped = 1;
+                n_shipped++;
+            }
+            continue;
+        }
         if (m->attention == ATTENTION_HEADKV ||
             (m->attention == ATTENTION_RECYCLED && m->ro.budgets == RECYCLE_BUDGETS_HEADKV)) {
             const head_scores *hs = cli_head_scores(c);
+            if (!hs) hs = shipped_scores(md);
             if (!hs)
                 cli_die("--attention %s needs head-importance scores: --head-scores FILE (e.g. configs/heads/*.json, "
                         "made by 'recall profile-heads')", m->name);
             m->po.scores = m->ro.head_scores = hs;
         }
     }
+    return n_shipped;
+}
+
+void method_list_budgets_note(const method_spec *ms, int n, const model *md) {
+    int n_shipped = 0, n_uniform = 0;
+    for (int i = 0; i < n; i++)
+        if (ms[i].attention == ATTENTION_RECYCLED && !ms[i].budgets_explicit) {
+            n_shipped += ms[i].budgets_shipped;
+            n_uniform += !ms[i].budgets_shipped;
+        }
+    if (n_shipped)
+        fprintf(stderr, "recall: note: recycled attention uses HeadKV budgets by default (scores shipped for this model: "
+                "%s); budgets=uniform or --recycle-budgets uniform gives the paper's uniform K\n",
+                cli_shipped_head_scores(md));
+    if (n_uniform)
+        fprintf(stderr, "recall: note: uniform recycled budgets: no head scores are shipped for this model "
+                "(fingerprint %s); 'recall profile-heads' measures them, then budgets=headkv with --head-scores "
+                "FILE uses them\n", cli_model_fingerprint(md));
 }

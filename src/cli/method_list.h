@@ -15,6 +15,8 @@ typedef struct method_spec {
     recycle_opts ro;     // the flags' values with the entry's settings applied
     kvpolicy_opts po;
     int k_explicit;      // K (recycled) or the KV budget (policies) was given; else the caller derives it
+    int budgets_explicit;  // recycled: --recycle-budgets or budgets= was given
+    int budgets_shipped;   // recycled: HeadKV budgets by default, from the scores shipped for the model
 } method_spec;
 
 // Keys: recycled k, stride, schedule, qc, s, agg, pool, budgets; policies
@@ -28,7 +30,15 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
                       method_spec *out, int max_n);
 
 // Attaches the --head-scores file to the entries that need it (headkv,
-// recycled with budgets=headkv); dies if one needs it and none was given.
-void method_list_head_scores(method_spec *ms, int n, const model_config *c);
+// recycled with budgets=headkv), or the scores shipped for the model file
+// when none was given (attention_opts.h); dies if one needs scores and there
+// are none. A recycled entry without budgets= or --recycle-budgets uses HeadKV
+// budgets when scores are shipped for the model (budgets_shipped), as
+// `generate` does. Returns the number of such entries.
+int method_list_head_scores(method_spec *ms, int n, const model *m);
+// One line on stderr for the recycled entries whose budgets were chosen by
+// default: HeadKV from the shipped scores, or uniform because none are
+// shipped (pointing to `recall profile-heads`). Nothing when there are none.
+void method_list_budgets_note(const method_spec *ms, int n, const model *m);
 
 #endif

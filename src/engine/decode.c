@@ -41,8 +41,9 @@ static int merge_states(engine *e, int64_t layer, rc_err *err) {
     return 0;
 }
 
-// The hook that sees a full layer's raw scores (host copies).
-static int hook_scores(engine *e, int64_t layer, int64_t n_total, int64_t n_keys, rc_err *err) {
+// The hook that sees a full layer's raw scores (host copies); lse: the
+// global lse (backend buffer).
+int engine_hook_scores(engine *e, int64_t layer, int64_t n_total, int64_t n_keys, const float *lse, rc_err *err) {
     const model_config *c = &e->m->cfg;
     const int64_t need = c->n_head * n_keys;
     if (need > e->hook_scores_cap) {
@@ -52,7 +53,7 @@ static int hook_scores(engine *e, int64_t layer, int64_t n_total, int64_t n_keys
         e->hook_scores_cap = need;
     }
     e->be->ops->download(e->be, e->hook_scores, e->raw_scores, (size_t)need * sizeof(float));
-    e->be->ops->download(e->be, e->hook_lse, e->lse, (size_t)c->n_head * sizeof(float));
+    e->be->ops->download(e->be, e->hook_lse, lse, (size_t)c->n_head * sizeof(float));
     e->opts.on_attention_scores(e->opts.hook_user, layer, n_total, e->hook_scores, e->slot_pos, n_keys, e->hook_lse);
     return 0;
 }
@@ -75,7 +76,7 @@ int engine_full_layer(engine *e, int64_t layer, int64_t pos, int mine, int64_t n
     if (R > 1 && merge_states(e, layer, err)) return -1;
     e->last_step.kv_bytes_read += n_keys * (int64_t)kv_cache_bytes_per_pos(&e->kv) / c->n_layer;
     engine_hook_full_attention(e, layer, e->n_past + 1, e->q, e->lse);
-    if (e->opts.on_attention_scores && hook_scores(e, layer, e->n_past + 1, n_keys, err)) return -1;
+    if (e->opts.on_attention_scores && engine_hook_scores(e, layer, e->n_past + 1, n_keys, e->lse, err)) return -1;
     if (e->recycle &&
         engine_rebuild_recycled(e, layer, e->raw_scores, e->lse, e->query_mean, n_keys, e->n_past + 1, err))
         return -1;

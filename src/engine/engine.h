@@ -61,7 +61,9 @@ typedef struct engine_opts {
     // (n_head, head_dim) and k: (n_kv_heads, head_dim) after RoPE; lse:
     // (n_head) over the rows the policy keeps (all ranks).
     void (*on_policy_step)(void *user, int64_t layer, int64_t pos, const float *q, const float *k, const float *lse);
-    // At a full-attention decode layer (full or recycled mode): this rank's
+    // At a full-attention decode layer (full or recycled mode), and in
+    // recycled mode at the end of a prefill (the last prompt position's
+    // scores, which build the first recycled cache): this rank's
     // raw scaled scores s_hj = q_h . k_j / sqrt(head_dim), scores: (n_head,
     // n_keys), of the keys at key_pos: (n_keys); lse: (n_head) global. The
     // attention probabilities are exp(s_hj - lse_h).

@@ -87,6 +87,8 @@ int engine_rebuild_recycled(engine *e, int64_t layer, const float *raw, const fl
                             int64_t n_keys, int64_t n_total, rc_err *err);
 // The hooks, with host copies of their arguments.
 void engine_hook_full_attention(engine *e, int64_t layer, int64_t n_total, const float *q, const float *lse);
+// on_attention_scores with e->raw_scores of this rank's n_keys keys; lse: global (backend).
+int engine_hook_scores(engine *e, int64_t layer, int64_t n_total, int64_t n_keys, const float *lse, rc_err *err);
 double engine_now_seconds(void);
 
 #ifdef __cplusplus

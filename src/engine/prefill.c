@@ -127,6 +127,7 @@ static int first_recycled_cache(engine *e, int64_t layer, int64_t n_keys, int64_
     kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
     be->ops->attn_decode_scores(be, e->att, e->lse, e->raw_scores, pay, &kk, &vv, n_keys, c->n_head, c->n_head_kv,
                                 c->head_dim, 1.0f / sqrtf((float)c->head_dim));
+    if (e->opts.on_attention_scores && engine_hook_scores(e, layer, n_total, n_keys, pay + q_dim, err)) return -1;
     return engine_rebuild_recycled(e, layer, e->raw_scores, pay + q_dim, pay + q_dim + c->n_head, n_keys, n_total,
                                    err);
 }

@@ -18,7 +18,7 @@
 set(n_predict 64)
 set(stride 10)
 set(common generate -m ${MODEL} -f ${PROMPT} -n ${n_predict} --kv-type f32 --stats
-           --attention recycled --recycle-k ${K} --recycle-stride ${stride})
+           --attention recycled --recycle-k ${K} --recycle-stride ${stride} --recycle-budgets uniform)  # the paper's K
 include(${CMAKE_CURRENT_LIST_DIR}/mpi_run.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/selection_flips.cmake)
 file(MAKE_DIRECTORY ${WORK})
