@@ -3,8 +3,8 @@
 #     compiler against the SIMT emulator (kernels/emu/), always built; the tests
 #     run every kernel there.
 #   recall_kernels_cuda + recall_cuda: the same .cu files through nvcc, linked
-#     with cudart and cuBLAS, when RECALL_CUDA finds (AUTO) or requires (ON) the
-#     CUDA toolkit.
+#     with cudart, cuBLAS and NCCL, when RECALL_CUDA finds (AUTO) or requires (ON)
+#     the CUDA toolkit.
 # src/backend/cuda/*.c is the host side of the backend in both.
 
 set(RECALL_CUDA AUTO CACHE STRING "Build the CUDA backend: AUTO (when nvcc is found), ON (required) or OFF")
@@ -70,17 +70,23 @@ if(NOT recall_cuda_mode STREQUAL "OFF")
     enable_language(CUDA)
     find_package(CUDAToolkit)
   endif()
-  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublas)
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
+    # NCCL (the multi-GPU data path) ships next to the toolkit's libraries here,
+    # but is not part of find_package(CUDAToolkit).
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  endif()
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublas AND NCCL_LIBRARY AND NCCL_INCLUDE_DIR)
     set(RECALL_HAVE_CUDA ON)
   elseif(recall_cuda_mode STREQUAL "ON")
-    message(FATAL_ERROR "RECALL_CUDA is ON but no CUDA toolkit (nvcc, cuBLAS) was found")
+    message(FATAL_ERROR "RECALL_CUDA is ON but no CUDA toolkit (nvcc, cuBLAS, NCCL) was found")
   else()
     message(STATUS "CUDA toolkit not found: building without the CUDA backend (the emulated one is still built)")
   endif()
 endif()
 
 if(RECALL_HAVE_CUDA)
-  message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")
+  message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}, NCCL ${NCCL_LIBRARY}")
   if(RECALL_KERNEL_SOURCES)
     add_library(recall_kernels_cuda STATIC ${RECALL_KERNEL_SOURCES})
   else()
@@ -99,7 +105,8 @@ if(RECALL_HAVE_CUDA)
   target_link_libraries(recall_kernels_cuda ${scope} CUDA::cudart_static CUDA::cublas)
   if(RECALL_CUDA_BACKEND_SOURCES)
     add_library(recall_cuda STATIC ${RECALL_CUDA_BACKEND_SOURCES})
-    target_link_libraries(recall_cuda PUBLIC recall_kernels_cuda recall_core)
+    target_include_directories(recall_cuda PRIVATE ${NCCL_INCLUDE_DIR})
+    target_link_libraries(recall_cuda PUBLIC recall_kernels_cuda recall_core ${NCCL_LIBRARY})
     target_compile_definitions(recall_cuda PUBLIC RECALL_HAVE_CUDA=1)
   else()
     add_library(recall_cuda INTERFACE)

@@ -6,7 +6,12 @@
 #      attention: the same tokens;
 #   4. recall bench --backend cuda at depths 0, 8K, 32K and 128K (synthetic KV
 #      fill), full and recycled attention, on the real model and on a
-#      Llama-3.1-8B-shaped model with random weights (launch/synth_model.py).
+#      Llama-3.1-8B-shaped model with random weights (launch/synth_model.py);
+#   5. two ranks sharing the one GPU (mpirun -np 2 ... --backend cuda --device 0,
+#      full and recycled): the same tokens as one rank (step 3); the ranks move
+#      device buffers host-staged, since NCCL refuses two ranks on one GPU; and
+#      RECALL_DEVICE_COMM=nccl forced there must end the job with an error
+#      within 60 s, not hang. Needs MPI (mpicc + mpiexec); skipped without it.
 # Results (logs, CSV) go to $OUT (default gpu-check-out/). The exit status is
 # non-zero when any check failed; every step still runs.
 #
@@ -64,10 +69,13 @@ if ! pkg-config --exists libpcre2-8 libcjson 2>/dev/null || [ ! -e /usr/include/
     say "libraries from .gpu-debs/ unpacked into $P"
 fi
 
-# 1. Build.
+# 1. Build (with MPI where the machine has it: step 5).
 B=$ROOT/build-gpu
 T0=$(date +%s)
-if ! { cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DRECALL_CUDA=ON -DRECALL_MPI=OFF \
+MPIEXEC=$(command -v mpiexec || command -v mpirun || true)
+MPI_ON=OFF
+[ -n "$MPIEXEC" ] && command -v mpicc >/dev/null 2>&1 && MPI_ON=ON
+if ! { cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DRECALL_CUDA=ON -DRECALL_MPI=$MPI_ON \
            -DCMAKE_CUDA_COMPILER="$NVCC" "${CMAKE_EXTRA[@]}" &&
        cmake --build "$B" -j"$(nproc)" --target recall test_kernels_gpu; } >"$OUT/build.log" 2>&1; then
     tail -30 "$OUT/build.log"
@@ -127,6 +135,36 @@ if [ "${GPU_CHECK_SKIP_8B:-0}" != 1 ]; then
         fail "synth_model.py llama-3.1-8b"
     say "llama-3.1-8b synthetic model: $(( $(date +%s) - T0 )) s"
     [ -f "$M8" ] && bench llama8b "$M8"
+fi
+
+# 5. Two ranks on the one GPU: host-staged device data path, same tokens as one rank.
+if [ "$MPI_ON" = ON ]; then
+    MPIRUN=("$MPIEXEC" -np 2 --oversubscribe)
+    [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+    for att in full recycled; do
+        extra=()
+        [ $att = recycled ] && extra=(--attention recycled --recycle-k 512 --recycle-stride 4)
+        timeout 600 "${MPIRUN[@]}" "$R" generate -m "$MODEL" -f "$PROMPT" -n 48 --temp 0 --backend cuda --device 0 \
+            "${extra[@]}" --stats >"$OUT/gen_${att}_cuda_np2.txt" 2>"$OUT/gen_${att}_cuda_np2.err" ||
+            fail "mpirun -np 2 generate --backend cuda --device 0 ($att)"
+        if cmp -s "$OUT/gen_${att}_cuda.txt" "$OUT/gen_${att}_cuda_np2.txt" && [ -s "$OUT/gen_${att}_cuda.txt" ]; then
+            say "generate ($att): 2 ranks sharing GPU 0 print the same tokens as 1 rank"
+        else
+            fail "generate ($att): 2 ranks sharing GPU 0 differ from 1 rank (gen_${att}_cuda*.txt)"
+        fi
+    done
+    # NCCL forced on a shared GPU: NCCL refuses it ("Duplicate GPU"); the job must end, with a line, promptly.
+    T0=$(date +%s)
+    if timeout 60 "${MPIRUN[@]}" -x RECALL_DEVICE_COMM=nccl "$R" generate -m "$MODEL" -p hello -n 4 --backend cuda \
+        --device 0 >"$OUT/gen_nccl_shared.txt" 2>"$OUT/gen_nccl_shared.err"; then
+        fail "RECALL_DEVICE_COMM=nccl with 2 ranks on one GPU succeeded (expected NCCL to refuse it)"
+    elif [ $? = 124 ]; then
+        fail "RECALL_DEVICE_COMM=nccl with 2 ranks on one GPU hung (killed after 60 s)"
+    else
+        say "RECALL_DEVICE_COMM=nccl on a shared GPU ended in $(( $(date +%s) - T0 )) s: $(grep -m1 recall: "$OUT/gen_nccl_shared.err")"
+    fi
+else
+    say "SKIPPED step 5 (2 ranks on one GPU): no MPI on this machine (mpicc, mpiexec)"
 fi
 
 [ $FAILED = 0 ] && say "all checks passed" || say "some checks FAILED"

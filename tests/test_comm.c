@@ -16,6 +16,15 @@
 //     leaves early makes the others fail instead of hang.
 //  4. abort ends the process with the given code (null and sim, in a child).
 //  5. comm_launched_by_mpi reads the launcher's environment variables.
+//  6. The device data path (comm_dev.c, comm_staged.c) on 3 simulated ranks of
+//     a fake device backend (host memory behind is_device): RECALL_DEVICE_COMM
+//     auto picks the backend's path when every rank has its own device and
+//     host-staged when two share one; host / nccl force one; a bad or
+//     disagreeing value, ranks on different device models, nccl without a
+//     backend path: the same one-line error on every rank. Through the
+//     host-staged path allgather, allgatherv (empty parts) and bcast deliver
+//     the host path's bytes, counted as calls and bytes exactly like it; the
+//     path is shared by a second attach and destroyed by the last detach.
 // The MPI communicator is tested under mpirun by mpi_comm_check.c.
 #include <pthread.h>
 #include <stdarg.h>
@@ -487,11 +496,159 @@ static void test_launched_by_mpi(void) {
 #endif
 }
 
+// ---- 6. the device data path ----
+
+// A fake device backend: its buffers are host memory, but it says is_device
+// (and has no expose), so the communicator must route them over a device path.
+// Device d of the table below; ranks pick theirs through backend.device.
+static const char *const fake_names[] = {"GPU-A", "GPU-A", "GPU-A", "GPU-B"};
+static const char *const fake_pci[] = {"0000:01:00", "0000:02:00", "0000:03:00", "0000:04:00"};
+
+static int fake_info(const backend *b, backend_device_info *info, rc_err *err) {
+    info->index = b->device;
+    snprintf(info->name, sizeof(info->name), "%s", fake_names[b->device]);
+    snprintf(info->pci_id, sizeof(info->pci_id), "%s", fake_pci[b->device]);
+    return 0;
+}
+static void fake_download(const backend *b, void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+static void fake_upload(const backend *b, void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+
+static void fake_destroy(comm_dev *d) { free(d); }
+static const comm_dev_ops fake_path_ops = {.destroy = fake_destroy};
+static comm_dev *fake_create(const backend *b, comm *ctl, rc_err *err) {  // stands for NCCL: never used for data
+    comm_dev *d = calloc(1, sizeof(*d));
+    if (d) *d = (comm_dev){.ops = &fake_path_ops, .kind = "nccl"};
+    return d;
+}
+
+static const backend_ops fake_dev = {.name = "fake", .is_device = 1, .device_info = fake_info,
+                                     .download = fake_download, .upload = fake_upload, .comm_dev_create = fake_create};
+static const backend_ops fake_dev_no_path = {.name = "fake", .is_device = 1, .device_info = fake_info,
+                                             .download = fake_download, .upload = fake_upload};
+
+typedef struct dev_job {
+    comm *c;
+    const backend_ops *ops;
+    int device;
+    int transfer;          // run the data checks (host-staged only)
+    const char *kind;      // attached path, or NULL
+    char err[256];
+    int bad;               // data checks that failed
+} dev_job;
+
+static void *dev_rank_main(void *arg) {
+    dev_job *j = arg;
+    backend b = {.ops = j->ops, .device = j->device};
+    rc_err err = {{0}};
+    if (comm_dev_attach(j->c, &b, &err) != 1) {
+        snprintf(j->err, sizeof(j->err), "%.255s", err.msg);
+        return NULL;
+    }
+    j->kind = j->c->dev->kind;
+    if (j->transfer) {
+        comm *c = j->c;
+        const int R = c->size, me = c->rank;
+        // A second attach shares the path; its detach leaves it in place.
+        j->bad += comm_dev_attach(c, &b, &err) != 1 || c->dev->n_users != 2;
+        comm_dev *d = c->dev;
+        comm_dev_detach(c, &b, 0);
+        j->bad += c->dev != d || d->n_users != 1;
+        uint8_t send[64], recv[4 * 64 + 8], want[4 * 64 + 8];
+        c->phase = COMM_PHASE_DECODE;
+        // allgather: 33 bytes from each rank
+        fill_pattern(send, 33, 1, me);
+        j->bad += comm_allgather_buf(c, &b, send, 33, recv, &err) != 0;
+        for (int r = 0; r < R; r++) {
+            fill_pattern(want + r * 33, 33, 1, r);
+            j->bad += memcmp(recv + r * 33, want + r * 33, 33) != 0;
+        }
+        // allgatherv: rank r sends 7 * r bytes (rank 0 none)
+        size_t counts[4], off = 0;
+        for (int r = 0; r < R; r++) counts[r] = (size_t)(7 * r);
+        fill_pattern(send, counts[me], 2, me);
+        j->bad += comm_allgatherv_buf(c, &b, send, counts, recv, &err) != 0;
+        for (int r = 0; r < R; r++) {
+            fill_pattern(want, counts[r], 2, r);
+            j->bad += memcmp(recv + off, want, counts[r]) != 0;
+            off += counts[r];
+        }
+        // bcast of 40 bytes from the last rank
+        fill_pattern(recv, 40, 3, me);
+        j->bad += comm_bcast_buf(c, &b, recv, 40, R - 1, &err) != 0;
+        fill_pattern(want, 40, 3, R - 1);
+        j->bad += memcmp(recv, want, 40) != 0;
+        const comm_counters *k = &c->counters[COMM_PHASE_DECODE];
+        const int64_t sent = 33 + (int64_t)counts[me] + (me == R - 1 ? 40 : 0);
+        const int64_t got = 33 * (R - 1) + (int64_t)(off - counts[me]) + (me == R - 1 ? 0 : 40);
+        j->bad += k->n_calls != 3 || k->bytes_sent != sent || k->bytes_recv != got;
+        if (j->bad) snprintf(j->err, sizeof(j->err), "rank %d: %d data checks failed (%.150s)", me, j->bad, err.msg);
+    }
+    comm_dev_detach(j->c, &b, 0);
+    j->bad += j->c->dev != NULL;
+    return NULL;
+}
+
+// One attach on 3 simulated ranks; want_kind NULL: every rank must fail with an error containing want_err.
+static void dev_case(const char *what, const char *env, const backend_ops *ops, const int devices[3], int transfer,
+                     const char *want_kind, const char *want_err) {
+    if (env) setenv(COMM_DEVICE_ENV, env, 1);
+    else unsetenv(COMM_DEVICE_ENV);
+    comm *comms[3];
+    rc_err err = {{0}};
+    CHECK_MSG(comm_sim_create(3, comms, &err) == 0, "%s", err.msg);
+    dev_job jobs[3];
+    pthread_t t[3];
+    for (int r = 0; r < 3; r++) {
+        jobs[r] = (dev_job){.c = comms[r], .ops = ops, .device = devices[r], .transfer = transfer};
+        pthread_create(&t[r], NULL, dev_rank_main, &jobs[r]);
+    }
+    for (int r = 0; r < 3; r++) pthread_join(t[r], NULL);
+    for (int r = 0; r < 3; r++) {
+        const dev_job *j = &jobs[r];
+        if (want_kind)
+            CHECK_MSG(j->kind && !strcmp(j->kind, want_kind) && !j->bad, "%s: rank %d: path %s (want %s) %s", what, r,
+                      j->kind ? j->kind : "none", want_kind, j->err);
+        else
+            CHECK_MSG(!j->kind && strstr(j->err, want_err) && !strcmp(j->err, jobs[0].err),
+                      "%s: rank %d: '%s', want every rank to fail with '%s'", what, r, j->err, want_err);
+        comm_destroy(comms[r]);
+    }
+    unsetenv(COMM_DEVICE_ENV);
+}
+
+static void test_device_path(void) {
+    const int own[3] = {0, 1, 2}, shared[3] = {0, 1, 1}, mixed[3] = {0, 1, 3};
+    dev_case("own devices, auto", NULL, &fake_dev, own, 0, "nccl", NULL);
+    dev_case("own devices, RECALL_DEVICE_COMM=auto", "auto", &fake_dev, own, 0, "nccl", NULL);
+    dev_case("two ranks share a device, auto", NULL, &fake_dev, shared, 1, "staged", NULL);
+    dev_case("RECALL_DEVICE_COMM=host", "host", &fake_dev, own, 1, "staged", NULL);
+    dev_case("RECALL_DEVICE_COMM=nccl, shared", "nccl", &fake_dev, shared, 0, "nccl", NULL);
+    dev_case("no backend path, auto", NULL, &fake_dev_no_path, own, 1, "staged", NULL);
+    dev_case("RECALL_DEVICE_COMM=nccl, no backend path", "nccl", &fake_dev_no_path, own, 0, NULL,
+             "RECALL_DEVICE_COMM=nccl: the fake backend has no device communicator");
+    dev_case("RECALL_DEVICE_COMM=bogus", "bogus", &fake_dev, own, 0, NULL, "RECALL_DEVICE_COMM=bogus is not auto, host or nccl");
+    dev_case("different device models", NULL, &fake_dev, mixed, 0, NULL,
+             "ranks run on different devices: rank 0 (");
+    // A host backend, or one rank: no device path.
+    comm *one = comm_null_create();
+    backend cpu = {.ops = &backend_cpu};
+    backend dev = {.ops = &fake_dev};
+    rc_err err = {{0}};
+    CHECK(comm_dev_attach(one, &dev, &err) == 0 && one->dev == NULL);
+    comm_destroy(one);
+    comm *two[2];
+    CHECK(comm_sim_create(2, two, &err) == 0);
+    CHECK(comm_dev_attach(two[0], &cpu, &err) == 0 && two[0]->dev == NULL);
+    comm_destroy(two[0]);
+    comm_destroy(two[1]);
+}
+
 int main(void) {
     test_null();
     for (int size = 1; size <= MAX_RANKS; size++) test_sim_size(size);
     test_sim_protocol();
     test_abort();
     test_launched_by_mpi();
+    test_device_path();
     TEST_MAIN_END();
 }

@@ -66,8 +66,13 @@
 #include "tiny_model.h"
 
 #define MAX_RANKS 4
-#define N_DECODE 30
+#define N_DECODE_FULL 30
+#define N_DECODE_DEVICE 6   // the --device-subset runs (the SIMT emulator: ~0.13 s per rank and step)
+#define N_EVENTS_MAX (N_DECODE_FULL + 1)
 #define N_EVENTS (N_DECODE + 1)  // event 0 = end of the prompt, event t = after decode step t
+
+static int N_DECODE = N_DECODE_FULL;  // decode steps of every run
+static int PREFILL_BLOCK = 5;          // --device-subset: 13 (fewer launches on the emulator)
 #define PROMPT_MAX 97
 #define NEAR_TIE_REL 1e-5
 
@@ -96,6 +101,7 @@ static void full_ref_free(full_ref *fr) {
 
 typedef struct run_cfg {
     const char *label;
+    const backend_ops *be;    // NULL: the test backend (test_backend.h)
     int attention;            // enum attention_kind
     kvpolicy_opts po;
     int64_t n_prompt;
@@ -111,7 +117,7 @@ typedef struct run_cfg {
 // What one rank saw in one phase (phase 1: after the switch).
 typedef struct record {
     int64_t S;                // store heads per layer (0: no policy)
-    uint8_t have[N_EVENTS];   // event recorded with a built store
+    uint8_t have[N_EVENTS_MAX];   // event recorded with a built store
     float *logits;            // (N_EVENTS, V)
     int32_t *generated;       // (N_DECODE)
     float *hq, *hk, *hlse;    // (N_DECODE, L, n_head * hd), (N_DECODE, L, n_kv * hd), (N_DECODE, L, n_head)
@@ -124,9 +130,9 @@ typedef struct record {
     int64_t *budget;          // (L, S) e->policy->budget
     float *cut_gap, *cut_score;  // (N_EVENTS, L) e->policy->cut_gap / cut_score
     int64_t *cut_pos;            // (N_EVENTS, L)
-    uint8_t kv_null[N_EVENTS];
-    size_t bytes_used[N_EVENTS], bytes_want[N_EVENTS];
-    int64_t rows_store[N_EVENTS], rows_sum[N_EVENTS];
+    uint8_t kv_null[N_EVENTS_MAX];
+    size_t bytes_used[N_EVENTS_MAX], bytes_want[N_EVENTS_MAX];
+    int64_t rows_store[N_EVENTS_MAX], rows_sum[N_EVENTS_MAX];
     int64_t rows_kept_prompt, rows_evicted;
     int64_t rows_bad, own_bad, order_bad, hook_bad;
     char bad_msg[320];
@@ -134,6 +140,7 @@ typedef struct record {
 
 typedef struct rank_job {
     const model *m;
+    const char *dev_path;     // the device data path the policy engine attached ("none", "nccl", "staged")
     comm *c;
     const int32_t *prompt;
     const run_cfg *cfg;
@@ -295,14 +302,14 @@ static void *run_rank(void *arg) {
     o.n_ctx = cfg->n_prompt + N_DECODE;
     o.n_threads = 1;
     o.kv_elem = cfg->kv_f16 ? KV_F16 : KV_F32;
-    o.prefill_block = 5;  // several blocks per rank, uneven
+    o.prefill_block = PREFILL_BLOCK;  // several blocks per rank, uneven
     o.comm = j->c;
     o.zigzag = cfg->zigzag;
     o.attention = cfg->attention;
     o.policy = cfg->po;
     o.retain_prompt_cache = cfg->retain;
     o.on_policy_step = policy_hook;
-    o.backend = test_backend();
+    o.backend = cfg->be ? cfg->be : test_backend();
     o.hook_user = j;
     engine *e = NULL;
     rc_err err = {{0}};
@@ -343,6 +350,7 @@ static void *run_rank(void *arg) {
         engine_destroy(e);
     }
     int rc = !(e = engine_create(j->m, &o, &err));
+    if (e) j->dev_path = j->c->dev ? j->c->dev->kind : "none";
     if (rc == 0) rc = engine_prefill(e, j->prompt, cfg->n_prompt, NULL, NULL, NULL, &err);
     if (rc == 0) {
         // The window every rank votes with is the full prefill's, bit for bit (the policy does not change the prefill).
@@ -1348,7 +1356,51 @@ static void test_direct_ties(void) {
 
 // ---- main --------------------------------------------------------------------
 
-int main(void) {
+// --device-subset: the multi-rank cases on the test backend (with
+// RECALL_TEST_BACKEND=cuda_emu the emulated CUDA backend, whose buffers move
+// over the device data path) against the reference and against the CPU
+// backend on one rank (same kept sets, tokens, logits within 1e-5), ranks
+// bitwise equal. Sized for the emulator: SnapKV (window, pooling, the
+// prompt's compression) on 3 zigzag ranks and H2O (evictions every step) on
+// 2, 6 steps.
+static void device_subset(const model *m, const int32_t *prompt, const int32_t *forced) {
+    N_DECODE = N_DECODE_DEVICE;
+    PREFILL_BLOCK = 13;
+    const struct { run_cfg cfg; int N; } runs[] = {
+        {{.label = "snapkv B 24 pool 7, prompt 97", .attention = ATTENTION_SNAPKV, .po = popts(24, 7, 0, NULL),
+          .n_prompt = 97, .forced = forced, .zigzag = 1}, 3},
+        {{.label = "h2o B 24, prompt 61", .attention = ATTENTION_H2O, .po = popts(24, 7, 0, NULL), .n_prompt = 61,
+          .forced = forced}, 2},
+    };
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        run_cfg cpu = runs[i].cfg;
+        cpu.be = &backend_cpu;
+        cpu.zigzag = 0;
+        rank_job one[1], jobs[MAX_RANKS];
+        const int N = runs[i].N;
+        const int ok1 = run_ranks(m, 1, prompt, &cpu, one);
+        char what[200];
+        snprintf(what, sizeof(what), "%s, %d %s ranks%s vs one cpu rank", runs[i].cfg.label, N, test_backend_name(),
+                 runs[i].cfg.zigzag ? " zigzag" : "");
+        if (run_ranks(m, N, prompt, &runs[i].cfg, jobs)) {
+            for (int r = 0; r < N; r++)
+                CHECK_MSG(jobs[r].dev_path && !strcmp(jobs[r].dev_path, test_device_path(N)),
+                          "%s: rank %d: device data path %s, expected %s", what, r,
+                          jobs[r].dev_path ? jobs[r].dev_path : "?", test_device_path(N));
+            check_run(jobs, N, what);
+            if (ok1) compare_runs(&jobs[0], 0, &one[0], 0, 1e-5, what);
+        }
+        free_jobs(jobs, N);
+        free_jobs(one, 1);
+    }
+}
+
+int main(int argc, char **argv) {
+    const int subset = argc > 1 && strcmp(argv[1], "--device-subset") == 0;
+    if (argc > 1 && !subset) {
+        fprintf(stderr, "usage: test_kvpolicy [--device-subset]\n");
+        return 2;
+    }
     test_backend_setup();
     const double t0 = now_s();
     char path[64];
@@ -1370,10 +1422,12 @@ int main(void) {
     for (int64_t i = 0; i < L * H; i++) hs_dom.score[i] = 1.0;
     hs_dom.score[7] = 40.0;
 
-    test_validate(&hs, L, H);
-    test_direct_ties();
+    if (!subset) {
+        test_validate(&hs, L, H);
+        test_direct_ties();
+    }
 
-    int32_t prompt[PROMPT_MAX], forced[N_DECODE];
+    int32_t prompt[PROMPT_MAX], forced[N_DECODE_FULL];
     uint64_t s = 2024;
     for (int i = 0; i < PROMPT_MAX; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -1382,6 +1436,14 @@ int main(void) {
     for (int i = 0; i < N_DECODE; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         forced[i] = (int32_t)((s >> 33) % (uint64_t)(V - 3));
+    }
+    if (subset) {
+        device_subset(&m, prompt, forced);
+        free(hs.score);
+        free(hs_dom.score);
+        model_free(&m);
+        unlink(path);
+        TEST_MAIN_END();
     }
     test_engine_errors(&m, prompt, &hs);
 

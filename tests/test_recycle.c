@@ -39,7 +39,11 @@
 #include "tiny_model.h"
 
 #define MAX_RANKS 4
-#define N_DECODE 40
+#define N_DECODE_FULL 40
+#define N_DECODE_DEVICE 6   // the --device-subset runs (the SIMT emulator: ~0.13 s per rank and step)
+
+static int N_DECODE = N_DECODE_FULL;  // decode steps of every run
+static int PREFILL_BLOCK = 5;          // --device-subset: 13 (fewer launches on the emulator)
 #define N_EVENTS (N_DECODE + 1)  // event 0 = prefill end, event t = decode step t
 #define PROMPT_MAX 97
 
@@ -47,6 +51,7 @@
 
 typedef struct run_cfg {
     const char *label;
+    const backend_ops *be;    // NULL: the test backend (test_backend.h)
     int attention;            // enum attention_kind
     recycle_opts ro;          // recycled mode
     int64_t n_prompt;
@@ -60,6 +65,7 @@ typedef struct run_cfg {
 
 typedef struct rank_job {
     const model *m;
+    const char *dev_path;     // the device data path the engine attached ("none", "nccl", "staged")
     comm *c;
     const int32_t *prompt;
     const run_cfg *cfg;
@@ -298,17 +304,18 @@ static void *run_rank(void *arg) {
     o.n_ctx = j->n_ctx;
     o.n_threads = 1;
     o.kv_elem = cfg->kv_f16 ? KV_F16 : KV_F32;
-    o.prefill_block = 5;  // several blocks per rank, uneven
+    o.prefill_block = PREFILL_BLOCK;  // several blocks per rank, uneven
     o.comm = j->c;
     o.zigzag = cfg->zigzag;
     o.attention = cfg->attention;
     o.recycle = cfg->ro;
     o.on_full_attention = hook;
     o.hook_user = j;
-    o.backend = test_backend();
+    o.backend = cfg->be ? cfg->be : test_backend();
     engine *e = NULL;
     rc_err err = {{0}};
     int rc = !(e = engine_create(j->m, &o, &err));
+    if (e) j->dev_path = j->c->dev ? j->c->dev->kind : "none";
     if (rc == 0 && cfg->warmup) rc = warmup_sequence(j, e, &err);
     int64_t base_full[8] = {0}, base_recycled[8] = {0};  // the warm-up's per-layer counts
     if (rc == 0)
@@ -853,11 +860,58 @@ static recycle_opts ropts(int64_t k, int64_t stride, int64_t pool, int agg) {
     return o;
 }
 
-int main(void) {
+// --device-subset: the multi-rank cases on the test backend (with
+// RECALL_TEST_BACKEND=cuda_emu the emulated CUDA backend, whose buffers move
+// over the device data path: emulated NCCL, or host-staged) against the CPU
+// backend on one rank: same kept sets after every event, same schedule, no
+// collective call on recycled steps, bitwise equal ranks (selections, rows,
+// logits), the CPU run's tokens and logits within 1e-5. Sized for the
+// emulator: N = 1..4 (3 zigzag), 6 steps, one setting with pooling (the halo
+// exchange), rebuild rows and the stride schedule.
+static void device_subset(const model *m, const int32_t *prompt, const int32_t *forced) {
+    const model_config *c = &m->cfg;
+    N_DECODE = N_DECODE_DEVICE;
+    PREFILL_BLOCK = 13;
+    const run_cfg base = {.label = "K 12, pool 7, max, stride 3", .attention = ATTENTION_RECYCLED,
+                          .n_prompt = PROMPT_MAX, .ro = ropts(12, 3, 7, GROUP_AGG_MAX), .forced = forced};
+    run_cfg cpu = base;
+    cpu.be = &backend_cpu;
+    rank_job ref[1];
+    run_ranks(m, 1, prompt, &cpu, ref);
+    check_schedule_and_comm(&ref[0], 1, c);
+    for (int N = 1; N <= MAX_RANKS; N++) {
+        run_cfg x = base;
+        x.zigzag = N == 3;
+        rank_job jobs[MAX_RANKS];
+        run_ranks(m, N, prompt, &x, jobs);
+        char what[160];
+        snprintf(what, sizeof(what), "%s on %d %s rank(s)%s vs one cpu rank", base.label, N, test_backend_name(),
+                 x.zigzag ? " (zigzag)" : "");
+        for (int r = 0; r < N; r++)
+            CHECK_MSG(jobs[r].dev_path && !strcmp(jobs[r].dev_path, test_device_path(N)),
+                      "%s: rank %d: device data path %s, expected %s", what, r, jobs[r].dev_path ? jobs[r].dev_path : "?",
+                      test_device_path(N));
+        check_ranks_identical(jobs, N, c);
+        check_schedule_and_comm(&jobs[0], N, c);
+        check_same_selection(&jobs[0], &ref[0], N, c);
+        check_matches(&jobs[0], &ref[0], c->n_vocab, 1e-5, what);
+        free_jobs(jobs, N);
+    }
+    free_jobs(ref, 1);
+}
+
+int main(int argc, char **argv) {
+    const int subset = argc > 1 && strcmp(argv[1], "--device-subset") == 0;
+    if (argc > 1 && !subset) {
+        fprintf(stderr, "usage: test_recycle [--device-subset]\n");
+        return 2;
+    }
     test_backend_setup();
-    test_recycle_cache_append();
-    test_rebuild_one_rank();
-    test_validate();
+    if (!subset) {
+        test_recycle_cache_append();
+        test_rebuild_one_rank();
+        test_validate();
+    }
 
     char path[64];
     rc_err err = {{0}};
@@ -866,7 +920,7 @@ int main(void) {
     const model_config *c = &m.cfg;
     const int64_t V = c->n_vocab;
 
-    int32_t prompt[PROMPT_MAX], forced[N_DECODE];
+    int32_t prompt[PROMPT_MAX], forced[N_DECODE_FULL];
     uint64_t s = 12345;
     for (int i = 0; i < PROMPT_MAX; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -875,6 +929,12 @@ int main(void) {
     for (int i = 0; i < N_DECODE; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         forced[i] = (int32_t)((s >> 33) % (uint64_t)(V - 3));
+    }
+    if (subset) {
+        device_subset(&m, prompt, forced);
+        model_free(&m);
+        unlink(path);
+        TEST_MAIN_END();
     }
     const int64_t n_ctx = PROMPT_MAX + N_DECODE;  // what run_ranks gives the engine
 

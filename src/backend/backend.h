@@ -102,6 +102,17 @@ enum score_mode {
 };
 
 typedef struct backend backend;
+struct comm;
+struct comm_dev;
+
+// Which device an instance runs on, for the multi-rank start-up checks: ranks
+// must run on the same model of device, and ranks that share one device
+// cannot use NCCL between them (comm/comm.h, the device data path).
+typedef struct backend_device_info {
+    int index;          // device index on its host
+    char name[96];      // model name ("NVIDIA H200", a MIG profile's name on a MIG slice)
+    char pci_id[32];    // the device's PCI address: the same device under every index mapping
+} backend_device_info;
 
 typedef struct backend_ops {
     const char *name;
@@ -119,6 +130,13 @@ typedef struct backend_ops {
     // with expose(b, p, 1) and expose(b, p, 0). Only the strict test backend
     // needs it; NULL elsewhere.
     void (*expose)(const backend *b, const void *p, int on);
+    // Device backends: the device this instance runs on (NULL on the host).
+    int (*device_info)(const backend *b, backend_device_info *info, rc_err *err);
+    // Device backends with a collective library (CUDA: NCCL): the device
+    // communicator for this backend's buffers over ctl's ranks, created
+    // collectively (every rank of ctl calls it). NULL elsewhere: such a
+    // backend's buffers move host-staged (comm/comm.h).
+    struct comm_dev *(*comm_dev_create)(const backend *b, struct comm *ctl, rc_err *err);
 
     // ---- memory. alloc: zero-filled, NULL on failure (n_bytes 0 gives a valid
     // minimal buffer). upload/copy are ordered on the stream; download returns

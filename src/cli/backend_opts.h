@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "comm/comm.h"
 
 enum { CLI_OPT_BACKEND = 640, CLI_OPT_DEVICE_INDEX };
 
@@ -25,7 +26,11 @@ cli_backend cli_backend_default(void);
 int cli_backend_option(int c, const char *arg, cli_backend *cb);
 // Before any work: starts and stops one instance, so that a missing GPU or a
 // build without CUDA is one line and exit 1 ("recall: --backend cuda: no usable GPU (...)").
-void cli_backend_check(const cli_backend *cb);
+// Under MPI (cm->size > 1) a GPU backend runs on GPU <local rank> unless
+// --device was given (cb->device is set to it), a rank without its GPU ends
+// the job naming rank, host and GPU, and ranks on different GPU models end
+// it with one line from rank 0.
+void cli_backend_check(cli_backend *cb, comm *cm);
 void cli_backend_usage(FILE *out);
 
 #endif

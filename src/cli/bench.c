@@ -284,7 +284,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (optind < argc) cli_die("unexpected argument '%s'", argv[optind]);
     if (!model_path) cli_die("missing --model (see 'recall bench --help')");
-    cli_backend_check(&cbk);
+    cli_backend_check(&cbk, cm);
     if (cbk.ops != &backend_cpu && !bw_explicit) bandwidth_gbs = H200_HBM_GBS;
     method_spec methods[MAX_METHODS];
     const int n_methods = method_list_parse(methods_arg, &base, k_explicit, budget_explicit, methods, MAX_METHODS);

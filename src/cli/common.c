@@ -29,10 +29,11 @@ _Noreturn void cli_die(const char *fmt, ...) {
         if (*p == '\n' || *p == '\r') *p = ' ';
     fflush(stdout);
     if (g_comm && g_comm->size > 1) {
-        fprintf(stderr, "recall: [rank %d @ %s] %s\n", g_comm->rank, g_comm->host, msg);
+        char gpu[32] = "";
+        if (g_comm->dev) snprintf(gpu, sizeof(gpu), ", GPU %d", g_comm->dev->device);
+        fprintf(stderr, "recall: [rank %d @ %s%s] %s\n", g_comm->rank, g_comm->host, gpu, msg);
         fflush(stderr);
-        g_comm->ops->abort(g_comm, 1);
-        exit(1);  // not reached: abort ends the job
+        comm_abort(g_comm, 1);  // the device data path first (ncclCommAbort), then every rank
     }
     fprintf(stderr, "recall: %s\n", msg);
     exit(1);

@@ -344,7 +344,7 @@ int cmd_generate(int argc, char **argv) {
     if (system_msg && !chat) cli_die("--system needs --chat");
     if (!needle_path != !needle_text) cli_die("--trace-needle FILE and --needle TEXT go together");
     if (needle_text && !*needle_text) cli_die("--needle: the text is empty");
-    cli_backend_check(&cbk);
+    cli_backend_check(&cbk, cm);
 
     model m;
     cli_load_model(cm, &m, model_path);

@@ -194,7 +194,7 @@ static void record_step(engine *e, const comm_counters *before, const recycle_st
     }
 }
 
-int engine_decode(engine *e, int32_t token, rc_err *err) {
+static int decode_step(engine *e, int32_t token, rc_err *err) {
     const model_config *c = &e->m->cfg;
     const backend *be = e->be;
     comm *cm = e->comm;
@@ -250,4 +250,10 @@ int engine_decode(engine *e, int32_t token, rc_err *err) {
     e->n_past++;
     record_step(e, &before, &rs_before, engine_now_seconds() - t0);
     return 0;
+}
+
+int engine_decode(engine *e, int32_t token, rc_err *err) {
+    const int rc = decode_step(e, token, err);
+    e->failed |= rc != 0;
+    return rc;
 }

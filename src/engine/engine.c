@@ -111,7 +111,12 @@ engine *engine_create(const model *m, const engine_opts *opts, rc_err *err) {
         return NULL;
     }
     e->be = &e->bk;
-    if (engine_weights_upload(&e->w, e->be, m, err)) {
+    // Several ranks on a device backend: the device data path, attached before
+    // the big allocations so a rank that runs out of memory can cancel it.
+    const int attached = comm_dev_attach(e->comm, e->be, err);
+    e->dev_attached = attached > 0;
+    if (attached < 0 || engine_weights_upload(&e->w, e->be, m, err)) {
+        e->failed = 1;
         engine_destroy(e);
         return NULL;
     }
@@ -159,12 +164,14 @@ engine *engine_create(const model *m, const engine_opts *opts, rc_err *err) {
         !e->win_q || !e->win_lse || !e->logits_host || !e->query_mean_host || !e->hashes_host)
         goto oom;
     if (engine_set_attention(e, opts->attention, &opts->recycle, &opts->policy, err)) {
+        e->failed = 1;
         engine_destroy(e);
         return NULL;
     }
     return e;
 oom:
     rc_fail(err, "out of memory allocating engine buffers");
+    e->failed = 1;
     engine_destroy(e);
     return NULL;
 }
@@ -192,6 +199,7 @@ void engine_destroy(engine *e) {
     free(e->query_mean_host); free(e->hashes_host); free(e->pos);
     free(e->stats.layer_full); free(e->stats.layer_recycled); free(e->last_step.layer_full);
     free(e->hook_q); free(e->hook_k); free(e->hook_lse); free(e->hook_scores);
+    if (e->dev_attached) comm_dev_detach(e->comm, e->be, e->failed);
     if (e->be) backend_shutdown(&e->bk);
     if (e->own_comm) comm_destroy(e->own_comm);
     free(e);

@@ -39,6 +39,8 @@ struct engine {
     engine_opts opts;
     comm *comm;              // opts.comm or an owned null communicator
     struct comm *own_comm;
+    int dev_attached;        // this engine holds an attachment of comm's device data path
+    int failed;              // a prefill or decode failed: at destroy, cancel the device data path
     const attention_method *method;
     shard_plan plan;         // fixed by the first prefill of a sequence
     kv_cache kv;             // this rank's shard: slot i holds position slot_pos[i]

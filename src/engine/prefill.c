@@ -214,7 +214,7 @@ static int prefill_layers(engine *e, prefill_rows *b, kv_exchange *x, int64_t n,
     return 0;
 }
 
-int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
+static int prefill_seq(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
                    void *user, rc_err *err) {
     comm *cm = e->comm;
     const int R = cm->size;
@@ -269,4 +269,11 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
     e->stats.prefill_seconds += engine_now_seconds() - t0;
     e->stats.n_prefill_tokens += n;
     return 0;
+}
+
+int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_all, engine_progress_fn progress,
+                   void *user, rc_err *err) {
+    const int rc = prefill_seq(e, tokens, n, logits_all, progress, user, err);
+    e->failed |= rc != 0;
+    return rc;
 }

@@ -38,3 +38,18 @@ if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE AND DEFINED recall_mpiexec_joined)
     ENVIRONMENT "${recall_mpi_test_env};RECALL_INJECT_FAILURE=1" TIMEOUT 45 LABELS mpi
     FIXTURES_REQUIRED recall_bad_inputs)
 endif()
+
+# --backend cuda under MPI: each rank opens GPU <local rank>; one that cannot
+# (here: no GPU, or a build without CUDA) ends the job with one line naming
+# rank, host and GPU.
+if(MPI_C_FOUND AND MPIEXEC_EXECUTABLE AND DEFINED recall_mpiexec_joined)
+  add_test(NAME mpi_generate_cuda_gpu_missing
+    COMMAND ${CMAKE_COMMAND}
+      -DMPIEXEC=${MPIEXEC_EXECUTABLE}
+      "-DARGS=${recall_mpiexec_joined}|$<TARGET_FILE:recall>|generate|-m|${CMAKE_CURRENT_BINARY_DIR}/bad_inputs/tiny.gguf|-p|hello|-n|4|--backend|cuda"
+      "-DMATCH=recall: \\[rank [0-2] @ [^]]+\\] GPU [0-2] for local rank [0-2] of 3 on this host: --backend cuda: "
+      -DTIMEOUT=30
+      -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/mpi_expect_failure.cmake)
+  set_tests_properties(mpi_generate_cuda_gpu_missing PROPERTIES
+    ENVIRONMENT "${recall_mpi_test_env}" TIMEOUT 45 LABELS mpi FIXTURES_REQUIRED recall_bad_inputs)
+endif()

@@ -39,3 +39,10 @@ const backend_ops *test_backend(void) {
 }
 
 const char *test_backend_name(void) { return test_backend()->name; }
+
+const char *test_device_path(int n_ranks) {
+    const backend_ops *b = test_backend();
+    if (n_ranks <= 1 || !b->is_device || b->expose) return "none";
+    const char *v = getenv("RECALL_DEVICE_COMM");
+    return v && strcmp(v, "nccl") == 0 ? "nccl" : "staged";
+}

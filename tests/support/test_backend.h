@@ -16,5 +16,10 @@ void test_backend_setup(void);
 // The table engine tests pass as engine_opts.backend.
 const backend_ops *test_backend(void);
 const char *test_backend_name(void);
+// The device data path (comm/comm.h) an engine of the test backend attaches
+// on n_ranks simulated ranks: "none" (host buffers, one rank), "nccl" with
+// RECALL_DEVICE_COMM=nccl, else "staged" (=host, or auto: simulated ranks
+// share one device).
+const char *test_device_path(int n_ranks);
 
 #endif

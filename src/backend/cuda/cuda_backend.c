@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend/cuda/cuda_attn.h"
+#include "backend/cuda/cuda_comm.h"
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/cuda_ops.h"
 
@@ -263,6 +264,8 @@ const backend_ops backend_cuda = {
     .shutdown = cuda_shutdown,
     .stream = cuda_stream,
     .synchronize = cuda_synchronize,
+    .device_info = cuda_device_info,
+    .comm_dev_create = cuda_comm_dev_create,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .upload = cuda_upload,
