@@ -418,7 +418,7 @@ static int matvec(const backend *b, float *out, const float *x, const weight *w)
             return -1;
         }
     }
-    if (wide) {  // each thread one contiguous range of whole row pairs
+    if (wide) {  // each thread one contiguous range of whole row pairs: one stream for the prefetcher
 #pragma omp parallel num_threads(b->n_threads)
         {
             const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num(), pairs = (w->n_out + 1) / 2;
@@ -719,8 +719,8 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     const int64_t s_ld = raw ? raw_ld : n;
     const int wide = cpu_kernel_level() >= CPU_AVX512 && cpu512_attn_has(head_dim);
     if (wide) {
-        cpu512_scores(k->elem, s_out, s_ld, q, kv_row_at(k, kvh, k0, head_dim), kv_row_bytes(k->elem, head_dim), n,
-                      group, head_dim, scale);
+        cpu512_scores(k->elem, s_out, s_ld, q, kv_row_at(k, kvh, k0, head_dim), kv_row_bytes(k->elem, head_dim),
+                      kv_row_at(v, kvh, k0, head_dim), kv_row_bytes(v->elem, head_dim), n, group, head_dim, scale);
     } else if (head_dim % 8 == 0 && head_dim <= 256) {
         switch (k->elem) {
         case KV_F16: scores_f16(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
@@ -863,7 +863,10 @@ static void attn_decode_impl(const backend *b, float *o, float *lse, float *raw,
 #pragma omp parallel num_threads(b->n_threads)
     {
         float *scores = scores_all + (size_t)omp_get_thread_num() * (size_t)(group * ATTN_KEY_CHUNK);
-#pragma omp for schedule(static)
+        // Items go to whichever thread is free: each writes only its own part and
+        // the merge runs in chunk order, so results never depend on who took what,
+        // and on a shared machine a descheduled thread no longer holds half the work.
+#pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < n_items; it++) {
             int64_t c = it / n_kv_heads, kvh = it % n_kv_heads;
             int64_t k0 = c * chunk, k1 = k0 + chunk < n_keys ? k0 + chunk : n_keys;

@@ -208,10 +208,14 @@ INLINE512 __m256 hsum8x16(const __m512 a[8]) {
     return _mm512_castps512_ps256(w);
 }
 
+#ifndef KEY_PREFETCH
+#define KEY_PREFETCH 32
+#endif
+
 // Keys go 8 at a time: each row is dequantized once into an L1 tile that
 // every query head of the group then reads.
 INLINE512 void scores512(int elem, float *s_out, int64_t s_ld, const float *q, const uint8_t *k_rows, size_t rb,
-                         int64_t n, int64_t group, int64_t head_dim, float scale) {
+                         const uint8_t *v_rows, size_t v_rb, int64_t n, int64_t group, int64_t head_dim, float scale) {
     const int64_t nv = head_dim / 16;
     float kt[8 * 256] __attribute__((aligned(64)));
     const __m256 sc = _mm256_set1_ps(scale);
@@ -219,8 +223,11 @@ INLINE512 void scores512(int elem, float *s_out, int64_t s_ld, const float *q, c
     for (; j0 + 8 <= n; j0 += 8) {
         for (int r = 0; r < 8; r++) {
             const uint8_t *row = k_rows + (size_t)(j0 + r) * rb;
-            if (j0 + r + 16 < n)  // stay inside the cache: forming a pointer past it is undefined
-                _mm_prefetch((const char *)row + 16 * rb, _MM_HINT_T0);
+            if (j0 + r + KEY_PREFETCH < n)  // stay inside the cache: forming a pointer past it is undefined
+                _mm_prefetch((const char *)row + KEY_PREFETCH * rb, _MM_HINT_T0);
+            // V's rows for the P.V pass, fetched while the scores are computed
+            for (size_t b = 0; b < v_rb; b += 64)
+                _mm_prefetch((const char *)v_rows + (size_t)(j0 + r) * v_rb + b, _MM_HINT_T1);
             for (int64_t c = 0; c < nv; c++) _mm512_store_ps(kt + r * head_dim + 16 * c, kv_load16(elem, row, 16 * c));
         }
         for (int64_t g = 0; g < group; g++) {
@@ -249,22 +256,22 @@ INLINE512 void scores512(int elem, float *s_out, int64_t s_ld, const float *q, c
 }
 
 #define DEFINE_SCORES512(NAME, ELEM)                                                                            \
-    SIMD512 static void NAME(float *s_out, int64_t s_ld, const float *q, const uint8_t *k, size_t rb, int64_t n, \
-                             int64_t group, int64_t head_dim, float scale) {                                    \
-        scores512(ELEM, s_out, s_ld, q, k, rb, n, group, head_dim, scale);                                      \
+    SIMD512 static void NAME(float *s_out, int64_t s_ld, const float *q, const uint8_t *k, size_t rb,            \
+                             const uint8_t *v, size_t v_rb, int64_t n, int64_t group, int64_t head_dim, float scale) { \
+        scores512(ELEM, s_out, s_ld, q, k, rb, v, v_rb, n, group, head_dim, scale);                                   \
     }
 DEFINE_SCORES512(scores512_f16, KV_F16)
 DEFINE_SCORES512(scores512_f32, KV_F32)
 DEFINE_SCORES512(scores512_q8_0, KV_Q8_0)
 DEFINE_SCORES512(scores512_q4_0, KV_Q4_0)
 
-void cpu512_scores(int elem, float *s_out, int64_t s_ld, const float *q, const uint8_t *k_rows, size_t rb, int64_t n,
-                   int64_t group, int64_t head_dim, float scale) {
+void cpu512_scores(int elem, float *s_out, int64_t s_ld, const float *q, const uint8_t *k_rows, size_t rb,
+                   const uint8_t *v_rows, size_t v_rb, int64_t n, int64_t group, int64_t head_dim, float scale) {
     switch (elem) {
-    case KV_F16: scores512_f16(s_out, s_ld, q, k_rows, rb, n, group, head_dim, scale); break;
-    case KV_Q8_0: scores512_q8_0(s_out, s_ld, q, k_rows, rb, n, group, head_dim, scale); break;
-    case KV_Q4_0: scores512_q4_0(s_out, s_ld, q, k_rows, rb, n, group, head_dim, scale); break;
-    default: scores512_f32(s_out, s_ld, q, k_rows, rb, n, group, head_dim, scale); break;
+    case KV_F16: scores512_f16(s_out, s_ld, q, k_rows, rb, v_rows, v_rb, n, group, head_dim, scale); break;
+    case KV_Q8_0: scores512_q8_0(s_out, s_ld, q, k_rows, rb, v_rows, v_rb, n, group, head_dim, scale); break;
+    case KV_Q4_0: scores512_q4_0(s_out, s_ld, q, k_rows, rb, v_rows, v_rb, n, group, head_dim, scale); break;
+    default: scores512_f32(s_out, s_ld, q, k_rows, rb, v_rows, v_rb, n, group, head_dim, scale); break;
     }
 }
 

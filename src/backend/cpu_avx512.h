@@ -24,9 +24,10 @@ int cpu512_attn_has(int64_t head_dim);
 
 // s_out[g * s_ld + j] = scale * q_g . K_j for the n rows K_j of `elem`, rb
 // bytes apart from k_rows, and the group's query heads g < group.
-// q: (group, head_dim).
-void cpu512_scores(int elem, float *s_out, int64_t s_ld, const float *q, const uint8_t *k_rows, size_t rb, int64_t n,
-                   int64_t group, int64_t head_dim, float scale);
+// q: (group, head_dim). v_rows: the matching V rows, v_rb bytes apart,
+// prefetched for cpu512_pv, never read here.
+void cpu512_scores(int elem, float *s_out, int64_t s_ld, const float *q, const uint8_t *k_rows, size_t rb,
+                   const uint8_t *v_rows, size_t v_rb, int64_t n, int64_t group, int64_t head_dim, float scale);
 
 // o (group, head_dim) = sum_j p[g * n + j] * V_j over the n rows V_j of
 // `elem`, rb bytes apart from v_rows. p: (group, n).
