@@ -13,61 +13,30 @@
 
 // ---- decode matvec: two rows at a time, so each activation load serves both ----
 
-// The 32 four-bit values of a block (low nibbles: elements 0..15, high: 16..31) as two fp32 vectors.
-INLINE512 void nibbles16x2(const uint8_t *qs, __m512 *lo, __m512 *hi) {
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    *lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(raw, mask)));
-    *hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), mask)));
+
+// The scales of up to 16 consecutive blocks (bsz bytes apart, fp16 d first,
+// then fp16 m for Q4_1) with one gather: d to dd[0..15], m (or -8 d for Q4_0)
+// to *m; lanes past n are 0. Converting them one block at a time cost as many
+// instructions as the block's dot product.
+INLINE512 __m512 block_scales(const uint8_t *b0, int64_t bsz, int64_t n, int kind, float *dd, __m512 *m) {
+    const __mmask16 mask = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)bsz));
+    const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, b0, 1);
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+    _mm512_store_ps(dd, d);
+    if (kind == GGML_TYPE_Q4_1) *m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+    else *m = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+    return d;
 }
 
-// Q4_1: x = d*q + m per block, so a row dot is sum_b d_b (q . x)_b + m_b xsum_b.
-// Q4_0 (x = d*(q - 8)) is the same with m_b = -8 d_b.
-INLINE512 void rows_q4(int is_q4_1, float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum,
-                       int64_t nb, int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; o += 2) {
-        const int two = o + 1 < o1;
-        const uint8_t *r0 = w + (size_t)o * rb, *r1 = two ? r0 + rb : r0;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        float moff0 = 0.0f, moff1 = 0.0f;
-        for (int64_t i = 0; i < nb; i++) {
-            const __m512 x0 = _mm512_loadu_ps(x + 32 * i), x1 = _mm512_loadu_ps(x + 32 * i + 16);
-            float d0, d1, m0, m1;
-            const uint8_t *q0, *q1;
-            if (is_q4_1) {
-                const block_q4_1 *b0 = (const block_q4_1 *)r0 + i, *b1 = (const block_q4_1 *)r1 + i;
-                _mm_prefetch((const char *)b0 + PREFETCH_BYTES, _MM_HINT_T0);
-                _mm_prefetch((const char *)b1 + PREFETCH_BYTES, _MM_HINT_T0);
-                d0 = _cvtsh_ss(b0->d), d1 = _cvtsh_ss(b1->d), m0 = _cvtsh_ss(b0->m), m1 = _cvtsh_ss(b1->m);
-                q0 = b0->qs, q1 = b1->qs;
-            } else {
-                const block_q4_0 *b0 = (const block_q4_0 *)r0 + i, *b1 = (const block_q4_0 *)r1 + i;
-                _mm_prefetch((const char *)b0 + PREFETCH_BYTES, _MM_HINT_T0);
-                _mm_prefetch((const char *)b1 + PREFETCH_BYTES, _MM_HINT_T0);
-                d0 = _cvtsh_ss(b0->d), d1 = _cvtsh_ss(b1->d), m0 = -8.0f * d0, m1 = -8.0f * d1;
-                q0 = b0->qs, q1 = b1->qs;
-            }
-            __m512 lo, hi;
-            nibbles16x2(q0, &lo, &hi);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d0), _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0)), acc0);
-            nibbles16x2(q1, &lo, &hi);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d1), _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0)), acc1);
-            moff0 += m0 * xsum[i];
-            moff1 += m1 * xsum[i];
-        }
-        out[o] = _mm512_reduce_add_ps(acc0) + moff0;
-        if (two) out[o + 1] = _mm512_reduce_add_ps(acc1) + moff1;
-    }
-}
-
-SIMD512 static void rows_q4_1(float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum, int64_t nb,
-                              int64_t o0, int64_t o1) {
-    rows_q4(1, out, w, rb, x, xsum, nb, o0, o1);
-}
-
-SIMD512 static void rows_q4_0(float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum, int64_t nb,
-                              int64_t o0, int64_t o1) {
-    rows_q4(0, out, w, rb, x, xsum, nb, o0, o1);
+// (q . x) over one block of 32 four-bit values (low nibbles: elements 0..15,
+// high: 16..31) as 16 partial sums; the bytes widen straight from memory.
+INLINE512 __m512 nibble_dot(const uint8_t *qs, __m512 x0, __m512 x1) {
+    const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qs));
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(0x0f)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
+    return _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
 }
 
 // (q . x) over one Q8_0 block as 16 partial sums.
@@ -77,23 +46,69 @@ INLINE512 __m512 q8_dot(const int8_t *q, __m512 x0, __m512 x1) {
     return _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
 }
 
-SIMD512 static void rows_q8_0(float *out, const uint8_t *w, size_t rb, const float *x, int64_t nb, int64_t o0,
-                              int64_t o1) {
+// Q4_1: x = d*q + m per block, so a row dot is sum_b d_b (q . x)_b + m_b xsum_b.
+// Q4_0 is the same with m_b = -8 d_b; Q8_0 (x = d*q) has no m term.
+INLINE512 void rows_blocks(int kind, float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum,
+                           int64_t nb, int64_t o0, int64_t o1) {
+    const int64_t bsz = kind == GGML_TYPE_Q4_1 ? sizeof(block_q4_1)
+                        : kind == GGML_TYPE_Q4_0 ? sizeof(block_q4_0)
+                                                 : sizeof(block_q8_0);
+    const int64_t qoff = kind == GGML_TYPE_Q4_1 ? 4 : 2;  // qs after the scale(s)
+    float dd[2][16] __attribute__((aligned(64)));
     for (int64_t o = o0; o < o1; o += 2) {
         const int two = o + 1 < o1;
-        const block_q8_0 *b0 = (const block_q8_0 *)(w + (size_t)o * rb);
-        const block_q8_0 *b1 = two ? (const block_q8_0 *)(w + (size_t)(o + 1) * rb) : b0;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            _mm_prefetch((const char *)(b0 + i) + PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch((const char *)(b1 + i) + PREFETCH_BYTES, _MM_HINT_T0);
-            const __m512 x0 = _mm512_loadu_ps(x + 32 * i), x1 = _mm512_loadu_ps(x + 32 * i + 16);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b0[i].d)), q8_dot(b0[i].qs, x0, x1), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b1[i].d)), q8_dot(b1[i].qs, x0, x1), acc1);
+        const uint8_t *r0 = w + (size_t)o * rb, *r1 = two ? r0 + rb : r0;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+        for (int64_t i0 = 0; i0 < nb; i0 += 16) {
+            const int64_t n = nb - i0 < 16 ? nb - i0 : 16;
+            if (kind != GGML_TYPE_Q8_0) {
+                const __mmask16 mask = n == 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+                const __m512 xs = _mm512_maskz_loadu_ps(mask, xsum + i0);
+                __m512 m0, m1;
+                block_scales(r0 + i0 * bsz, bsz, n, kind, dd[0], &m0);
+                block_scales(r1 + i0 * bsz, bsz, n, kind, dd[1], &m1);
+                acc0 = _mm512_fmadd_ps(m0, xs, acc0);
+                acc1 = _mm512_fmadd_ps(m1, xs, acc1);
+            } else {
+                __m512 unused;
+                block_scales(r0 + i0 * bsz, bsz, n, kind, dd[0], &unused);
+                block_scales(r1 + i0 * bsz, bsz, n, kind, dd[1], &unused);
+            }
+            for (int64_t i = 0; i < n; i++) {
+                const uint8_t *b0 = r0 + (i0 + i) * bsz, *b1 = r1 + (i0 + i) * bsz;
+                _mm_prefetch((const char *)b0 + PREFETCH_BYTES, _MM_HINT_T0);
+                _mm_prefetch((const char *)b1 + PREFETCH_BYTES, _MM_HINT_T0);
+                const __m512 x0 = _mm512_loadu_ps(x + 32 * (i0 + i)), x1 = _mm512_loadu_ps(x + 32 * (i0 + i) + 16);
+                __m512 s0, s1;
+                if (kind == GGML_TYPE_Q8_0) {
+                    s0 = q8_dot((const int8_t *)b0 + qoff, x0, x1);
+                    s1 = q8_dot((const int8_t *)b1 + qoff, x0, x1);
+                } else {
+                    s0 = nibble_dot(b0 + qoff, x0, x1);
+                    s1 = nibble_dot(b1 + qoff, x0, x1);
+                }
+                acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dd[0][i]), s0, acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dd[1][i]), s1, acc1);
+            }
         }
         out[o] = _mm512_reduce_add_ps(acc0);
         if (two) out[o + 1] = _mm512_reduce_add_ps(acc1);
     }
+}
+
+SIMD512 static void rows_q4_1(float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum, int64_t nb,
+                              int64_t o0, int64_t o1) {
+    rows_blocks(GGML_TYPE_Q4_1, out, w, rb, x, xsum, nb, o0, o1);
+}
+
+SIMD512 static void rows_q4_0(float *out, const uint8_t *w, size_t rb, const float *x, const float *xsum, int64_t nb,
+                              int64_t o0, int64_t o1) {
+    rows_blocks(GGML_TYPE_Q4_0, out, w, rb, x, xsum, nb, o0, o1);
+}
+
+SIMD512 static void rows_q8_0(float *out, const uint8_t *w, size_t rb, const float *x, int64_t nb, int64_t o0,
+                              int64_t o1) {
+    rows_blocks(GGML_TYPE_Q8_0, out, w, rb, x, NULL, nb, o0, o1);
 }
 
 // 16 elements of a float-type row from element i; m masks a row's tail.
