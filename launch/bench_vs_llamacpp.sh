@@ -33,6 +33,7 @@ cache=${RECALL_CACHE:-$HOME/.cache/recall}
 model=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
 depths=0,2048,8192,16384 prefill=512,4096 tokens=64 rounds=2 threads=$(nproc) kv=f16
 recall=build/recall lbench="" out=""
+command_line="launch/bench_vs_llamacpp.sh $*"
 while [ $# -gt 0 ]; do
   case $1 in
     -m|--model) model=$2; shift 2 ;;
@@ -58,7 +59,6 @@ done
 [[ $prefill == none || $prefill =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--prefill: expected a list or none"
 case $kv in f16) lkv=(-ctk f16 -ctv f16 -fa 0) ;; q8_0) lkv=(-ctk q8_0 -ctv q8_0 -fa 1) ;;
   *) die "--kv-type: f16 or q8_0, got '$kv'" ;; esac
-command_line="launch/bench_vs_llamacpp.sh $*"
 
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n')
 has() { grep -qx "$1" <<<"$flags"; }

@@ -1,6 +1,6 @@
 // The fast CPU backend: fused dequantize-and-dot matrix-vector kernels for
-// decode (AVX2 or AVX-512, cpu_avx512.c, when available), dequantize + OpenBLAS SGEMM for prefill
-// blocks, and attention that splits the key range over threads and merges the
+// decode (AVX2, or AVX-512 from cpu_avx512.c, when available), dequantize +
+// OpenBLAS SGEMM for prefill blocks, and attention that splits the key range over threads and merges the
 // partial (o, lse) states exactly like the distributed merge does.
 // Selection (score reduction, max-pooling, top-K) runs one row per thread.
 // Threads come from the instance (b->n_threads), never from a global; a
