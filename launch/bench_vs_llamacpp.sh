@@ -24,7 +24,7 @@
 # ${RECALL_CACHE:-~/.cache/recall}/llama.cpp/build-bench (the sources launch/setup.sh already
 # unpacks there for llama-quantize), with the CPU's own SIMD flags (AVX2; AVX-512 F/BW/VL, VNNI,
 # BF16, VBMI where cpuid has them) but never AMX: on these VMs the kernel does not enable AMX tile
-# state and ggml's AMX kernels fault (tests/golden/README.md). ~15 min on 2 cores the first time.
+# state and ggml's AMX kernels fault (tests/golden/README.md). ~15 min on  the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "bench_vs_llamacpp.sh: $*" >&2; exit 1; }
@@ -189,7 +189,7 @@ for key in sorted(rec, key=lambda k: (k[0] != "decode", k[1])):
 EOF
 {
   echo "# recall vs llama.cpp, $(date -u '+%Y-%m-%d %H:%M UTC'), $(hostname)"
-  echo "# CPU: $cpu, $(nproc) cores; SIMD: $simdflags"
+  echo "# CPU: $cpu, $(nproc --all) cores; SIMD: $simdflags"
   echo "# recall kernels: $("$recall" info "$model" 2>/dev/null | sed -n 's/^cpu kernels *//p'); llama-bench: $lbench"
   echo "# model: $model; $threads thread(s); KV $kv; $rounds alternating rounds each; $tokens decode steps"
   echo "# read bandwidth (probe, $threads threads): $bw GB/s; weights read per token: ${wbytes:-?} MB"
