@@ -716,7 +716,8 @@ static int write_zoo_model(int i, char *path, size_t n) {
 
 int main(int argc, char **argv) {
     test_backend_setup();
-    if (test_check_kernel_path("test_engine")) return 1;
+    const int path_rc = test_check_kernel_path("test_engine");
+    if (path_rc) return path_rc;
     // libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it and
     // restart once (see g_threads). Without /proc the test just runs as is.
     if (!getenv("OMP_WAIT_POLICY")) {

@@ -1872,57 +1872,61 @@ static double now_s(void) {
         printf("  %-48s %7.3f s\n", #call, now_s() - t_);            \
     } while (0)
 
-int main(void) {
+// With --simd-only: only the tests of ops whose CPU kernels differ by path
+// (matvec, decode attention, swiglu, kv_write), for the runs that force each path.
+int main(int argc, char **argv) {
     double t0 = now_s();
+    const int all = !(argc > 1 && !strcmp(argv[1], "--simd-only"));
     rc_err err;
     if (backend_init(&g_ref, &backend_cpu_ref, 1, -1, &err) || backend_init(&g_cpu, &backend_cpu, 2, -1, &err)) {
         fprintf(stderr, "test_ops: %s\n", err.msg);
         return 1;
     }
-    if (test_check_kernel_path("test_ops")) return 1;
+    const int path_rc = test_check_kernel_path("test_ops");
+    if (path_rc) return path_rc;
 
-    RUN(test_harness_detects());
-    RUN(test_sensitivity());
+    if (all) RUN(test_harness_detects());
+    if (all) RUN(test_sensitivity());
 
-    RUN(test_spec_attention());
-    RUN(test_spec_rmsnorm_swiglu());
-    RUN(test_spec_matmul());
-    RUN(test_rope_matrix(&backend_cpu_ref));
-    RUN(test_rope_matrix(&backend_cpu));
-    RUN(test_rope_properties(&backend_cpu_ref));
-    RUN(test_rope_properties(&backend_cpu));
-    RUN(test_attention_closed_forms(&backend_cpu_ref));
+    if (all) RUN(test_spec_attention());
+    if (all) RUN(test_spec_rmsnorm_swiglu());
+    if (all) RUN(test_spec_matmul());
+    if (all) RUN(test_rope_matrix(&backend_cpu_ref));
+    if (all) RUN(test_rope_matrix(&backend_cpu));
+    if (all) RUN(test_rope_properties(&backend_cpu_ref));
+    if (all) RUN(test_rope_properties(&backend_cpu));
+    if (all) RUN(test_attention_closed_forms(&backend_cpu_ref));
     RUN(test_attention_closed_forms(&backend_cpu));
-    RUN(test_kv_row_bytes());
-    RUN(test_kv_quantizer());
-    RUN(test_kv_block_closed_forms());
-    RUN(test_spec_attention_blocks());
+    if (all) RUN(test_kv_row_bytes());
+    if (all) RUN(test_kv_quantizer());
+    if (all) RUN(test_kv_block_closed_forms());
+    if (all) RUN(test_spec_attention_blocks());
 
-    RUN(test_supports());
-    RUN(test_rmsnorm_vs_ref());
+    if (all) RUN(test_supports());
+    if (all) RUN(test_rmsnorm_vs_ref());
     RUN(test_swiglu_vs_ref());
-    RUN(test_rope_vs_ref());
+    if (all) RUN(test_rope_vs_ref());
     RUN(test_matmul_vs_ref());
     RUN(test_decode_vs_ref());
     RUN(test_thread_count_invariance());
-    RUN(test_prefill_vs_ref());
-    RUN(test_merge());
+    if (all) RUN(test_prefill_vs_ref());
+    if (all) RUN(test_merge());
 
     RUN(test_shard_merge());
-    RUN(test_argmax());
+    if (all) RUN(test_argmax());
 
-    RUN(test_memory());
-    RUN(test_add_vs_closed_form());
-    RUN(test_embed());
+    if (all) RUN(test_memory());
+    if (all) RUN(test_add_vs_closed_form());
+    if (all) RUN(test_embed());
     RUN(test_kv_write());
     RUN(test_kv_write_blocks());
-    RUN(test_copy_rows_2d());
-    RUN(test_mean_heads());
-    RUN(test_score_reduce());
-    RUN(test_maxpool_rows());
-    RUN(test_topk_rows());
-    RUN(test_strict_same_results());
-    RUN(test_two_instances());
+    if (all) RUN(test_copy_rows_2d());
+    if (all) RUN(test_mean_heads());
+    if (all) RUN(test_score_reduce());
+    if (all) RUN(test_maxpool_rows());
+    if (all) RUN(test_topk_rows());
+    if (all) RUN(test_strict_same_results());
+    if (all) RUN(test_two_instances());
     CHECK_MSG(backend_cpu.synchronize(&g_cpu, &err) == 0, "no kernel ran out of scratch: %s", err.msg);
     backend_shutdown(&g_cpu);
     backend_shutdown(&g_ref);

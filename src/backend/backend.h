@@ -256,9 +256,10 @@ struct backend {
 extern const backend_ops backend_cpu_ref;
 extern const backend_ops backend_cpu;
 
-// The kernel path backend_cpu takes on this CPU: "avx2" (AVX2 + FMA + F16C)
-// or "portable" (no AVX2, or RECALL_CPU_PORTABLE=1). Tests and `recall info`
-// report it, so a forced portable run can show that it ran.
+// The kernel path backend_cpu takes on this CPU: "avx512" (AVX-512 F/BW/VL on
+// top of AVX2), "avx2" (AVX2 + FMA + F16C) or "portable". RECALL_CPU_KERNELS=
+// portable|avx2|avx512 caps it (RECALL_CPU_PORTABLE=1 = portable). Tests and
+// `recall info` report it, so a forced run can show which path ran.
 const char *backend_cpu_kernel_path(void);
 
 // Sets up an instance (ops->init when present). n_threads <= 0 means 1.

@@ -1,6 +1,6 @@
 // The fast CPU backend: fused dequantize-and-dot matrix-vector kernels for
-// decode (AVX2 when available), dequantize + OpenBLAS SGEMM for prefill
-// blocks, and attention that splits the key range over threads and merges the
+// decode (AVX2, or AVX-512 from cpu_avx512.c, when available), dequantize +
+// OpenBLAS SGEMM for prefill blocks, and attention that splits the key range over threads and merges the
 // partial (o, lse) states exactly like the distributed merge does.
 // Selection (score reduction, max-pooling, top-K) runs one row per thread.
 // Threads come from the instance (b->n_threads), never from a global; a
@@ -13,12 +13,52 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_avx512.h"
 #include "backend/cpu_select.h"
 #include "backend/cpu_simd.h"
 #include "backend/kv_format.h"
 #include "model/quant.h"
 
 void openblas_set_num_threads(int num_threads);
+
+// The kernel paths, each needing the one before: AVX2 + FMA + F16C, then
+// AVX-512 F/BW/VL. RECALL_CPU_KERNELS=portable|avx2|avx512 caps the path, so
+// the tests run every path the CPU has (a path it lacks falls back to the
+// best it has; backend_cpu_kernel_path says which runs). RECALL_CPU_PORTABLE=1
+// is RECALL_CPU_KERNELS=portable. An unknown value makes init fail.
+enum { CPU_BAD_ENV = -2, CPU_PORTABLE = 0, CPU_AVX2, CPU_AVX512 };
+static const char *const kernel_names[] = {"portable", "avx2", "avx512"};
+
+static int cpu_kernel_level(void) {
+    static _Atomic int cached = -1;
+    int level = cached;
+    if (level != -1) return level;
+    __builtin_cpu_init();
+    level = CPU_PORTABLE;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        level = CPU_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl"))
+            level = CPU_AVX512;
+    }
+    const char *portable = getenv("RECALL_CPU_PORTABLE"), *forced = getenv("RECALL_CPU_KERNELS");
+    if (portable && portable[0] && strcmp(portable, "0") != 0) level = CPU_PORTABLE;
+    if (forced && forced[0]) {
+        int cap = CPU_BAD_ENV;
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(forced, kernel_names[i])) cap = i;
+        level = cap < level ? cap : level;
+    }
+    cached = level;
+    return level;
+}
+
+static int cpu_has_avx2(void) { return cpu_kernel_level() >= CPU_AVX2; }
+
+const char *backend_cpu_kernel_path(void) {
+    const int level = cpu_kernel_level();
+    return level < 0 ? "invalid RECALL_CPU_KERNELS" : kernel_names[level];
+}
 
 // An instance's private state: the first failure since the last synchronize.
 // Ops cannot return a status (a device reports its errors later, at a sync
@@ -29,6 +69,9 @@ typedef struct cpu_state {
 } cpu_state;
 
 static int cpu_init(backend *b, int device, rc_err *err) {
+    if (cpu_kernel_level() == CPU_BAD_ENV)
+        return rc_fail(err, "cpu backend: RECALL_CPU_KERNELS=%s: expected portable, avx2 or avx512",
+                       getenv("RECALL_CPU_KERNELS"));
     if (!(b->impl = calloc(1, sizeof(cpu_state)))) return rc_fail(err, "cpu backend: out of memory at init");
     return 0;
 }
@@ -72,21 +115,6 @@ static int cpu_weight_upload(const backend *b, weight *dst, const weight *src, r
 }
 
 static void cpu_weight_free(const backend *b, weight *w) { *w = (weight){0}; }
-
-// RECALL_CPU_PORTABLE=1 forces the portable kernels, so the path a CPU
-// without AVX2 takes is tested on one that has it.
-static int cpu_has_avx2(void) {
-    static _Atomic int cached = -1;
-    if (cached < 0) {
-        const char *portable = getenv("RECALL_CPU_PORTABLE");
-        __builtin_cpu_init();
-        cached = !(portable && strcmp(portable, "0") != 0 && portable[0]) && __builtin_cpu_supports("avx2") &&
-                 __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-}
-
-const char *backend_cpu_kernel_path(void) { return cpu_has_avx2() ? "avx2" : "portable"; }
 
 static int cpu_supports(int op, uint32_t weight_type) {
     if (op != OP_MATMUL) return 1;
@@ -371,7 +399,8 @@ static float dot_generic(const weight *w, const void *row, const float *x, float
 // Returns 0, or -1 (recorded) when scratch is missing.
 static int matvec(const backend *b, float *out, const float *x, const weight *w) {
     const int64_t nb = w->n_in / 32;
-    const int simd = cpu_has_avx2();
+    const int level = cpu_kernel_level();
+    const int simd = level >= CPU_AVX2, wide = level >= CPU_AVX512 && cpu512_matvec_has(w->type);
     float *xsum = NULL, *scratch_all = NULL;
     if (w->type == GGML_TYPE_Q4_0 || w->type == GGML_TYPE_Q4_1 || w->type == GGML_TYPE_Q5_1 ||
         w->type == GGML_TYPE_Q4_K || w->type == GGML_TYPE_Q5_K) {
@@ -388,6 +417,16 @@ static int matvec(const backend *b, float *out, const float *x, const weight *w)
             cpu_fail(b, "matmul", n_bytes);
             return -1;
         }
+    }
+    if (wide) {  // each thread one contiguous range of whole row pairs: one stream for the prefetcher
+#pragma omp parallel num_threads(b->n_threads)
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num(), pairs = (w->n_out + 1) / 2;
+            const int64_t o0 = 2 * (pairs * t / nt), o1 = 2 * (pairs * (t + 1) / nt);
+            cpu512_matvec_rows(out, w, x, xsum, o0, o1 < w->n_out ? o1 : w->n_out);
+        }
+        free(xsum);
+        return 0;
     }
 #pragma omp parallel num_threads(b->n_threads)
     {
@@ -678,7 +717,11 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     // bytes are read once per KV head, not per query head.
     float *s_out = raw ? raw : scores;
     const int64_t s_ld = raw ? raw_ld : n;
-    if (head_dim % 8 == 0 && head_dim <= 256) {
+    const int wide = cpu_kernel_level() >= CPU_AVX512 && cpu512_attn_has(head_dim);
+    if (wide) {
+        cpu512_scores(k->elem, s_out, s_ld, q, kv_row_at(k, kvh, k0, head_dim), kv_row_bytes(k->elem, head_dim),
+                      kv_row_at(v, kvh, k0, head_dim), kv_row_bytes(v->elem, head_dim), n, group, head_dim, scale);
+    } else if (head_dim % 8 == 0 && head_dim <= 256) {
         switch (k->elem) {
         case KV_F16: scores_f16(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
         case KV_Q8_0: scores_q8_0(s_out, s_ld, q, k, kvh, k0, n, group, head_dim, scale); break;
@@ -722,7 +765,10 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     }
     // Pass 3: o = P V, each V row loaded once for the group.
     memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
-    if (head_dim % 16 == 0 && n <= ATTN_KEY_CHUNK) {
+    if (wide) {
+        cpu512_pv(v->elem, o, scores, group, kv_row_at(v, kvh, k0, head_dim), kv_row_bytes(v->elem, head_dim), n,
+                  head_dim);
+    } else if (head_dim % 16 == 0 && n <= ATTN_KEY_CHUNK) {
         for (int64_t g0 = 0; g0 < group; g0 += 4) {
             int64_t gn = group - g0 < 4 ? group - g0 : 4;
             const float *sp[4];
@@ -817,7 +863,10 @@ static void attn_decode_impl(const backend *b, float *o, float *lse, float *raw,
 #pragma omp parallel num_threads(b->n_threads)
     {
         float *scores = scores_all + (size_t)omp_get_thread_num() * (size_t)(group * ATTN_KEY_CHUNK);
-#pragma omp for schedule(static)
+        // Items go to whichever thread is free: each writes only its own part and
+        // the merge runs in chunk order, so results never depend on who took what,
+        // and on a shared machine a descheduled thread no longer holds half the work.
+#pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < n_items; it++) {
             int64_t c = it / n_kv_heads, kvh = it % n_kv_heads;
             int64_t k0 = c * chunk, k1 = k0 + chunk < n_keys ? k0 + chunk : n_keys;

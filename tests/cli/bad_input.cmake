@@ -48,6 +48,11 @@ add_test(NAME info_portable_kernels
   COMMAND ${CMAKE_COMMAND} -E env RECALL_CPU_PORTABLE=1 $<TARGET_FILE:recall> info ${bad}/tiny.gguf)
 set_tests_properties(info_portable_kernels PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 60
   PASS_REGULAR_EXPRESSION "cpu kernels +portable\n")
+# RECALL_CPU_KERNELS=avx2 caps the path below AVX-512 (portable on a CPU without AVX2).
+add_test(NAME info_avx2_kernels
+  COMMAND ${CMAKE_COMMAND} -E env RECALL_CPU_KERNELS=avx2 $<TARGET_FILE:recall> info ${bad}/tiny.gguf)
+set_tests_properties(info_avx2_kernels PROPERTIES FIXTURES_REQUIRED recall_bad_inputs TIMEOUT 60
+  PASS_REGULAR_EXPRESSION "cpu kernels +(avx2|portable)\n")
 
 recall_cli_expect_failure(missing_file MATCH "nonexistent" ARGS generate -m /nonexistent.gguf -p hi)
 recall_cli_expect_failure(not_gguf MATCH "GGUF|magic" ARGS generate -m ${bad}/not_gguf.bin -p hi)

@@ -1,12 +1,13 @@
-// The CPU kernel path a test ran on, checked against RECALL_CPU_PORTABLE: a
-// test registered to run the portable kernels fails when the override did
-// not take effect (so the portable path really ran).
+// The CPU kernel path a test ran on, checked against the override that asked
+// for one (RECALL_CPU_KERNELS, RECALL_CPU_PORTABLE): a test registered to run
+// a forced path fails when the override did not take effect, so that path
+// really ran.
 #ifndef RECALL_TESTS_KERNEL_PATH_H
 #define RECALL_TESTS_KERNEL_PATH_H
 
-// Prints "<test>: CPU kernels: <path>" and returns 0, or prints why and
-// returns 1 when RECALL_CPU_PORTABLE asks for the portable path and
-// backend_cpu takes another.
+// Prints "<test>: CPU kernels: <path>" and returns 0; returns 77 (skip) when
+// the forced path needs instructions this CPU lacks, else 1 (with why) when
+// the CPU backend takes another path than the one forced.
 int test_check_kernel_path(const char *test);
 
 #endif
