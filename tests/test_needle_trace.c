@@ -25,6 +25,7 @@
 #include "peek.h"
 #include "test_backend.h"
 #include "tiny_model.h"
+#include "ref_order.h"
 
 #define N_PROMPT 60
 #define N_DECODE 12
@@ -83,17 +84,6 @@ static void on_scores(void *user, int64_t layer, int64_t n_total, const float *s
     if (j->nt) needle_trace_on_scores(j->nt, layer, n_total, scores, key_pos, n_keys, lse);
 }
 
-typedef struct ref_entry {
-    double score;
-    int64_t pos;
-} ref_entry;
-
-static int ref_cmp(const void *a, const void *b) {  // score descending, then position ascending
-    const ref_entry *x = a, *y = b;
-    if (x->score > y->score) return -1;
-    if (x->score < y->score) return 1;
-    return (x->pos > y->pos) - (x->pos < y->pos);
-}
 
 // After step `step` (all layers done): the brute-force expectations.
 static void brute_step(job *j, const engine *e, int step) {

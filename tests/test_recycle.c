@@ -37,6 +37,7 @@
 #include "engine/sampler.h"
 #include "policy/recycle.h"
 #include "tiny_model.h"
+#include "ref_order.h"
 
 #define MAX_RANKS 4
 #define N_DECODE_FULL 40
@@ -106,17 +107,6 @@ static void hook(void *user, int64_t layer, int64_t n_total, const float *q, con
     j->hcalled[layer]++;
 }
 
-typedef struct ref_entry {
-    double score;
-    int64_t pos;
-} ref_entry;
-
-static int ref_cmp(const void *a, const void *b) {  // score descending, then position ascending
-    const ref_entry *x = a, *y = b;
-    if (x->score > y->score) return -1;
-    if (x->score < y->score) return 1;
-    return (x->pos > y->pos) - (x->pos < y->pos);
-}
 
 static int cmp_i64(const void *a, const void *b) {
     const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
