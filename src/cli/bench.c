@@ -71,13 +71,16 @@ static void usage(FILE *out) {
             "      --verify-max N        largest depth to verify (default 2048)\n"
             "      --attention LIST      decode methods to time at every depth (default full), e.g.\n"
             "                            full,recycled:stride=10,recycled:stride=50,recycled:schedule=dynamic:qc=5\n"
-            "                            recycled settings: k, stride, schedule, qc, s, agg, pool; the rest\n"
-            "                            come from the --recycle-* flags below. K defaults to depth / 8.\n"
+            "                            recycled settings: k, stride, schedule, qc, s, agg, pool, budgets; the\n"
+            "                            rest come from the --recycle-* flags below. K defaults to depth / 8;\n"
+            "                            budgets default to HeadKV where scores are shipped for the model\n"
+            "                            (a note says so), else uniform.\n"
             "                            Each depth is prefilled once; every method then decodes from it\n"
             "                            (its first step, which builds the recycled cache, is not timed)\n"
             "      --recycle-k K, --recycle-stride S, --recycle-schedule stride|dynamic,\n"
             "      --recycle-check-every QC, --recycle-similarity s, --recycle-agg max|mean|first,\n"
-            "      --recycle-pool W      defaults for the recycled methods (see 'recall generate --help')\n"
+            "      --recycle-pool W, --recycle-budgets uniform|headkv, --head-scores FILE\n"
+            "                            defaults for the recycled methods (see 'recall generate --help')\n"
             "      --csv [FILE]          also write the results as CSV, one row per prefill length and per decode\n"
             "                            (method, depth): ranks, threads, tok/s, ms/full, ms/rec, K/V bytes read\n"
             "                            per token (all ranks), bytes received per token (per rank), KV MiB held\n"
@@ -319,6 +322,7 @@ int cmd_bench(int argc, char **argv) {
     model m;
     cli_load_model(cm, &m, model_path);
     method_list_head_scores(methods, n_methods, &m);  // headkv and --recycle-budgets headkv
+    if (rank0) method_list_budgets_note(methods, n_methods, &m);
     const int64_t V = m.cfg.n_vocab;
     int64_t n_ctx = 1;
     for (int i = 0; i < n_prefill; i++) n_ctx = prefill_lens[i] > n_ctx ? prefill_lens[i] : n_ctx;

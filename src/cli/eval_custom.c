@@ -384,6 +384,7 @@ int eval_custom_main(int argc, char **argv) {
     eval_check_ctx(&a.c, &m.cfg);
     const int64_t ctx = a.c.ctx[0];
     method_list_head_scores(methods, n_methods, &m);
+    if (rank0) method_list_budgets_note(methods, n_methods, &m);
     eval_run *runs = malloc(EVAL_MAX_RUNS * sizeof(eval_run));
     const int n_runs = eval_runs_for_ctx(methods, n_methods, &a.c.budgets, ctx, ctx, &m.cfg, runs);
     tokenizer *tok = NULL;

@@ -110,6 +110,7 @@ int eval_ppl_main(int argc, char **argv) {
     cli_load_model(cm, &m, o.model_path);
     eval_check_ctx(&o, &m.cfg);
     method_list_head_scores(methods, n_methods, &m);
+    if (rank0) method_list_budgets_note(methods, n_methods, &m);
     const int64_t max_ctx = eval_max_ctx(&o), V = m.cfg.n_vocab;
     eval_run *runs[EVAL_MAX_CTX];
     int n_runs[EVAL_MAX_CTX];

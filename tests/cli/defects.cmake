@@ -60,7 +60,7 @@ recall_cli_expect_failure(defect_block_count_huge MATCH "layers 4294967295 of at
   ARGS info ${d}/defect_block_count_huge.gguf)
 recall_cli_expect_failure(defect_head_scores_rows MATCH "defect_head_scores\\.json: \"scores\" has 1 rows, n_layer is 65536"
   ARGS profile-heads --merge ${d}/defect_head_scores.json,${d}/defect_head_scores.json
-       -o ${CMAKE_CURRENT_BINARY_DIR}/defects/merged.json)
+       -o ${CMAKE_CURRENT_BINARY_DIR}/defect_merged.json)
 # 7. A context too short for a RULER task fails before any output exists.
 recall_cli_expect_failure(defect_ruler_no_output MATCH "niah_single_1 at --ctx 100: no room for the prompt"
   ABSENT ${CMAKE_CURRENT_BINARY_DIR}/defects/ruler

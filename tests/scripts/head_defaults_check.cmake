@@ -11,6 +11,7 @@
 #     scores: uniform budgets, and one line pointing to `recall profile-heads`;
 #   - --recycle-budgets uniform forces uniform budgets on the model with scores;
 #   - --recycle-budgets headkv without --head-scores takes the shipped scores;
+#   - bench and eval ppl say so too, once;
 #   - a malformed index is one error line.
 foreach(v RECALL MODELS HEADS WORK)
   if(NOT DEFINED ${v})
@@ -61,6 +62,22 @@ if(NOT (text_orig STREQUAL text_expl AND text_copy STREQUAL text_expl AND rows_o
   message(FATAL_ERROR "the default differs from --recycle-budgets headkv with the same scores:\n"
                       "${text_orig} ${rows_orig} ${hash_orig}\n${text_copy} ${hash_copy}\n${text_expl} ${rows_expl} ${hash_expl}")
 endif()
+
+# bench and eval ppl take the same default and say so once (they used to switch silently).
+set(note_re "note: recycled attention uses HeadKV budgets by default \\(scores shipped for this model: [^\n]*tiny\\.json\\)")
+run_recall(bench_out bench -m ${MODELS}/tiny.gguf --prefill none --depths 32 --decode-tokens 2 --threads 1
+           --attention recycled,recycled:budgets=uniform)
+string(REPEAT "hello world, the cat sat on the mat. " 60 text)
+file(WRITE ${WORK}/text.txt "${text}")
+run_recall(ppl_out eval ppl -m ${MODELS}/tiny.gguf --text ${WORK}/text.txt --ctx 64 --eval-tokens 8 --threads 1
+           --attention full,recycled --out ${WORK}/ppl/p)
+foreach(v bench_out ppl_out)
+  string(REGEX MATCHALL "${note_re}" notes "${${v}}")
+  list(LENGTH notes n)
+  if(NOT n EQUAL 1)
+    message(FATAL_ERROR "${v}: expected one line saying recycled attention uses HeadKV budgets by default, got ${n}:\n${${v}}")
+  endif()
+endforeach()
 
 # Another model: uniform, and the pointer to profile-heads.
 run_recall(other ${gen} -m ${MODELS}/tiny_other_weights.gguf)
