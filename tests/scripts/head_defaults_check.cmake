@@ -11,7 +11,8 @@
 #     scores: uniform budgets, and one line pointing to `recall profile-heads`;
 #   - --recycle-budgets uniform forces uniform budgets on the model with scores;
 #   - --recycle-budgets headkv without --head-scores takes the shipped scores;
-#   - bench and eval ppl say so too, once;
+#   - bench and eval ppl say so too, once, and a method's own budgets=uniform
+#     does not change the default of the methods after it;
 #   - a malformed index is one error line.
 foreach(v RECALL MODELS HEADS WORK)
   if(NOT DEFINED ${v})
@@ -76,6 +77,24 @@ foreach(v bench_out ppl_out)
   list(LENGTH notes n)
   if(NOT n EQUAL 1)
     message(FATAL_ERROR "${v}: expected one line saying recycled attention uses HeadKV budgets by default, got ${n}:\n${${v}}")
+  endif()
+endforeach()
+
+# A method's own budgets=uniform must not leak into the methods listed after it:
+# `recycled` gives the perplexity of explicit HeadKV budgets wherever it stands.
+foreach(order "recycled:budgets=uniform,recycled,recycled:budgets=headkv" "recycled,recycled:budgets=uniform,recycled:budgets=headkv")
+  run_recall(ord eval ppl -m ${MODELS}/tiny.gguf --text ${WORK}/text.txt --ctx 64 --eval-tokens 8 --threads 1
+             --attention ${order} --out ${WORK}/ppl_order/p)
+  file(REMOVE_RECURSE ${WORK}/ppl_order)
+  string(REGEX MATCH "\n  recycled +[0-9]+ +([0-9.]+)" m "${ord}")
+  set(ppl_default ${CMAKE_MATCH_1})
+  string(REGEX MATCH "\n  recycled:budgets=headkv +[0-9]+ +([0-9.]+)" m "${ord}")
+  set(ppl_headkv ${CMAKE_MATCH_1})
+  string(REGEX MATCH "\n  recycled:budgets=uniform +[0-9]+ +([0-9.]+)" m "${ord}")
+  set(ppl_uniform ${CMAKE_MATCH_1})
+  if(ppl_default STREQUAL "" OR NOT ppl_default STREQUAL ppl_headkv OR ppl_uniform STREQUAL ppl_headkv)
+    message(FATAL_ERROR "--attention ${order}: recycled must equal recycled:budgets=headkv and differ from uniform "
+                        "(default ${ppl_default}, headkv ${ppl_headkv}, uniform ${ppl_uniform}):\n${ord}")
   endif()
 endforeach()
 
