@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -318,6 +319,22 @@ static void report(const ruler_args *a, const eval_index *ix, eval_run *const *r
     eval_finish_outputs(c->out_prefix, csv, path, root, results, command, n_ranks);
 }
 
+// The trace would be interleaved with the results the run resumes from.
+static void trace_not_an_output(const char *trace, const char *prefix) {
+    static const char *const ext[] = {".jsonl", ".csv", ".json"};
+    struct stat st_trace;
+    const int trace_exists = stat(trace, &st_trace) == 0;
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s%s", prefix, ext[i]);
+        struct stat st;
+        if (!strcmp(path, trace) ||
+            (trace_exists && stat(path, &st) == 0 && st.st_dev == st_trace.st_dev && st.st_ino == st_trace.st_ino))
+            cli_die("--trace-needle %s is the run's own %s output (--out %s): give the trace another file", trace,
+                    ext[i], prefix);
+    }
+}
+
 // --trace-needle: the sample's answer tokens in the prompt. Rank 0 finds them
 // (niah: each answer inside its needle; other tasks: every occurrence) and
 // sends them to the other ranks, which hold only the token ids.
@@ -506,6 +523,7 @@ int eval_ruler_main(int argc, char **argv) {
             ruler_sample_free(&sample);
         }
     }
+    if (rank0 && a.trace_needle && !a.c.out_auto) trace_not_an_output(a.trace_needle, a.c.out_prefix);
     if (rank0) {
         eval_claim_out(&a.c);
         snprintf(jsonl_path, sizeof(jsonl_path), "%s.jsonl", a.c.out_prefix);

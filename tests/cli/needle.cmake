@@ -31,3 +31,7 @@ recall_cli_expect_failure(needle_not_in_prompt MATCH "--needle: 'zebra' does not
   ARGS generate -m ${RECALL_BAD_INPUTS}/tiny.gguf -p hello --needle zebra --trace-needle ${needle_work}/not_written.jsonl)
 recall_cli_expect_failure(needle_unwritable MATCH "cannot open for writing"
   ARGS generate -m ${RECALL_BAD_INPUTS}/tiny.gguf -p hello --needle ell --trace-needle /nonexistent/dir/t.jsonl)
+recall_cli_expect_failure(needle_trace_is_output MATCH "--trace-needle [^ ]*/r\\.jsonl is the run's own \\.jsonl output"
+  ABSENT ${needle_work}/same/r.jsonl
+  ARGS eval ruler -m ${RECALL_BAD_INPUTS}/tiny_ctx512.gguf --ctx 500 --tasks niah_single_1 --samples 1
+       --prose ${RECALL_TEST_DATA}/prose/persuasion_ch1.txt --out ${needle_work}/same/r --trace-needle ${needle_work}/same/r.jsonl)
