@@ -35,3 +35,12 @@ recall_cli_expect_failure(needle_trace_is_output MATCH "--trace-needle [^ ]*/r\\
   ABSENT ${needle_work}/same/r.jsonl
   ARGS eval ruler -m ${RECALL_BAD_INPUTS}/tiny_ctx512.gguf --ctx 500 --tasks niah_single_1 --samples 1
        --prose ${RECALL_TEST_DATA}/prose/persuasion_ch1.txt --out ${needle_work}/same/r --trace-needle ${needle_work}/same/r.jsonl)
+
+# ruler_summary: launch/ruler_summary.py's tables of partial eval ruler runs, against hand-worked figures.
+find_program(RECALL_PYTHON3_SUMMARY python3)
+if(RECALL_PYTHON3_SUMMARY)
+  add_test(NAME ruler_summary
+    COMMAND ${CMAKE_COMMAND} -DPYTHON=${RECALL_PYTHON3_SUMMARY} -DSCRIPT=${PROJECT_SOURCE_DIR}/launch/ruler_summary.py
+            -DWORK=${needle_work}/summary -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/ruler_summary_check.cmake)
+  set_tests_properties(ruler_summary PROPERTIES TIMEOUT 60)
+endif()
