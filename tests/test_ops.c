@@ -1509,7 +1509,7 @@ static void test_copy_rows_2d(void) {
     for (int bi = 0; bi < 2; bi++) {
         const backend_ops *be = BOTH[bi];
         for (int ri = 0; ri < 3; ri++)
-            for (int ni = 0; ni < 4; ni++) {
+            for (int ni = 0; ni < N_ODD; ni++) {  // 4097 rows of 256 bytes: the CPU backend's threaded gather
                 const int64_t n_rows = ODD_N[ni], n_src = n_rows + 5, n_dst = n_rows + 3;
                 const size_t rb = row_bytes_list[ri];
                 uint8_t *src = malloc((size_t)n_src * rb + 1), *dst = malloc((size_t)n_dst * rb + 1);

@@ -902,9 +902,45 @@ static void cpu_attn_decode_scores(const backend *b, float *o, float *lse, float
 // converted to fp32, with an online softmax and SGEMM for both products.
 #define PREFILL_KEY_TILE 256
 
+// One query row's online-softmax update over a key tile: sr[0, nvis) become
+// exp(s - m_new), sr[nvis, nk) (masked) 0; the running max *m and sum *l
+// move on and the row's output so far is rescaled by exp(m_old - m_new).
+// Vector exp where the scalar loop called expf per score (a third of a
+// 4K-token prefill).
+SIMD_TARGET static void prefill_softmax_row_avx2(float *sr, int64_t nvis, int64_t nk, float *m, float *l, float *orow,
+                                                 int64_t head_dim) {
+    __m256 mv = _mm256_set1_ps(*m);
+    int64_t j = 0;
+    for (; j + 8 <= nvis; j += 8) mv = _mm256_max_ps(_mm256_loadu_ps(sr + j), mv);
+    float mt = hmax256(mv);
+    for (; j < nvis; j++) mt = sr[j] > mt ? sr[j] : mt;
+    const float alpha = *m == -INFINITY ? 0.0f : expf(*m - mt);
+    const __m256 mb = _mm256_set1_ps(mt);
+    __m256 sv = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= nvis; j += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mb));
+        _mm256_storeu_ps(sr + j, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float sum = hsum256(sv);
+    for (; j < nvis; j++) {
+        sr[j] = expf(sr[j] - mt);
+        sum += sr[j];
+    }
+    if (nk > nvis) memset(sr + nvis, 0, (size_t)(nk - nvis) * sizeof(float));
+    *l = *l * alpha + sum;
+    *m = mt;
+    if (alpha == 1.0f) return;  // the max did not move: nothing to rescale
+    const __m256 av = _mm256_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 8 <= head_dim; i += 8) _mm256_storeu_ps(orow + i, _mm256_mul_ps(_mm256_loadu_ps(orow + i), av));
+    for (; i < head_dim; i++) orow[i] *= alpha;
+}
+
 static void cpu_attn_prefill(const backend *b, float *o, float *lse, const float *q, int64_t n_tok, int64_t pos0, const kv_view *k,
                              const kv_view *v, int64_t n_q_heads, int64_t n_kv_heads, int64_t head_dim, float scale) {
     if (n_tok <= 0) return;
+    const int simd = cpu_has_avx2();
     const int64_t group = n_q_heads / n_kv_heads;
     const int64_t n_rows = n_tok * group;  // row r = token r / group, head g = r % group
     const int64_t n_keys = pos0 + n_tok;
@@ -951,6 +987,10 @@ static void cpu_attn_prefill(const backend *b, float *o, float *lse, const float
                 int64_t last_key = pos0 + r / group;  // causal: keys <= own position
                 int64_t nvis = last_key - j0 + 1 < nk ? last_key - j0 + 1 : nk;
                 float *sr = s + rr * nk;
+                if (simd) {
+                    prefill_softmax_row_avx2(sr, nvis, nk, m + r, l + r, og + r * head_dim, head_dim);
+                    continue;
+                }
                 float mt = m[r];
                 for (int64_t j = 0; j < nvis; j++) mt = sr[j] > mt ? sr[j] : mt;
                 float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - mt);
@@ -1033,9 +1073,27 @@ static void cpu_kv_write(const backend *b, const kv_view *k_dst, const kv_view *
     }
 }
 
+// Rows a recycled rebuild gathers lie all over the cache: each is a cache miss,
+// so the rows ROW_PREFETCH ahead are requested early and large gathers use
+// every thread (destinations are distinct, so the order does not matter).
+#define ROW_PREFETCH 8
+#define COPY_ROWS_PARALLEL_BYTES ((size_t)1 << 16)
+
 static void cpu_copy_rows(const backend *b, void *dst, const int64_t *dst_row_host, const void *src,
                           const int64_t *src_row_host, int64_t n_rows, size_t row_bytes) {
+    const size_t pf_bytes = row_bytes < 256 ? row_bytes : 256;  // the first lines; the streamer takes the rest
+    const int par = n_rows > 2 * ROW_PREFETCH && (size_t)n_rows * row_bytes >= COPY_ROWS_PARALLEL_BYTES;
+#pragma omp parallel for schedule(static) num_threads(b->n_threads) if (par)
     for (int64_t i = 0; i < n_rows; i++) {
+        if (i + ROW_PREFETCH < n_rows) {
+            const int64_t ip = i + ROW_PREFETCH;
+            const uint8_t *sp = (const uint8_t *)src + (size_t)(src_row_host ? src_row_host[ip] : ip) * row_bytes;
+            const uint8_t *dp = (const uint8_t *)dst + (size_t)(dst_row_host ? dst_row_host[ip] : ip) * row_bytes;
+            for (size_t o = 0; o < pf_bytes; o += 64) {
+                __builtin_prefetch(sp + o, 0);
+                __builtin_prefetch(dp + o, 1);
+            }
+        }
         const int64_t d = dst_row_host ? dst_row_host[i] : i, s = src_row_host ? src_row_host[i] : i;
         memcpy((uint8_t *)dst + (size_t)d * row_bytes, (const uint8_t *)src + (size_t)s * row_bytes, row_bytes);
     }
@@ -1062,14 +1120,22 @@ static void cpu_mean_heads(const backend *b, float *out, const float *q, int64_t
 
 // ---- selection: score reduction, max-pooling and top-K, parallel over rows ----
 
+// Columns per work item: a KV group's rows are few (3 for SmolLM2), so items
+// split them by columns too and every thread gets a share; each column's
+// result depends on that column alone, so the split never changes a bit.
+#define SCORE_REDUCE_COLS 4096
+
 static void cpu_score_reduce(const backend *b, float *out, const float *raw, const float *lse, int64_t n_q_heads,
                              int64_t n_out_rows, int64_t n, int64_t ld, int64_t n_acc, int mode) {
     if (n_out_rows <= 0) return;
     const int64_t G = n_q_heads / n_out_rows;
     const int64_t n_cols = mode == SCORE_ACC_MEAN_P ? (n_acc < n ? n_acc : n) : n;
     if (n_cols <= 0) return;
+    const int64_t n_blocks = (n_cols + SCORE_REDUCE_COLS - 1) / SCORE_REDUCE_COLS;
 #pragma omp parallel for schedule(static, 1) num_threads(b->n_threads)
-    for (int64_t g = 0; g < n_out_rows; g++) {
+    for (int64_t it = 0; it < n_out_rows * n_blocks; it++) {
+        const int64_t g = it / n_blocks, j0 = it % n_blocks * SCORE_REDUCE_COLS;
+        const int64_t j1 = j0 + SCORE_REDUCE_COLS < n_cols ? j0 + SCORE_REDUCE_COLS : n_cols;
         float *o = out + g * n;
         const int64_t h0 = g * G;
         if (mode == SCORE_MAX_LOGP || mode == SCORE_FIRST_LOGP) {
@@ -1079,14 +1145,14 @@ static void cpu_score_reduce(const backend *b, float *out, const float *raw, con
                 const float l = lse[h];
                 const float *r = raw + h * ld;
                 if (h == h0 && l == -INFINITY)
-                    for (int64_t j = 0; j < n_cols; j++) o[j] = -INFINITY;
+                    for (int64_t j = j0; j < j1; j++) o[j] = -INFINITY;
                 else if (h == h0)
-                    for (int64_t j = 0; j < n_cols; j++) o[j] = r[j] - l;
+                    for (int64_t j = j0; j < j1; j++) o[j] = r[j] - l;
                 else if (l != -INFINITY)  // a -inf would never replace the running max
-                    for (int64_t j = 0; j < n_cols; j++) o[j] = r[j] - l > o[j] ? r[j] - l : o[j];
+                    for (int64_t j = j0; j < j1; j++) o[j] = r[j] - l > o[j] ? r[j] - l : o[j];
             }
         } else {
-            for (int64_t j = 0; j < n_cols; j++) {
+            for (int64_t j = j0; j < j1; j++) {
                 double acc = 0.0;
                 for (int64_t h = h0; h < h0 + G; h++)
                     if (lse[h] != -INFINITY) acc += expf(raw[h * ld + j] - lse[h]);

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 // Rearranges a so that its m smallest keys come first (quickselect).
-static void select_smallest(uint64_t *a, int64_t n, int64_t m) {
+static void quickselect(uint64_t *a, int64_t n, int64_t m) {
     int64_t lo = 0, hi = n - 1;
     while (hi > lo) {
         int64_t mid = lo + (hi - lo) / 2;  // median of three as the pivot
@@ -25,17 +25,71 @@ static void select_smallest(uint64_t *a, int64_t n, int64_t m) {
     }
 }
 
-// LSD radix sort, 8 bits per pass; passes whose digit is the same in every
-// key are skipped.
-static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
-    for (int shift = 0; shift < 64; shift += 8) {
-        int64_t count[257] = {0};
-        for (int64_t i = 0; i < n; i++) count[((a[i] >> shift) & 0xff) + 1]++;
-        if (count[((a[0] >> shift) & 0xff) + 1] == n) continue;
-        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
-        for (int64_t i = 0; i < n; i++) tmp[count[(a[i] >> shift) & 0xff]++] = a[i];
-        memcpy(a, tmp, (size_t)n * sizeof(uint64_t));
+// The same by MSD radix select, 11-bit digits from the top: each level counts
+// the candidates' digits, takes the buckets below the one holding the m-th
+// smallest and keeps that bucket as the candidates. Two passes over n keys
+// where quickselect makes several with a mispredicted branch per key.
+static void select_smallest(uint64_t *a, int64_t n, int64_t m) {
+    int64_t lo = 0, hi = n;  // a[0, lo): taken; a[lo, hi): candidates; a[hi, n): out
+    for (int shift = 53;; shift = shift > 11 ? shift - 11 : 0) {
+        const int64_t need = m - lo;
+        if (need <= 0 || hi - lo <= need) return;
+        if (hi - lo <= 64) {
+            quickselect(a + lo, hi - lo, need);
+            return;
+        }
+        int64_t count[2048] = {0};
+        for (int64_t i = lo; i < hi; i++) count[(a[i] >> shift) & 0x7ff]++;
+        uint64_t b = 0;
+        for (int64_t below = 0; below + count[b] < need; b++) below += count[b];
+        int64_t lt = lo, i = lo, gt = hi;  // three ways: digit < b, == b, > b
+        while (i < gt) {
+            const uint64_t x = a[i], d = (x >> shift) & 0x7ff;
+            if (d < b) {
+                a[i++] = a[lt];
+                a[lt++] = x;
+            } else if (d > b) {
+                a[i] = a[--gt];
+                a[gt] = x;
+            } else {
+                i++;
+            }
+        }
+        lo = lt;
+        hi = gt;
+        if (shift == 0) return;  // the candidates are equal keys: any of them will do
     }
+}
+
+// LSD radix sort, 8 bits per pass, all digits counted in one read; passes
+// whose digit is the same in every key are skipped; a and tmp swap roles
+// instead of copying back after every pass.
+static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
+    if (n < 2) return;
+    static const int n_digits = 8;
+    int64_t count[8][256];
+    memset(count, 0, sizeof count);
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t x = a[i];
+        for (int d = 0; d < n_digits; d++) count[d][(x >> (8 * d)) & 0xff]++;
+    }
+    uint64_t *src = a, *dst = tmp;
+    for (int d = 0; d < n_digits; d++) {
+        const int shift = 8 * d;
+        int64_t *c = count[d];
+        if (c[(src[0] >> shift) & 0xff] == n) continue;
+        int64_t sum = 0;
+        for (int v = 0; v < 256; v++) {
+            const int64_t t = c[v];
+            c[v] = sum;
+            sum += t;
+        }
+        for (int64_t i = 0; i < n; i++) dst[c[(src[i] >> shift) & 0xff]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
 }
 
 int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int ascending, scored_pos *out) {

@@ -62,6 +62,9 @@ static int grow_dev(const backend *be, float **p, size_t *cap, size_t n) {
 #define GROW_DEV(s, field, n) grow_dev((s)->be, &(s)->field, &(s)->cap_##field, (size_t)(n) + 1)
 
 int64_t dist_find_pos(const int64_t *a, int64_t n, int64_t pos) {
+    // One rank's positions are its slots (a[j] = j): no search. Ascending and
+    // unique, so a hit here is the only one.
+    if (pos >= 0 && pos < n && a[pos] == pos) return pos;
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;

@@ -303,6 +303,28 @@ static int fetch_rows(recycle_state *rs, int64_t layer, int64_t n_need, const sh
     const int R = cm->size, me = cm->rank;
     const size_t row = kv_cache_row_bytes(&c->rows);
     int64_t n_own = 0;
+    if (R == 1) {  // one rank: gather each head's new rows in slot order, so the reads stream
+        for (int64_t i0 = 0, i1; i0 < n_need; i0 = i1) {  // the needs come head by head
+            const int64_t h = rs->need[i0].kv_head;
+            for (i1 = i0; i1 < n_need && rs->need[i1].kv_head == h; i1++)
+                rs->old_slot[rs->need[i1].pos] = (int32_t)(i1 - i0 + 1);
+            for (int64_t j = 0; j < sh->n_local && n_own < i1; j++) {
+                const int32_t t = rs->old_slot[sh->slot_pos[j]];
+                if (!t) continue;
+                rs->old_slot[sh->slot_pos[j]] = 0;
+                rs->idx_dst[n_own] = recycle_cache_row_index(c, layer, h, rs->need[i0 + t - 1].slot);
+                rs->idx_src[n_own++] = kv_cache_row_index(sh->kv, layer, h, j);
+            }
+            if (n_own != i1) {
+                for (int64_t i = i0; i < i1; i++) rs->old_slot[rs->need[i].pos] = 0;
+                return rc_fail(err, "recycled attention: the shard does not hold %lld selected positions",
+                               (long long)(i1 - n_own));
+            }
+        }
+        be->ops->copy_rows(be, c->rows.k, rs->idx_dst, sh->kv->k, rs->idx_src, n_own, row);
+        be->ops->copy_rows(be, c->rows.v, rs->idx_dst, sh->kv->v, rs->idx_src, n_own, row);
+        return 0;
+    }
     for (int r = 0; r < R; r++) rs->sizes[r] = 0;
     for (int64_t i = 0; i < n_need; i++) {
         const recycle_need *nd = &rs->need[i];
@@ -317,7 +339,6 @@ static int fetch_rows(recycle_state *rs, int64_t layer, int64_t n_need, const sh
     }
     be->ops->copy_rows(be, c->rows.k, rs->idx_dst, sh->kv->k, rs->idx_src, n_own, row);
     be->ops->copy_rows(be, c->rows.v, rs->idx_dst, sh->kv->v, rs->idx_src, n_own, row);
-    if (R == 1) return 0;
     // Outgoing rows, K then V per row, in need order: rows 2i and 2i+1 of send.
     for (int64_t i = 0; i < n_own; i++) rs->idx_dst[i] = 2 * i;
     be->ops->copy_rows(be, rs->send, rs->idx_dst, sh->kv->k, rs->idx_src, n_own, row);
