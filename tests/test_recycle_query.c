@@ -39,8 +39,9 @@
 #define MAX_RANKS 3
 #define N_PROMPT 97
 #define N_STEPS_MAX 8
+// Decode steps: stride 4 rebuilds at steps 4 and 8 (--device-subset: 4 steps).
 static int N_STEPS = N_STEPS_MAX;
-static int PREFILL_BLOCK = 5;  // several blocks per rank, uneven (--device-subset: 13, fewer launches)  // decode steps; stride 4 rebuilds at steps 4 and 8 (--device-subset: 4)
+static int PREFILL_BLOCK = 5;  // several blocks per rank, uneven (--device-subset: 13, fewer launches)
 
 typedef struct qcfg {
     const char *label;

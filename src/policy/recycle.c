@@ -150,7 +150,8 @@ void recycle_free(recycle_state *rs) {
         if (rs->send) be->ops->free(be, rs->send);
         if (rs->recv) be->ops->free(be, rs->recv);
     }
-    free(rs->saved_query); free(rs->built); free(rs->lists); free(rs->all_lists); free(rs->merged); free(rs->spanned); free(rs->taken); free(rs->k_of);
+    free(rs->saved_query); free(rs->built); free(rs->lists); free(rs->all_lists); free(rs->merged); free(rs->k_of);
+    free(rs->spanned); free(rs->taken);
     free(rs->n_sel); free(rs->list_off); free(rs->slot_of); free(rs->used); free(rs->old_slot); free(rs->need);
     free(rs->idx_dst); free(rs->idx_src); free(rs->counts); free(rs->sizes); free(rs->cursor);
     memset(rs, 0, sizeof(*rs));
