@@ -21,6 +21,9 @@ static const struct method_key { const char *key; int opt; int policy; } method_
 int method_list_parse(const char *list, const engine_opts *base, int k_explicit, int budget_explicit,
                       method_spec *out, int max_n) {
     int n = 0;
+    // The flag as given on the command line: an entry's budgets= goes through
+    // the flag's parser, which marks the flag seen for every later entry.
+    const int budgets_flag = cli_recycle_budgets_given();
     char *copy = strdup(list), *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (n == max_n) cli_die("--attention: at most %d methods", max_n);
@@ -38,7 +41,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
                     "adakv or headkv, each with optional :key=value settings)", part);
         const int policy = attention_kind_is_policy(m->attention);
         m->k_explicit = policy ? budget_explicit : k_explicit;
-        m->budgets_explicit = cli_recycle_budgets_given();
+        m->budgets_explicit = budgets_flag;
         // key=value settings map onto the flags and their checks.
         const size_t n_keys = ARRAY_LEN(method_keys);
         for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
