@@ -87,6 +87,20 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo) {
         r->pool_kernel = cli_parse_int("--recycle-pool", arg, 1, 1023);
         if (r->pool_kernel % 2 == 0) cli_die("--recycle-pool: the kernel must be odd (got %lld)", (long long)r->pool_kernel);
         break;
+    case CLI_OPT_RECYCLE_QUERY:
+        if (!strcmp(arg, "last")) r->query = RECYCLE_QUERY_LAST;
+        else if (!strcmp(arg, "window")) r->query = RECYCLE_QUERY_WINDOW;
+        else cli_die("--recycle-query: unknown query '%s' (expected last or window)", arg);
+        break;
+    case CLI_OPT_RECYCLE_QUERY_WINDOW:
+        r->query_window = cli_parse_int("--recycle-query-window", arg, 1, RECYCLE_QUERY_WINDOW_MAX);
+        break;
+    case CLI_OPT_RECYCLE_QUERY_AGG:
+        if (!strcmp(arg, "mean")) r->query_agg = RECYCLE_QUERY_MEAN;
+        else if (!strcmp(arg, "max")) r->query_agg = RECYCLE_QUERY_MAX;
+        else cli_die("--recycle-query-agg: unknown combine '%s' (expected mean or max)", arg);
+        break;
+    case CLI_OPT_RECYCLE_SPAN: r->span = cli_parse_int("--recycle-span", arg, 0, INT32_MAX); break;
     default: return 0;
     }
     g_recycle_flags_seen = 1;
@@ -191,7 +205,13 @@ void cli_attention_check(engine_opts *eo, int64_t n_ctx, const model_config *c) 
 
 void cli_attention_describe(const engine_opts *eo, char *buf, size_t cap) {
     const recycle_opts *r = &eo->recycle;
-    char shipped[512] = "";
+    char shipped[512] = "", sel[96] = "";
+    // The paper's selection (last query, no span) adds nothing to the line.
+    if (r->query == RECYCLE_QUERY_LAST && r->span > 0)
+        snprintf(sel, sizeof(sel), ", first query last, span %lld", (long long)r->span);
+    else if (r->query == RECYCLE_QUERY_WINDOW)
+        snprintf(sel, sizeof(sel), ", first query window %lld %s, span %lld", (long long)r->query_window,
+                 recycle_query_agg_name(r->query_agg), (long long)r->span);
     if (g_budgets_how == BUDGETS_SHIPPED && r->budgets == RECYCLE_BUDGETS_HEADKV)
         snprintf(shipped, sizeof(shipped), " by default (scores shipped for this model: %.400s)", base_name(g_shipped_path));
     if (attention_kind_is_policy(eo->attention)) {
@@ -203,13 +223,13 @@ void cli_attention_describe(const engine_opts *eo, char *buf, size_t cap) {
     } else if (eo->attention != ATTENTION_RECYCLED) {
         snprintf(buf, cap, "full attention");
     } else if (r->schedule == RECYCLE_STRIDE) {
-        snprintf(buf, cap, "recycled attention (K %lld%s%s, stride %lld, GQA %s, pool %lld)", (long long)r->k,
+        snprintf(buf, cap, "recycled attention (K %lld%s%s, stride %lld, GQA %s, pool %lld%s)", (long long)r->k,
                  r->budgets == RECYCLE_BUDGETS_HEADKV ? " on average, HeadKV budgets" : "", shipped,
-                 (long long)r->stride, group_agg_name(r->group_agg), (long long)r->pool_kernel);
+                 (long long)r->stride, group_agg_name(r->group_agg), (long long)r->pool_kernel, sel);
     } else {
-        snprintf(buf, cap, "recycled attention (K %lld%s%s, dynamic: every %lld steps, full at cosine <= %g, GQA %s, pool %lld)",
+        snprintf(buf, cap, "recycled attention (K %lld%s%s, dynamic: every %lld steps, full at cosine <= %g, GQA %s, pool %lld%s)",
                  (long long)r->k, r->budgets == RECYCLE_BUDGETS_HEADKV ? " on average, HeadKV budgets" : "", shipped,
-                 (long long)r->check_every, r->similarity, group_agg_name(r->group_agg), (long long)r->pool_kernel);
+                 (long long)r->check_every, r->similarity, group_agg_name(r->group_agg), (long long)r->pool_kernel, sel);
     }
 }
 
@@ -263,7 +283,21 @@ void cli_attention_usage(FILE *out) {
             "                          scores shipped for the model). Default: headkv when scores are shipped\n"
             "                          for this model file (configs/heads/index.json, matched by the file's\n"
             "                          content fingerprint, see 'recall info'; $RECALL_HEADS_DIR overrides\n"
-            "                          the directory), else uniform\n",
+            "                          the directory), else uniform\n"
+            "      --recycle-query last|window\n"
+            "                          which prompt queries choose the first cache (built at the end of the\n"
+            "                          prompt): the last token's (default, the paper's), or the last W\n"
+            "                          tokens' (SnapKV's observation window; a chat template's last tokens\n"
+            "                          are template, not question). Later rebuilds use their step's query\n"
+            "      --recycle-query-window W\n"
+            "                          window: how many of the last prompt tokens (default %lld; 1..%d; the\n"
+            "                          prompt must have at least W tokens)\n"
+            "      --recycle-query-agg mean|max\n"
+            "                          window: combine their exact attention per query head and position\n"
+            "                          (default mean), before --recycle-agg combines the heads\n"
+            "      --recycle-span R    a selected position brings the next R positions into the cache, in\n"
+            "                          score order, at every rebuild; K stays the total (default %lld = off)\n",
             (long long)p.budget, (long long)p.window, (long long)p.sinks, (long long)p.pool_kernel, p.headkv_beta,
-            p.pyramid_beta, p.ada_floor, (long long)d.k, (long long)d.stride, (long long)d.check_every, d.similarity, (long long)d.pool_kernel);
+            p.pyramid_beta, p.ada_floor, (long long)d.k, (long long)d.stride, (long long)d.check_every, d.similarity, (long long)d.pool_kernel,
+            (long long)d.query_window, RECYCLE_QUERY_WINDOW_MAX, (long long)d.span);
 }

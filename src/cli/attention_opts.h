@@ -13,7 +13,8 @@ enum {
     CLI_OPT_ATTENTION = 512, CLI_OPT_RECYCLE_K, CLI_OPT_RECYCLE_STRIDE, CLI_OPT_RECYCLE_SCHEDULE,
     CLI_OPT_RECYCLE_CHECK_EVERY, CLI_OPT_RECYCLE_SIMILARITY, CLI_OPT_RECYCLE_AGG, CLI_OPT_RECYCLE_POOL,
     CLI_OPT_RECYCLE_BUDGETS, CLI_OPT_KV_BUDGET, CLI_OPT_BUDGET_PER_QUERY_HEAD, CLI_OPT_KV_WINDOW, CLI_OPT_KV_SINKS,
-    CLI_OPT_KV_POOL, CLI_OPT_HEADKV_BETA, CLI_OPT_PYRAMID_BETA, CLI_OPT_ADA_FLOOR, CLI_OPT_HEAD_SCORES
+    CLI_OPT_KV_POOL, CLI_OPT_HEADKV_BETA, CLI_OPT_PYRAMID_BETA, CLI_OPT_ADA_FLOOR, CLI_OPT_HEAD_SCORES,
+    CLI_OPT_RECYCLE_QUERY, CLI_OPT_RECYCLE_QUERY_WINDOW, CLI_OPT_RECYCLE_QUERY_AGG, CLI_OPT_RECYCLE_SPAN
 };
 
 #define CLI_ATTENTION_OPTIONS                                                                              \
@@ -26,6 +27,10 @@ enum {
     {"recycle-agg", required_argument, 0, CLI_OPT_RECYCLE_AGG},                                            \
     {"recycle-pool", required_argument, 0, CLI_OPT_RECYCLE_POOL},                                          \
     {"recycle-budgets", required_argument, 0, CLI_OPT_RECYCLE_BUDGETS},                                    \
+    {"recycle-query", required_argument, 0, CLI_OPT_RECYCLE_QUERY},                                        \
+    {"recycle-query-window", required_argument, 0, CLI_OPT_RECYCLE_QUERY_WINDOW},                          \
+    {"recycle-query-agg", required_argument, 0, CLI_OPT_RECYCLE_QUERY_AGG},                                \
+    {"recycle-span", required_argument, 0, CLI_OPT_RECYCLE_SPAN},                                          \
     {"kv-budget", required_argument, 0, CLI_OPT_KV_BUDGET},                                                \
     {"budget-per-query-head", no_argument, 0, CLI_OPT_BUDGET_PER_QUERY_HEAD},                              \
     {"kv-window", required_argument, 0, CLI_OPT_KV_WINDOW},                                                \

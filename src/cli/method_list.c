@@ -12,6 +12,8 @@ static const struct method_key { const char *key; int opt; int policy; } method_
     {"k", CLI_OPT_RECYCLE_K, 0},        {"stride", CLI_OPT_RECYCLE_STRIDE, 0}, {"schedule", CLI_OPT_RECYCLE_SCHEDULE, 0},
     {"qc", CLI_OPT_RECYCLE_CHECK_EVERY, 0}, {"s", CLI_OPT_RECYCLE_SIMILARITY, 0}, {"agg", CLI_OPT_RECYCLE_AGG, 0},
     {"pool", CLI_OPT_RECYCLE_POOL, 0},  {"budgets", CLI_OPT_RECYCLE_BUDGETS, 0},
+    {"query", CLI_OPT_RECYCLE_QUERY, 0}, {"qwin", CLI_OPT_RECYCLE_QUERY_WINDOW, 0}, {"qagg", CLI_OPT_RECYCLE_QUERY_AGG, 0},
+    {"span", CLI_OPT_RECYCLE_SPAN, 0},
     {"budget", CLI_OPT_KV_BUDGET, 1},   {"window", CLI_OPT_KV_WINDOW, 1},     {"sinks", CLI_OPT_KV_SINKS, 1},
     {"kvpool", CLI_OPT_KV_POOL, 1},     {"beta", CLI_OPT_HEADKV_BETA, 1},     {"pbeta", CLI_OPT_PYRAMID_BETA, 1},
     {"floor", CLI_OPT_ADA_FLOOR, 1}};
@@ -52,7 +54,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
             while (i < n_keys && (strcmp(method_keys[i].key, part) || method_keys[i].policy != policy)) i++;
             if (i == n_keys)
                 cli_die("--attention: unknown %s setting '%s' (recycled: k, stride, schedule, qc, s, agg, pool, "
-                        "budgets; policies: budget, window, sinks, kvpool, beta, pbeta, floor)",
+                        "budgets, query, qwin, qagg, span; policies: budget, window, sinks, kvpool, beta, pbeta, floor)",
                         policy ? "policy" : "recycled", part);
             engine_opts eo = {.recycle = m->ro, .policy = m->po};
             cli_attention_option(method_keys[i].opt, eq + 1, &eo);

@@ -19,7 +19,8 @@ typedef struct method_spec {
     int budgets_shipped;   // recycled: HeadKV budgets by default, from the scores shipped for the model
 } method_spec;
 
-// Keys: recycled k, stride, schedule, qc, s, agg, pool, budgets; policies
+// Keys: recycled k, stride, schedule, qc, s, agg, pool, budgets, query, qwin,
+// qagg, span (--recycle-query, -query-window, -query-agg, -span); policies
 // budget, window, sinks, kvpool, beta, pbeta, floor. Each value goes through
 // the --recycle-* / --kv-* option parser, so its errors name the flag.
 // k_explicit / budget_explicit: --recycle-k / --kv-budget was given (then

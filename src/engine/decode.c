@@ -91,6 +91,12 @@ int engine_recycled_layer(engine *e, int64_t layer, int64_t pos, int mine, int64
     const backend *be = e->be;
     recycle_state *rs = e->recycle;
     const float *qm = NULL;
+    // Recycled attention set on a prefilled prompt (eval, bench): with
+    // --recycle-query window the prompt's window builds the first cache, as
+    // at the end of a recycled prefill; else this step runs full and its query does.
+    if (!rs->built[layer] && rs->o.query == RECYCLE_QUERY_WINDOW && e->win_n > 0 && e->n_past == e->n_prompt_end &&
+        engine_rebuild_recycled_window(e, layer, e->win_n, e->query_mean, e->n_local, e->n_past, err))
+        return -1;
     if (recycle_needs_query(rs, layer)) {
         be->ops->download(be, e->query_mean_host, e->query_mean, (size_t)c->head_dim * sizeof(float));
         qm = e->query_mean_host;

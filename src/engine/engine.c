@@ -352,6 +352,23 @@ int engine_rebuild_recycled(engine *e, int64_t layer, const float *raw, const fl
     return recycle_rebuild(e->recycle, layer, raw, lse, query_mean, &sh, e->comm, err);
 }
 
+_Static_assert(RECYCLE_QUERY_WINDOW_MAX == KVPOLICY_WINDOW_MAX, "the recycled window reads the vote's rows");
+
+int engine_rebuild_recycled_window(engine *e, int64_t layer, int64_t win_n, const float *query_mean, int64_t n_keys,
+                                   int64_t n_total, rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    const int64_t W = e->recycle->o.query_window, q_dim = c->n_head * c->head_dim;
+    if (W > win_n)
+        return rc_fail(err, "--recycle-query-window %lld exceeds the prompt's %lld tokens", (long long)W,
+                       (long long)win_n);
+    const int64_t row0 = layer * KVPOLICY_WINDOW_MAX + win_n - W;
+    const shard_ctx sh = {.kv = &e->kv, .slot_pos = e->slot_pos, .n_local = n_keys, .plan = &e->plan,
+                          .n_total = n_total};
+    kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
+    return recycle_rebuild_window(e->recycle, layer, e->win_q + row0 * q_dim, e->win_lse + row0 * c->n_head, W, &kk,
+                                  &vv, query_mean, &sh, e->comm, err);
+}
+
 void engine_hook_full_attention(engine *e, int64_t layer, int64_t n_total, const float *q, const float *lse) {
     if (!e->opts.on_full_attention) return;
     const model_config *c = &e->m->cfg;

@@ -85,6 +85,12 @@ int engine_compress_prompt(engine *e, rc_err *err);
 // query before RoPE (all backend buffers).
 int engine_rebuild_recycled(engine *e, int64_t layer, const float *raw, const float *lse, const float *query_mean,
                             int64_t n_keys, int64_t n_total, rc_err *err);
+// The first recycled cache of layer from the prompt's last W queries
+// (--recycle-query window): the last W of the win_n rows of e->win_q /
+// e->win_lse, on every rank; keys: this rank's first n_keys slots, the
+// sequence's first n_total positions. Fails naming the flag when W > win_n.
+int engine_rebuild_recycled_window(engine *e, int64_t layer, int64_t win_n, const float *query_mean, int64_t n_keys,
+                                   int64_t n_total, rc_err *err);
 // The hooks, with host copies of their arguments.
 void engine_hook_full_attention(engine *e, int64_t layer, int64_t n_total, const float *q, const float *lse);
 // on_attention_scores with e->raw_scores of this rank's n_keys keys; lse: global (backend).

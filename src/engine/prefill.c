@@ -113,9 +113,11 @@ static void attend_causal(engine *e, int64_t layer, prefill_rows *b, const kv_vi
 
 // The owner of the last position broadcasts its query, lse and mean query
 // (state_send); every rank scores its own keys against that query and the
-// layer's recycled cache is built from the exact global probabilities.
+// layer's recycled cache is built from the exact global probabilities. With
+// --recycle-query window the prompt's last W queries choose instead: their
+// owners share this layer's rows first (the vote's rows, kv_share_window).
 static int first_recycled_cache(engine *e, int64_t layer, int64_t n_keys, int64_t n_total, int owner_last,
-                                rc_err *err) {
+                                int64_t win_n, rc_err *err) {
     const model_config *c = &e->m->cfg;
     const backend *be = e->be;
     const int64_t q_dim = c->n_head * c->head_dim;
@@ -125,11 +127,20 @@ static int first_recycled_cache(engine *e, int64_t layer, int64_t n_keys, int64_
         return -1;
     engine_hook_full_attention(e, layer, n_total, pay, pay + q_dim);
     kv_view kk = kv_cache_k(&e->kv, layer), vv = kv_cache_v(&e->kv, layer);
-    be->ops->attn_decode_scores(be, e->att, e->lse, e->raw_scores, pay, &kk, &vv, n_keys, c->n_head, c->n_head_kv,
-                                c->head_dim, 1.0f / sqrtf((float)c->head_dim));
+    const int window = e->recycle->o.query == RECYCLE_QUERY_WINDOW;
+    if (!window || e->opts.on_attention_scores)
+        be->ops->attn_decode_scores(be, e->att, e->lse, e->raw_scores, pay, &kk, &vv, n_keys, c->n_head,
+                                    c->n_head_kv, c->head_dim, 1.0f / sqrtf((float)c->head_dim));
     if (e->opts.on_attention_scores && engine_hook_scores(e, layer, n_total, n_keys, pay + q_dim, err)) return -1;
-    return engine_rebuild_recycled(e, layer, e->raw_scores, pay + q_dim, pay + q_dim + c->n_head, n_keys, n_total,
-                                   err);
+    if (!window)
+        return engine_rebuild_recycled(e, layer, e->raw_scores, pay + q_dim, pay + q_dim + c->n_head, n_keys,
+                                       n_total, err);
+    const int64_t W = e->recycle->o.query_window, row0 = layer * KVPOLICY_WINDOW_MAX + win_n - W;
+    if (W <= win_n && e->comm->size > 1 &&
+        kv_share_window(be, e->comm, &e->plan, n_total - W, W, e->win_q + row0 * q_dim, e->win_lse + row0 * c->n_head,
+                        1, KVPOLICY_WINDOW_MAX, q_dim, c->n_head, err))
+        return -1;
+    return engine_rebuild_recycled_window(e, layer, win_n, pay + q_dim + c->n_head, n_keys, n_total, err);
 }
 
 // Output projection, residual, rmsnorm, SwiGLU MLP, residual, block by block.
@@ -207,7 +218,8 @@ static int prefill_layers(engine *e, prefill_rows *b, kv_exchange *x, int64_t n,
         kv_view kk = kv_cache_k(&e->kv, l), vv = kv_cache_v(&e->kv, l);
         if (R > 1 && kv_exchange_layer(x, &e->kv, l, e->comm, &kk, &vv, err)) return -1;
         attend_causal(e, l, b, &kk, &vv, win_start, i_last);
-        if (e->recycle && first_recycled_cache(e, l, slot0 + b->n, n_total, owner_last, err)) return -1;
+        if (e->recycle && first_recycled_cache(e, l, slot0 + b->n, n_total, owner_last, n_total - win_start, err))
+            return -1;
         finish_layer(e, l, b);
         if (progress) progress(user, (l + 1) * n / c->n_layer, n);
     }

@@ -16,7 +16,8 @@ typedef struct recycle_need {
 recycle_opts recycle_default_opts(void) {
     return (recycle_opts){.k = 1024, .schedule = RECYCLE_STRIDE, .stride = 10, .check_every = 5, .similarity = 0.9,
                           .group_agg = GROUP_AGG_MAX, .pool_kernel = 7, .budgets = RECYCLE_BUDGETS_UNIFORM,
-                          .headkv_beta = 1.5};
+                          .headkv_beta = 1.5, .query = RECYCLE_QUERY_LAST, .query_window = 32,
+                          .query_agg = RECYCLE_QUERY_MEAN, .span = 0};
 }
 
 const char *recycle_schedule_name(int schedule) { return schedule == RECYCLE_DYNAMIC ? "dynamic" : "stride"; }
@@ -24,6 +25,10 @@ const char *recycle_schedule_name(int schedule) { return schedule == RECYCLE_DYN
 const char *group_agg_name(int agg) {
     return agg == GROUP_AGG_MEAN ? "mean" : agg == GROUP_AGG_FIRST ? "first" : "max";
 }
+
+const char *recycle_query_name(int query) { return query == RECYCLE_QUERY_WINDOW ? "window" : "last"; }
+
+const char *recycle_query_agg_name(int agg) { return agg == RECYCLE_QUERY_MAX ? "max" : "mean"; }
 
 int recycle_opts_validate(const recycle_opts *o, int64_t n_ctx, rc_err *err) {
     if (o->k < 1) return rc_fail(err, "--recycle-k must be at least 1 (got %lld)", (long long)o->k);
@@ -44,6 +49,16 @@ int recycle_opts_validate(const recycle_opts *o, int64_t n_ctx, rc_err *err) {
         return rc_fail(err, "unknown --recycle-budgets %d", o->budgets);
     if (o->budgets == RECYCLE_BUDGETS_HEADKV && !o->head_scores)
         return rc_fail(err, "--recycle-budgets headkv needs head-importance scores (--head-scores FILE)");
+    if (o->query != RECYCLE_QUERY_LAST && o->query != RECYCLE_QUERY_WINDOW)
+        return rc_fail(err, "unknown --recycle-query %d", o->query);
+    if (o->query_window < 1 || o->query_window > RECYCLE_QUERY_WINDOW_MAX)
+        return rc_fail(err, "--recycle-query-window must lie in [1, %d] (got %lld)", RECYCLE_QUERY_WINDOW_MAX,
+                       (long long)o->query_window);
+    if (o->query_agg != RECYCLE_QUERY_MEAN && o->query_agg != RECYCLE_QUERY_MAX)
+        return rc_fail(err, "unknown --recycle-query-agg %d", o->query_agg);
+    if (o->span < 0 || o->span >= n_ctx)
+        return rc_fail(err, "--recycle-span must lie in [0, %lld) (the context size, --ctx; got %lld)",
+                       (long long)n_ctx, (long long)o->span);
     return 0;
 }
 
@@ -94,6 +109,10 @@ int recycle_init(recycle_state *rs, const backend *be, const recycle_opts *o, in
     rs->lists = calloc((size_t)rows + 1, sizeof(scored_pos));
     rs->all_lists = malloc((size_t)(R * rows + 1) * sizeof(scored_pos));
     rs->merged = malloc((size_t)(rows + 1) * sizeof(scored_pos));
+    if (o->span > 0) {
+        rs->spanned = malloc((size_t)(K + 1) * sizeof(scored_pos));
+        rs->taken = calloc((size_t)n_ctx, 1);
+    }
     rs->k_of = malloc((size_t)(R * n_kv) * sizeof(int64_t));
     rs->n_sel = malloc((size_t)n_kv * sizeof(int64_t));
     rs->list_off = malloc((size_t)(n_kv + 1) * sizeof(int64_t));
@@ -113,7 +132,8 @@ int recycle_init(recycle_state *rs, const backend *be, const recycle_opts *o, in
     }
     if (!rs->saved_query || !rs->built || !rs->lists || !rs->all_lists || !rs->merged || !rs->k_of || !rs->n_sel ||
         !rs->list_off || !rs->slot_of || !rs->used || !rs->old_slot || !rs->need || !rs->idx_dst || !rs->idx_src ||
-        !rs->counts || !rs->sizes || !rs->cursor || (R > 1 && (!rs->send || !rs->recv))) {
+        !rs->counts || !rs->sizes || !rs->cursor || (R > 1 && (!rs->send || !rs->recv)) ||
+        (o->span > 0 && (!rs->spanned || !rs->taken))) {
         recycle_free(rs);
         return rc_fail(err, "out of memory for recycled attention");
     }
@@ -131,6 +151,7 @@ void recycle_free(recycle_state *rs) {
         if (rs->recv) be->ops->free(be, rs->recv);
     }
     free(rs->saved_query); free(rs->built); free(rs->lists); free(rs->all_lists); free(rs->merged); free(rs->k_of);
+    free(rs->spanned); free(rs->taken);
     free(rs->n_sel); free(rs->list_off); free(rs->slot_of); free(rs->used); free(rs->old_slot); free(rs->need);
     free(rs->idx_dst); free(rs->idx_src); free(rs->counts); free(rs->sizes); free(rs->cursor);
     memset(rs, 0, sizeof(*rs));
@@ -192,25 +213,44 @@ int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_m
 // ---- rebuild -----------------------------------------------------------------
 
 
+void recycle_span_fill(const scored_pos *sel, int64_t n, int64_t span, int64_t n_total, uint8_t *taken,
+                       scored_pos *out) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n && m < n; i++)
+        for (int64_t p = sel[i].pos; p <= sel[i].pos + span && p < n_total && m < n; p++) {
+            if (taken[p]) continue;
+            taken[p] = 1;
+            out[m++] = (scored_pos){sel[i].score, p};
+        }
+    for (int64_t i = 0; i < m; i++) taken[out[i].pos] = 0;
+}
+
+// The span fill of every head's merged list (on the replicated lists: every
+// rank gets the same; the followers' rows come by position in step 5).
+static void apply_span(recycle_state *rs, int64_t n_total) {
+    if (rs->o.span <= 0) return;
+    const int64_t K = rs->cache.k;
+    for (int64_t h = 0; h < rs->n_kv; h++) {
+        recycle_span_fill(rs->merged + h * K, rs->n_sel[h], rs->o.span, n_total, rs->taken, rs->spanned);
+        memcpy(rs->merged + h * K, rs->spanned, (size_t)rs->n_sel[h] * sizeof(scored_pos));
+    }
+}
+
 static const int score_mode_of_agg[] = {[GROUP_AGG_MAX] = SCORE_MAX_LOGP, [GROUP_AGG_MEAN] = SCORE_MEAN_P,
                                         [GROUP_AGG_FIRST] = SCORE_FIRST_LOGP};
 
-// Steps 1-4 of the protocol (recycle.h): this layer's selection per KV head,
-// identical on every rank, into rs->merged with rs->n_sel entries each.
-static int select_rows(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const shard_ctx *sh,
-                       comm *cm, rc_err *err) {
+// Steps 3-4 of the protocol (recycle.h): this layer's selection per KV head
+// from the combined scores agg (n_kv, n_local), identical on every rank, into
+// rs->merged with rs->n_sel entries each; then the span fill.
+static int select_rows(recycle_state *rs, int64_t layer, const float *agg, const shard_ctx *sh, comm *cm,
+                       rc_err *err) {
     const backend *be = rs->be;
     const int64_t n = sh->n_local, KV = rs->n_kv, K = rs->cache.k, *cap = rs->cache.cap + layer * KV;
     const int R = cm->size, me = cm->rank;
-    // 1-2: exact global probabilities, combined over each KV group. Max and
-    // first commute with exp (monotone), and so do max-pooling and ranking:
-    // those work on log-probabilities s - lse and exponentiate only the K
-    // survivors. The mean needs the probabilities themselves.
-    be->ops->score_reduce(be, rs->agg, raw, lse, rs->n_head, KV, n, n, n, score_mode_of_agg[rs->o.group_agg]);
     // 3: max-pool over neighbouring positions.
-    const float *scores = rs->agg;
+    const float *scores = agg;
     if (rs->o.pool_kernel > 1) {
-        if (dist_maxpool(&rs->ds, rs->agg, rs->pooled, KV, rs->o.pool_kernel, sh, cm, err)) return -1;
+        if (dist_maxpool(&rs->ds, agg, rs->pooled, KV, rs->o.pool_kernel, sh, cm, err)) return -1;
         scores = rs->pooled;
     }
     // 4: local top-K per KV head, all-gathered, merged the same way everywhere.
@@ -225,6 +265,7 @@ static int select_rows(recycle_state *rs, int64_t layer, const float *raw, const
     }
     if (R == 1) {  // one list: it is the merge
         be->ops->topk_rows(be, rs->merged, rs->n_sel, scores, sh->slot_pos, KV, n, n, rs->k_of, K, 0);
+        apply_span(rs, sh->n_total);
         return 0;
     }
     // The local lists land in merged (stride K), then pack back to back for the wire.
@@ -243,14 +284,16 @@ static int select_rows(recycle_state *rs, int64_t layer, const float *raw, const
         rs->counts[r] = (size_t)t * sizeof(scored_pos);
     }
     if (comm_allgatherv(cm, rs->lists, rs->counts, rs->all_lists, err)) return -1;
-    return dist_merge_lists(&rs->ds, rs->all_lists, rs->k_of, R, KV, cap, K, rs->merged, rs->n_sel, err);
+    if (dist_merge_lists(&rs->ds, rs->all_lists, rs->k_of, R, KV, cap, K, rs->merged, rs->n_sel, err)) return -1;
+    apply_span(rs, sh->n_total);
+    return 0;
 }
 
 // Step 5's bookkeeping for one KV head: rows the cache keeps stay in their
 // slots, new rows take the freed ones (appended to rs->need); the ring is
 // rewritten in ascending score order. Returns the rows reused, or -1.
 static int64_t assign_slots(recycle_state *rs, int64_t layer, int64_t h, const shard_ctx *sh, int R, int64_t *n_need,
-                            rc_err *err) {
+                            int log_space, double score_mul, rc_err *err) {
     recycle_cache *c = &rs->cache;
     const int64_t K = c->k, lh = layer * rs->n_kv + h, old_count = c->count[lh], ns = rs->n_sel[h],
                   cap = c->cap[lh];
@@ -260,7 +303,6 @@ static int64_t assign_slots(recycle_state *rs, int64_t layer, int64_t h, const s
     int64_t *pos_h = c->pos + c->off[lh], *order_h = c->order + c->off[lh];
     float *score_h = c->score + c->off[lh];
     const scored_pos *sel = rs->merged + h * K;
-    const int log_space = rs->o.group_agg != GROUP_AGG_MEAN;
     for (int64_t s = 0; s < old_count; s++) rs->old_slot[pos_h[s]] = (int32_t)(s + 1);
     memset(rs->used, 0, (size_t)cap);
     for (int64_t i = 0; i < ns; i++) {
@@ -287,7 +329,8 @@ static int64_t assign_slots(recycle_state *rs, int64_t layer, int64_t h, const s
         const int64_t s = rs->slot_of[ns - 1 - i];
         order_h[i] = s;
         pos_h[s] = e->pos;
-        score_h[s] = log_space ? expf(e->score) : e->score;
+        const float v = log_space ? expf(e->score) : e->score;
+        score_h[s] = score_mul == 1.0 ? v : (float)(v * score_mul);
     }
     c->count[lh] = ns;
     c->head[lh] = 0;
@@ -366,13 +409,13 @@ static int fetch_rows(recycle_state *rs, int64_t layer, int64_t n_need, const sh
     return 0;
 }
 
-int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const float *query_mean,
-                    const shard_ctx *sh, comm *cm, rc_err *err) {
+int recycle_rebuild_scored(recycle_state *rs, int64_t layer, const float *agg, int log_space, double score_mul,
+                           const float *query_mean, const shard_ctx *sh, comm *cm, rc_err *err) {
     if (recycle_reserve(rs, sh->n_local > 0 ? sh->n_local : 1, err)) return -1;
-    if (select_rows(rs, layer, raw, lse, sh, cm, err)) return -1;
+    if (select_rows(rs, layer, agg, sh, cm, err)) return -1;
     int64_t n_need = 0, n_reused = 0;
     for (int64_t h = 0; h < rs->n_kv; h++) {
-        const int64_t r = assign_slots(rs, layer, h, sh, cm->size, &n_need, err);
+        const int64_t r = assign_slots(rs, layer, h, sh, cm->size, &n_need, log_space, score_mul, err);
         if (r < 0) return -1;
         n_reused += r;
     }
@@ -386,4 +429,18 @@ int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const fl
     rs->be->ops->download(rs->be, rs->saved_query + layer * rs->head_dim, query_mean,
                           (size_t)rs->head_dim * sizeof(float));
     return 0;
+}
+
+// Steps 1-2: exact global probabilities, combined over each KV group. Max and
+// first commute with exp (monotone), and so do max-pooling and ranking: those
+// work on log-probabilities s - lse and exponentiate only the K survivors. The
+// mean needs the probabilities themselves.
+int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const float *query_mean,
+                    const shard_ctx *sh, comm *cm, rc_err *err) {
+    if (recycle_reserve(rs, sh->n_local > 0 ? sh->n_local : 1, err)) return -1;
+    const int64_t n = sh->n_local;
+    rs->be->ops->score_reduce(rs->be, rs->agg, raw, lse, rs->n_head, rs->n_kv, n, n, n,
+                              score_mode_of_agg[rs->o.group_agg]);
+    return recycle_rebuild_scored(rs, layer, rs->agg, rs->o.group_agg != GROUP_AGG_MEAN, 1.0, query_mean, sh, cm,
+                                  err);
 }

@@ -35,6 +35,13 @@ enum recycle_schedule { RECYCLE_STRIDE = 0, RECYCLE_DYNAMIC = 1 };
 // uniform: every layer and KV head holds K rows. headkv: the HeadKV
 // allocation of the same total (n_layer x n_kv x K) by head importance.
 enum recycle_budgets { RECYCLE_BUDGETS_UNIFORM = 0, RECYCLE_BUDGETS_HEADKV = 1 };
+// Which queries choose the first cache of a sequence. last: the last prompt
+// token's (the paper's). window: the last W prompt tokens' (as SnapKV's
+// observation window), each with its own exact causal softmax, combined per
+// (query head, position) by mean or max before the GQA combine.
+enum recycle_query { RECYCLE_QUERY_LAST = 0, RECYCLE_QUERY_WINDOW = 1 };
+enum recycle_query_agg { RECYCLE_QUERY_MEAN = 0, RECYCLE_QUERY_MAX = 1 };
+#define RECYCLE_QUERY_WINDOW_MAX 32  // = KVPOLICY_WINDOW_MAX: the prompt queries the engine keeps
 
 typedef struct recycle_opts {
     int64_t k;            // recycled-cache entries per layer per KV head
@@ -47,15 +54,23 @@ typedef struct recycle_opts {
     int budgets;          // enum recycle_budgets: K per layer and KV head
     const head_scores *head_scores;  // RECYCLE_BUDGETS_HEADKV: importance per (layer, query head)
     double headkv_beta;   // RECYCLE_BUDGETS_HEADKV: as HeadKV's beta
+    int query;            // enum recycle_query: the first cache's queries
+    int64_t query_window; // RECYCLE_QUERY_WINDOW: W, in [1, RECYCLE_QUERY_WINDOW_MAX]
+    int query_agg;        // enum recycle_query_agg: the window's combine per position
+    // Span-aware selection: each selected position brings p+1..p+span with
+    // it, filled greedily in score order; K stays the total. 0 = off.
+    int64_t span;
 } recycle_opts;
 
-recycle_opts recycle_default_opts(void);  // k 1024, stride 10, QC 5, s 0.9, max, pool 7
+recycle_opts recycle_default_opts(void);  // k 1024, stride 10, QC 5, s 0.9, max, pool 7, query last (W 32 mean), span 0
 
 // Rejects settings that cannot work, naming the flag (--recycle-k ...).
 int recycle_opts_validate(const recycle_opts *o, int64_t n_ctx, rc_err *err);
 
 const char *recycle_schedule_name(int schedule);
 const char *group_agg_name(int agg);
+const char *recycle_query_name(int query);
+const char *recycle_query_agg_name(int agg);
 
 typedef struct recycle_stats {
     int64_t n_rebuilds;       // layer rebuilds
@@ -83,6 +98,8 @@ typedef struct recycle_state {
     scored_pos *lists;        // (n_kv * k) host: this rank's lists, back to back
     scored_pos *all_lists;    // (n_ranks * n_kv * k)
     scored_pos *merged;       // (n_kv, k) the merged selection per KV head
+    scored_pos *spanned;      // (k) span > 0: one head's selection with the followers
+    uint8_t *taken;           // (n_ctx) span > 0: positions already in spanned
     int64_t *k_of;            // (n_ranks, n_kv): list lengths every rank derives from the plan
     int64_t *n_sel, *list_off;     // (n_kv), (n_kv + 1)
     int64_t *slot_of;         // (k) per selected entry: its cache slot
@@ -122,6 +139,31 @@ int recycle_layer_is_full(recycle_state *rs, int64_t layer, const float *query_m
 // backend buffers. Collective on several ranks.
 int recycle_rebuild(recycle_state *rs, int64_t layer, const float *raw, const float *lse, const float *query_mean,
                     const shard_ctx *sh, comm *cm, rc_err *err);
+
+// The rebuild from scores already combined over each KV group (steps 3-5):
+// agg: (n_kv, sh->n_local) backend, log-probabilities when log_space, else
+// probabilities; the cache stores each selected score (exponentiated when
+// log_space) times score_mul.
+int recycle_rebuild_scored(recycle_state *rs, int64_t layer, const float *agg, int log_space, double score_mul,
+                           const float *query_mean, const shard_ctx *sh, comm *cm, rc_err *err);
+
+// The first cache of a sequence from the prompt's last W queries
+// (RECYCLE_QUERY_WINDOW), collective on several ranks. win_q: (W, n_head,
+// head_dim) the queries (after RoPE) of positions n_total-W .. n_total-1;
+// win_lse: (W, n_head) each one's lse over all the keys it sees (global);
+// k, v: this rank's layer of sh->kv; query_mean: (head_dim), saved for the
+// dynamic schedule. All backend buffers. Every rank needs every window row.
+int recycle_rebuild_window(recycle_state *rs, int64_t layer, const float *win_q, const float *win_lse, int64_t W,
+                           const kv_view *k, const kv_view *v, const float *query_mean, const shard_ctx *sh,
+                           comm *cm, rc_err *err);
+
+// Span-aware selection on one head's merged list (score desc, position
+// asc), in place: each entry in order adds itself and then p+1..p+span (below
+// n_total) unless already taken, until `n` positions are taken. A follower
+// carries the score of the entry that brought it. taken: (n_total) zeros,
+// left zeroed. out: (n). Deterministic: it reads only the replicated list.
+void recycle_span_fill(const scored_pos *sel, int64_t n, int64_t span, int64_t n_total, uint8_t *taken,
+                       scored_pos *out);
 
 #ifdef __cplusplus
 }

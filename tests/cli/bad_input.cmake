@@ -112,6 +112,28 @@ recall_cli_expect_failure(recycle_k_without_recycled MATCH "--recycle-\\* settin
   ARGS generate -m ${tiny} -p hi --recycle-k 8)
 recall_cli_expect_failure(recycle_pool_with_full MATCH "--recycle-\\* settings need --attention recycled"
   ARGS generate -m ${tiny} -p hi --recycle-pool 3 --attention full)
+# The first selection's query window and span-aware selection.
+recall_cli_expect_failure(recycle_query_unknown MATCH "--recycle-query: unknown query 'middle' \\(expected last or window\\)"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-query middle)
+recall_cli_expect_failure(recycle_query_window_0 MATCH "--recycle-query-window: 0 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-query window --recycle-query-window 0)
+recall_cli_expect_failure(recycle_query_window_33 MATCH "--recycle-query-window: 33 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-query window --recycle-query-window 33)
+recall_cli_expect_failure(recycle_query_window_longer_than_prompt
+  MATCH "--recycle-query-window 32 exceeds the prompt's [0-9]+ tokens"
+  ARGS generate -m ${tiny} -p hi -n 4 --attention recycled --recycle-k 4 --recycle-query window)
+recall_cli_expect_failure(recycle_query_agg_unknown MATCH "--recycle-query-agg: unknown combine 'sum' \\(expected mean or max\\)"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-query window --recycle-query-agg sum)
+recall_cli_expect_failure(recycle_span_negative MATCH "--recycle-span: -1 is out of range"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-span -1)
+recall_cli_expect_failure(recycle_span_beyond_ctx MATCH "--recycle-span must lie in \\[0, 64\\)"
+  ARGS generate -m ${tiny} -p hi --attention recycled --recycle-k 4 --recycle-span 64)
+recall_cli_expect_failure(recycle_span_with_full MATCH "--recycle-\\* settings need --attention recycled"
+  ARGS generate -m ${tiny} -p hi --recycle-span 2)
+recall_cli_expect_failure(recycle_query_method_setting MATCH "--recycle-query-window: 0 is out of range"
+  ARGS bench -m ${tiny} --attention recycled:query=window:qwin=0)
+recall_cli_expect_failure(recycle_method_setting_unknown MATCH "recycled: k, stride, schedule, qc, s, agg, pool, budgets, query, qwin, qagg, span"
+  ARGS bench -m ${tiny} --attention recycled:window=4)
 # KV-compression policies: bad budgets and head-score files, each one line.
 set(heads_dir ${CMAKE_CURRENT_BINARY_DIR}/head_scores)
 set(heads_ok "{\"format\":\"recall-head-scores-1\",\"model\":\"tiny\",\"probe\":\"r\",\"n_layer\":2,\"n_head\":4,\"n_examples\":1,\"scores\":[[1,0,2,3],[0.5,0.5,4,0]]}")
@@ -186,6 +208,10 @@ recall_cli_expect_failure(recycled_headkv_budgets_runs SUCCESS
 recall_cli_expect_failure(recycled_stride_runs SUCCESS
   MATCH "recycled attention \\(K 4, stride 3, GQA max, pool 3\\): 3 of 11 decode steps"
   ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-stride 3 --recycle-pool 3)
+recall_cli_expect_failure(recycled_query_window_span_runs SUCCESS
+  MATCH "recycled attention \\(K 4, stride 3, GQA max, pool 3, first query window 1 max, span 2\\): 3 of 11 decode steps"
+  ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-stride 3 --recycle-pool 3
+       --recycle-query window --recycle-query-window 1 --recycle-query-agg max --recycle-span 2)
 recall_cli_expect_failure(recycled_dynamic_runs SUCCESS
   MATCH "recycled attention \\(K 4, dynamic: every 2 steps, full at cosine <= 0\\.5, GQA mean, pool 1\\): [0-9]+ of 11 decode steps"
   ARGS generate -m ${tiny} -p hello -n 12 --attention recycled --recycle-k 4 --recycle-schedule dynamic

@@ -45,7 +45,7 @@ set_tests_properties(cli_config_file_sets_n_predict cli_config_command_line_wins
 # a file of our own selects recycled attention with its settings, and a bad
 # recycle value in a file fails with the flag's one-line error.
 set(recycled_sample ${PROJECT_SOURCE_DIR}/configs/recycled-example.ini)
-file(WRITE ${cfg_dir}/recycled.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nn-predict = 12\nattention = recycled\nrecycle-k = 4\nrecycle-schedule = stride\nrecycle-stride = 3\nrecycle-agg = mean\nrecycle-pool = 3\n")
+file(WRITE ${cfg_dir}/recycled.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nn-predict = 12\nattention = recycled\nrecycle-k = 4\nrecycle-schedule = stride\nrecycle-stride = 3\nrecycle-agg = mean\nrecycle-pool = 3\nrecycle-query = window\nrecycle-query-window = 1\nrecycle-query-agg = max\nrecycle-span = 2\n")
 file(WRITE ${cfg_dir}/recycled_dynamic.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nn-predict = 12\nattention = recycled\nrecycle-k = 4\nrecycle-schedule = dynamic\nrecycle-check-every = 2\nrecycle-similarity = 0.5\n")
 file(WRITE ${cfg_dir}/recycled_bad_pool.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = recycled\nrecycle-pool = 4\n")
 file(WRITE ${cfg_dir}/recycled_bad_similarity.ini "model = ${cfg_model}\nprompt = hello\n[generate]\nattention = recycled\nrecycle-similarity = 1.5\n")
@@ -56,7 +56,7 @@ file(WRITE ${cfg_dir}/recycled_typo.ini "model = ${cfg_model}\n[generate]\natten
 
 recall_cli_config_test(recycled_sample SUCCESS MATCH "recycled attention \\(K 4, stride 10, GQA max, pool 7\\)"
   ARGS generate --config ${recycled_sample} -m ${cfg_model} -p hello -n 8 --recycle-k 4)
-recall_cli_config_test(recycled SUCCESS MATCH "recycled attention \\(K 4, stride 3, GQA mean, pool 3\\): 3 of 11 decode steps"
+recall_cli_config_test(recycled SUCCESS MATCH "recycled attention \\(K 4, stride 3, GQA mean, pool 3, first query window 1 max, span 2\\): 3 of 11 decode steps"
   ARGS generate --config ${cfg_dir}/recycled.ini)
 recall_cli_config_test(recycled_dynamic SUCCESS
   MATCH "recycled attention \\(K 4, dynamic: every 2 steps, full at cosine <= 0\\.5, GQA max, pool 7\\): [0-9]+ of 11 decode steps"
@@ -75,10 +75,10 @@ recall_cli_config_test(recycled_unknown_key MATCH "recycled_typo\\.ini:4: unknow
   ARGS generate --config ${cfg_dir}/recycled_typo.ini)
 
 # The settings took effect: the summary line names them (the file's K 4 and
-# stride 3; the sample's stride 10 and pool 7 with K 4 from the command line).
+# stride 3, window 1 max, span 2; the sample's stride 10 and pool 7 with K 4 from the command line).
 add_test(NAME cli_config_recycled_settings_apply COMMAND recall generate --config ${cfg_dir}/recycled.ini)
 set_tests_properties(cli_config_recycled_settings_apply PROPERTIES
-  PASS_REGULAR_EXPRESSION "recycled attention \\(K 4, stride 3, GQA mean, pool 3\\): [0-9]+ of [0-9]+ decode steps")
+  PASS_REGULAR_EXPRESSION "recycled attention \\(K 4, stride 3, GQA mean, pool 3, first query window 1 max, span 2\\): [0-9]+ of [0-9]+ decode steps")
 add_test(NAME cli_config_recycled_sample_settings COMMAND recall generate --config ${recycled_sample}
   -m ${cfg_model} -p hello -n 8 --recycle-k 4)
 set_tests_properties(cli_config_recycled_sample_settings PROPERTIES
