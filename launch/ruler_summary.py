@@ -3,12 +3,13 @@
 a run that is still going or was stopped: only samples that every listed
 method has finished are counted, so each method is scored on the same prompts.
 
-  launch/ruler_summary.py [--methods M1,M2,...] [--markdown] PREFIX.jsonl [...]
+  launch/ruler_summary.py [--methods M1,M2,...] [--tasks T1,...] [--markdown] PREFIX.jsonl [...]
 
 Per context length: one row per method with the accuracy (%) per task, the
 number of paired samples per task, the mean over tasks and the mean relative
 to full attention's (when full is among the methods). --methods keeps those
-methods, in that order (default: all, in order of appearance).
+methods, in that order (default: all, in order of appearance); --tasks keeps
+those tasks (default: all).
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--methods", help="comma-separated methods to keep, in this order")
+    ap.add_argument("--tasks", help="comma-separated tasks to keep")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table instead of text columns")
     a = ap.parse_args()
 
@@ -42,6 +44,8 @@ def main():
                     sys.exit(f"ruler_summary.py: {path}:{n}: not a JSON line")
                 if d.get("format") != "recall-eval-ruler-1":
                     continue  # e.g. needle-trace lines
+                if a.tasks and d["task"] not in a.tasks.split(","):
+                    continue
                 key = (d["ctx"], d["task"], d["sample"])
                 score[key][d["method"]] = float(d["score"])
                 methods[d["method"]] = True

@@ -44,6 +44,11 @@ summary(two --methods full,m1 --markdown ${WORK}/r.jsonl)
 if(NOT two MATCHES "\\| `m1` \\| 50 \\| 100 \\| 75\\.0 \\| 0\\.75 \\|" OR NOT two MATCHES "A \\(n=2\\)" OR two MATCHES "m2")
   message(FATAL_ERROR "--methods full,m1: expected m1 at 50/100, mean 75.0, 0.75:\n${two}")
 endif()
+# --tasks B: only B's sample counts, so m2 is at 100.
+summary(only_b --tasks B --markdown ${WORK}/r.jsonl)
+if(NOT only_b MATCHES "\\| `m2` \\| 100 \\| 100\\.0 \\| 1\\.00 \\|" OR only_b MATCHES "A \\(n=")
+  message(FATAL_ERROR "--tasks B: expected B alone, m2 at 100:\n${only_b}")
+endif()
 # A method without results is one error line.
 execute_process(COMMAND ${PYTHON} ${SCRIPT} --methods full,nope ${WORK}/r.jsonl RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(rc EQUAL 0 OR NOT err MATCHES "^ruler_summary.py: no results for method\\(s\\) nope\n$")
