@@ -87,6 +87,19 @@ static int cmp_i64(const void *a, const void *b) {
 
 // ---- the brute force -------------------------------------------------------------
 
+// Positions ascending, their scores alongside (insertion sort: K is small here).
+static void sort_by_position(int64_t *pos, double *score, int64_t n) {
+    for (int64_t a = 1; a < n; a++)
+        for (int64_t b = a; b > 0 && pos[b - 1] > pos[b]; b--) {
+            const int64_t tp = pos[b];
+            pos[b] = pos[b - 1];
+            pos[b - 1] = tp;
+            const double ts = score[b];
+            score[b] = score[b - 1];
+            score[b - 1] = ts;
+        }
+}
+
 // P: (H, n) per query head and key, probabilities. Into want (sorted
 // positions) and want_score (the score that chose each, same order) for KV
 // head h: GQA combine, max-pool, top-K by (score desc, position asc), then
@@ -125,16 +138,7 @@ static int64_t brute_select(const double *P, int64_t H, int64_t KV, int64_t h, i
                 want[m] = p;
                 want_score[m++] = ref[i].score;
             }
-    // sorted by position, scores alongside
-    for (int64_t a = 1; a < m; a++)
-        for (int64_t b = a; b > 0 && want[b - 1] > want[b]; b--) {
-            int64_t tp = want[b];
-            want[b] = want[b - 1];
-            want[b - 1] = tp;
-            double ts = want_score[b];
-            want_score[b] = want_score[b - 1];
-            want_score[b - 1] = ts;
-        }
+    sort_by_position(want, want_score, m);
     free(agg);
     free(ref);
     free(taken);
@@ -156,18 +160,9 @@ static void brute_compare(qjob *j, const engine *e, int ev, int64_t l, const dou
         CHECK_MSG(cnt == m, "%s event %d layer %lld head %lld: %lld entries, the brute force %lld", j->cfg->label, ev,
                   (long long)l, (long long)h, (long long)cnt, (long long)m);
         if (cnt != m) continue;
-        float *sc = malloc((size_t)(cnt + 1) * sizeof(float));
+        double *sc = malloc((size_t)(cnt + 1) * sizeof(double));
         for (int64_t i = 0; i < cnt; i++) sc[i] = rc->score[recycle_cache_row_index(rc, l, h, recycle_cache_slot(rc, l, h, i))];
-        // sort got by position, scores alongside
-        for (int64_t a = 1; a < cnt; a++)
-            for (int64_t b = a; b > 0 && got[b - 1] > got[b]; b--) {
-                int64_t tp = got[b];
-                got[b] = got[b - 1];
-                got[b - 1] = tp;
-                float ts = sc[b];
-                sc[b] = sc[b - 1];
-                sc[b - 1] = ts;
-            }
+        sort_by_position(got, sc, cnt);
         if (memcmp(got, want, (size_t)m * sizeof(int64_t)) != 0) {
             char detail[1024];
             int off = 0, near = 1;

@@ -702,6 +702,34 @@ DEFINE_SCORES_PASS(scores_q8_0, KV_Q8_0)
 DEFINE_SCORES_PASS(scores_q4_0, KV_Q4_0)
 
 // Attention of the `group` query heads sharing one KV head over keys [k0, k1).
+// max(init, x[0..n)): the softmax's shift.
+SIMD_TARGET static float max_from_avx2(const float *x, int64_t n, float init) {
+    __m256 mv = _mm256_set1_ps(init);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + j), mv);
+    float m = hmax256(mv);
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+// dst[j] = exp(src[j] - m) (dst may be src), returning their sum.
+SIMD_TARGET static float exp_shifted_sum_avx2(float *dst, const float *src, int64_t n, float m) {
+    const __m256 mb = _mm256_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(src + j), mb));
+        _mm256_storeu_ps(dst + j, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    float sum = hsum256(sv);
+    for (; j < n; j++) {
+        dst[j] = expf(src[j] - m);
+        sum += dst[j];
+    }
+    return sum;
+}
+
 // Writes normalized o (group, head_dim) and lse (group). scores: (group, k1-k0) scratch.
 SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, const kv_view *k, const kv_view *v,
                                           int64_t kvh, int64_t k0, int64_t k1, int64_t group, int64_t head_dim,
@@ -741,27 +769,12 @@ SIMD_TARGET static void attend_group_avx2(float *o, float *lse, const float *q, 
     for (int64_t g = 0; g < group; g++) {
         float *sg = scores + g * n;
         const float *src = s_out + g * s_ld;
-        __m256 mv = _mm256_set1_ps(-INFINITY);
-        int64_t j = 0;
-        for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(src + j));
-        float m = hmax256(mv);
-        for (; j < n; j++) m = src[j] > m ? src[j] : m;
-        __m256 lv = _mm256_setzero_ps(), mb = _mm256_set1_ps(m);
-        j = 0;
-        for (; j + 8 <= n; j += 8) {
-            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(src + j), mb));
-            _mm256_storeu_ps(sg + j, e);
-            lv = _mm256_add_ps(lv, e);
-        }
-        float l = hsum256(lv);
-        for (; j < n; j++) {
-            sg[j] = expf(src[j] - m);
-            l += sg[j];
-        }
+        const float m = max_from_avx2(src, n, -INFINITY);
+        const float l = exp_shifted_sum_avx2(sg, src, n, m);
         lse[g] = m + logf(l);
         // Normalize now so pass 3 accumulates o directly.
         float inv = 1.0f / l;
-        for (j = 0; j < n; j++) sg[j] *= inv;
+        for (int64_t j = 0; j < n; j++) sg[j] *= inv;
     }
     // Pass 3: o = P V, each V row loaded once for the group.
     memset(o, 0, (size_t)(group * head_dim) * sizeof(float));
@@ -909,24 +922,9 @@ static void cpu_attn_decode_scores(const backend *b, float *o, float *lse, float
 // 4K-token prefill).
 SIMD_TARGET static void prefill_softmax_row_avx2(float *sr, int64_t nvis, int64_t nk, float *m, float *l, float *orow,
                                                  int64_t head_dim) {
-    __m256 mv = _mm256_set1_ps(*m);
-    int64_t j = 0;
-    for (; j + 8 <= nvis; j += 8) mv = _mm256_max_ps(_mm256_loadu_ps(sr + j), mv);
-    float mt = hmax256(mv);
-    for (; j < nvis; j++) mt = sr[j] > mt ? sr[j] : mt;
+    const float mt = max_from_avx2(sr, nvis, *m);
     const float alpha = *m == -INFINITY ? 0.0f : expf(*m - mt);
-    const __m256 mb = _mm256_set1_ps(mt);
-    __m256 sv = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= nvis; j += 8) {
-        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mb));
-        _mm256_storeu_ps(sr + j, e);
-        sv = _mm256_add_ps(sv, e);
-    }
-    float sum = hsum256(sv);
-    for (; j < nvis; j++) {
-        sr[j] = expf(sr[j] - mt);
-        sum += sr[j];
-    }
+    const float sum = exp_shifted_sum_avx2(sr, sr, nvis, mt);
     if (nk > nvis) memset(sr + nvis, 0, (size_t)(nk - nvis) * sizeof(float));
     *l = *l * alpha + sum;
     *m = mt;
