@@ -48,4 +48,7 @@ function(check type permyriad)
   endif()
 endfunction()
 check(q8_0 50)
-check(q4_0 1000)
+# q4_0 measured +7.9% (AVX2 kernels) and +10.0% (AVX-512 decode, vector-exp
+# prefill softmax): the 4-bit cache amplifies fp32 summation-order changes.
+# The bound catches a broken q4_0 path, not that drift.
+check(q4_0 1500)
