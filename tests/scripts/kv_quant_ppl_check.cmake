@@ -2,8 +2,9 @@
 # on the real model over the first 8,192 tokens of TEXT (the last 256 scored)
 # with an fp16, a q8_0 and a q4_0 KV cache. q8_0 must stay within 0.5% of
 # fp16's perplexity (the issue's target; measured -0.13% on 2026-12-02);
-# q4_0 within 10% (measured +7.9%: 31.43 vs 29.14; the margin covers another
-# BLAS or CPU path, while a wrong nibble order or scale costs far more).
+# q4_0 within 15% (measured +7.9% on 2026-12-02 and +10.0% on 2026-12-03: the
+# margin covers another BLAS or CPU path, while a wrong nibble order or scale
+# costs far more).
 foreach(f "${MODEL}" "${TEXT}")
   if(NOT EXISTS "${f}")
     message(FATAL_ERROR "${f} is required; fetch it with: bash launch/setup.sh")
@@ -48,7 +49,4 @@ function(check type permyriad)
   endif()
 endfunction()
 check(q8_0 50)
-# q4_0 measured +7.9% (AVX2 kernels) and +10.0% (AVX-512 decode, vector-exp
-# prefill softmax): the 4-bit cache amplifies fp32 summation-order changes.
-# The bound catches a broken q4_0 path, not that drift.
 check(q4_0 1500)
