@@ -16,6 +16,7 @@
 #include "backend/cpu_avx512.h"
 #include "backend/cpu_select.h"
 #include "backend/cpu_simd.h"
+#include "backend/host_mem.h"
 #include "backend/kv_format.h"
 #include "model/quant.h"
 
@@ -101,9 +102,9 @@ static void blas_threads(const backend *b) { openblas_set_num_threads(b->n_threa
 
 // ---- memory: host memory; the CPU keeps weights where the model has them
 
-static void *cpu_alloc(const backend *b, size_t n_bytes) { return calloc(n_bytes > 0 ? n_bytes : 1, 1); }
+static void *cpu_alloc(const backend *b, size_t n_bytes) { return host_alloc(n_bytes); }
 
-static void cpu_free(const backend *b, void *p) { free(p); }
+static void cpu_free(const backend *b, void *p) { host_free(p); }
 
 static void cpu_memcpy(const backend *b, void *dst, const void *src, size_t n_bytes) {
     if (dst != src && n_bytes) memcpy(dst, src, n_bytes);
@@ -1074,7 +1075,7 @@ static void cpu_kv_write(const backend *b, const kv_view *k_dst, const kv_view *
 // Rows a recycled rebuild gathers lie all over the cache: each is a cache miss,
 // so the rows ROW_PREFETCH ahead are requested early and large gathers use
 // every thread (destinations are distinct, so the order does not matter).
-#define ROW_PREFETCH 8
+#define ROW_PREFETCH 24
 #define COPY_ROWS_PARALLEL_BYTES ((size_t)1 << 16)
 
 static void cpu_copy_rows(const backend *b, void *dst, const int64_t *dst_row_host, const void *src,
@@ -1093,7 +1094,14 @@ static void cpu_copy_rows(const backend *b, void *dst, const int64_t *dst_row_ho
             }
         }
         const int64_t d = dst_row_host ? dst_row_host[i] : i, s = src_row_host ? src_row_host[i] : i;
-        memcpy((uint8_t *)dst + (size_t)d * row_bytes, (const uint8_t *)src + (size_t)s * row_bytes, row_bytes);
+        uint8_t *dp = (uint8_t *)dst + (size_t)d * row_bytes;
+        const uint8_t *sp = (const uint8_t *)src + (size_t)s * row_bytes;
+        switch (row_bytes) {  // constant sizes inline; a call per 128-byte row cost as much as the copy
+        case 64: memcpy(dp, sp, 64); break;
+        case 128: memcpy(dp, sp, 128); break;
+        case 256: memcpy(dp, sp, 256); break;
+        default: memcpy(dp, sp, row_bytes); break;
+        }
     }
 }
 
@@ -1161,10 +1169,39 @@ static void cpu_score_reduce(const backend *b, float *out, const float *raw, con
     }
 }
 
+// The window max of position i where the window is cut by an end of the row.
+static float window_max(const float *in, int64_t n, int64_t i, int64_t half) {
+    float m = -INFINITY;
+    for (int64_t j = i - half < 0 ? 0 : i - half; j <= i + half && j < n; j++) m = in[j] > m ? in[j] : m;
+    return m;
+}
+
+// Recycled attention's kernels are short (7): a max over `kernel` shifted
+// loads per 8 outputs beats van Herk's three dependent scalar passes.
+#define MAXPOOL_DIRECT_MAX 15
+
+SIMD_TARGET static void maxpool_row_direct_avx2(float *out, const float *in, int64_t n, int64_t kernel) {
+    const int64_t half = kernel / 2;
+    int64_t i = 0;
+    for (; i < half && i < n; i++) out[i] = window_max(in, n, i, half);
+    for (; i + 8 + half <= n; i += 8) {
+        const float *w = in + i - half;
+        __m256 m = _mm256_loadu_ps(w);
+        for (int64_t d = 1; d < kernel; d++) m = _mm256_max_ps(_mm256_loadu_ps(w + d), m);
+        _mm256_storeu_ps(out + i, m);
+    }
+    for (; i < n; i++) out[i] = window_max(in, n, i, half);
+}
+
 static void cpu_maxpool_rows(const backend *b, float *out, const float *in, int64_t n_rows, int64_t n, int64_t kernel) {
     if (n_rows <= 0 || n <= 0) return;
     if (kernel <= 1) {
         memcpy(out, in, (size_t)(n_rows * n) * sizeof(float));
+        return;
+    }
+    if (kernel <= MAXPOOL_DIRECT_MAX && cpu_has_avx2()) {
+#pragma omp parallel for schedule(static, 1) num_threads(b->n_threads) if (n_rows * n >= 8192)
+        for (int64_t r = 0; r < n_rows; r++) maxpool_row_direct_avx2(out + r * n, in + r * n, n, kernel);
         return;
     }
     const int64_t np = n + 2 * (kernel / 2);
@@ -1197,9 +1234,8 @@ static void cpu_topk_rows(const backend *b, scored_pos *out_host, int64_t *n_out
 #pragma omp parallel for schedule(static, 1) num_threads(b->n_threads)
     for (int64_t r = 0; r < n_rows; r++) {
         uint64_t *keys = scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
-        const float *s = scores + r * ld;
-        for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(s[j], pos_host[j], ascending);
-        n_out_host[r] = sel_topk_keys(keys, keys + n, n, k_host[r], ascending, out_host + r * k_stride);
+        n_out_host[r] = sel_topk_row(scores + r * ld, pos_host, n, k_host[r], ascending, keys, keys + n,
+                                     out_host + r * k_stride);
     }
     free(scratch);
 }

@@ -64,17 +64,19 @@ static void select_smallest(uint64_t *a, int64_t n, int64_t m) {
 // LSD radix sort, 8 bits per pass, all digits counted in one read; passes
 // whose digit is the same in every key are skipped; a and tmp swap roles
 // instead of copying back after every pass.
-static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
+// Digits from first_digit up only: with first_digit 4 a stable sort by the
+// score word, which keeps keys already in position order in full key order.
+static void radix_sort_from(uint64_t *a, uint64_t *tmp, int64_t n, int first_digit) {
     if (n < 2) return;
     static const int n_digits = 8;
     int64_t count[8][256];
     memset(count, 0, sizeof count);
     for (int64_t i = 0; i < n; i++) {
         const uint64_t x = a[i];
-        for (int d = 0; d < n_digits; d++) count[d][(x >> (8 * d)) & 0xff]++;
+        for (int d = first_digit; d < n_digits; d++) count[d][(x >> (8 * d)) & 0xff]++;
     }
     uint64_t *src = a, *dst = tmp;
-    for (int d = 0; d < n_digits; d++) {
+    for (int d = first_digit; d < n_digits; d++) {
         const int shift = 8 * d;
         int64_t *c = count[d];
         if (c[(src[0] >> shift) & 0xff] == n) continue;
@@ -92,6 +94,8 @@ static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) {
     if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
 }
 
+static void radix_sort(uint64_t *a, uint64_t *tmp, int64_t n) { radix_sort_from(a, tmp, n, 0); }
+
 int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int ascending, scored_pos *out) {
     if (k <= 0 || n <= 0) return 0;
     int64_t m = n < k ? n : k;
@@ -99,6 +103,53 @@ int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int a
     radix_sort(keys, tmp, m);
     for (int64_t i = 0; i < m; i++) out[i] = sel_from_key(keys[i], ascending);
     return m;
+}
+
+// Rows this long or longer, with k at most half of them, go through a
+// threshold first: most keys can be ruled out by one comparison each.
+#define FILTER_MIN_N 2048
+#define FILTER_SAMPLE_STEP 16
+
+// The same selection as sel_topk_keys on (s[j], pos[j]) for all j, found by
+// ruling out most of the row first. A strided sample's r-th best score, r a
+// little above the share of k the sample should hold, is a threshold t; when
+// at least k scores are at least as good as t, the k best are all among them
+// (every other score is worse than t, or NaN, which ranks last), so only those
+// candidates are keyed and selected. Otherwise (ties, NaN, a skewed sample)
+// the whole row is. Returns the count; keys and tmp as sel_topk_keys, n each.
+int64_t sel_topk_row(const float *s, const int64_t *pos, int64_t n, int64_t k, int ascending, uint64_t *keys,
+                     uint64_t *tmp, scored_pos *out) {
+    if (k <= 0 || n <= 0) return 0;
+    if (n >= FILTER_MIN_N && k <= n / 2) {
+        const int64_t ns = n / FILTER_SAMPLE_STEP, share = k / FILTER_SAMPLE_STEP;
+        const int64_t r = share + 2 * (int64_t)sqrt((double)share) + 4;
+        if (r < ns) {
+            for (int64_t i = 0; i < ns; i++) keys[i] = sel_order_key(s[i * FILTER_SAMPLE_STEP], i, ascending);
+            select_smallest(keys, ns, r);
+            uint64_t worst = keys[0];  // the r-th best: the largest key of the first r
+            for (int64_t i = 1; i < r; i++) worst = keys[i] > worst ? keys[i] : worst;
+            const float t = sel_from_key(worst, ascending).score;
+            if (!isnan(t)) {
+                int64_t c = 0, sorted = 1;  // candidates in row order; positions ascending?
+                if (ascending) {
+                    for (int64_t j = 0; j < n; j++)
+                        if (s[j] <= t) keys[c++] = sel_order_key(s[j], pos[j], 1);
+                } else {
+                    for (int64_t j = 0; j < n; j++)
+                        if (s[j] >= t) keys[c++] = sel_order_key(s[j], pos[j], 0);
+                }
+                for (int64_t i = 1; i < c && sorted; i++) sorted = (uint32_t)keys[i] > (uint32_t)keys[i - 1];
+                if (c >= k && sorted) {  // a stable sort by score alone is the full order
+                    radix_sort_from(keys, tmp, c, 4);
+                    for (int64_t i = 0; i < k; i++) out[i] = sel_from_key(keys[i], ascending);
+                    return k;
+                }
+                if (c >= k) return sel_topk_keys(keys, tmp, c, k, ascending, out);
+            }
+        }
+    }
+    for (int64_t j = 0; j < n; j++) keys[j] = sel_order_key(s[j], pos[j], ascending);
+    return sel_topk_keys(keys, tmp, n, k, ascending, out);
 }
 
 int64_t select_topk(const scored_pos *cand, int64_t n, int64_t k, scored_pos *out) {

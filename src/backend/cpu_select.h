@@ -51,6 +51,13 @@ static inline scored_pos sel_from_key(uint64_t key, int ascending) {
 // Returns the count.
 int64_t sel_topk_keys(uint64_t *keys, uint64_t *tmp, int64_t n, int64_t k, int ascending, scored_pos *out);
 
+// The min(k, n) best of row s (n scores, pos[j] the position of s[j]) in the
+// order above, into out; the same result as keying all n for sel_topk_keys,
+// but a long row is first cut down to the scores that can win. keys, tmp: n
+// each. Returns the count.
+int64_t sel_topk_row(const float *s, const int64_t *pos, int64_t n, int64_t k, int ascending, uint64_t *keys,
+                     uint64_t *tmp, scored_pos *out);
+
 // Van Herk max-pool of one row (see maxpool1d); pre, suf: n + 2 * (kernel / 2) scratch each.
 void sel_maxpool_row(const float *in, int64_t n, int64_t kernel, float *out, float *pre, float *suf);
 

@@ -119,6 +119,7 @@ int recycle_init(recycle_state *rs, const backend *be, const recycle_opts *o, in
     rs->slot_of = malloc((size_t)K * sizeof(int64_t));
     rs->used = malloc((size_t)K);
     rs->old_slot = calloc((size_t)n_ctx, sizeof(int32_t));
+    rs->need_bits = calloc((size_t)(n_ctx + 63) / 64, sizeof(uint64_t));
     rs->need = malloc((size_t)(rows + 1) * sizeof(*rs->need));
     rs->idx_dst = malloc((size_t)(2 * rows + 1) * sizeof(int64_t));
     rs->idx_src = malloc((size_t)(2 * rows + 1) * sizeof(int64_t));
@@ -131,8 +132,8 @@ int recycle_init(recycle_state *rs, const backend *be, const recycle_opts *o, in
         rs->recv = be->ops->alloc(be, bytes);
     }
     if (!rs->saved_query || !rs->built || !rs->lists || !rs->all_lists || !rs->merged || !rs->k_of || !rs->n_sel ||
-        !rs->list_off || !rs->slot_of || !rs->used || !rs->old_slot || !rs->need || !rs->idx_dst || !rs->idx_src ||
-        !rs->counts || !rs->sizes || !rs->cursor || (R > 1 && (!rs->send || !rs->recv)) ||
+        !rs->list_off || !rs->slot_of || !rs->used || !rs->old_slot || !rs->need_bits || !rs->need || !rs->idx_dst ||
+        !rs->idx_src || !rs->counts || !rs->sizes || !rs->cursor || (R > 1 && (!rs->send || !rs->recv)) ||
         (o->span > 0 && (!rs->spanned || !rs->taken))) {
         recycle_free(rs);
         return rc_fail(err, "out of memory for recycled attention");
@@ -152,8 +153,8 @@ void recycle_free(recycle_state *rs) {
     }
     free(rs->saved_query); free(rs->built); free(rs->lists); free(rs->all_lists); free(rs->merged); free(rs->k_of);
     free(rs->spanned); free(rs->taken);
-    free(rs->n_sel); free(rs->list_off); free(rs->slot_of); free(rs->used); free(rs->old_slot); free(rs->need);
-    free(rs->idx_dst); free(rs->idx_src); free(rs->counts); free(rs->sizes); free(rs->cursor);
+    free(rs->n_sel); free(rs->list_off); free(rs->slot_of); free(rs->used); free(rs->old_slot); free(rs->need_bits);
+    free(rs->need); free(rs->idx_dst); free(rs->idx_src); free(rs->counts); free(rs->sizes); free(rs->cursor);
     memset(rs, 0, sizeof(*rs));
 }
 
@@ -349,8 +350,25 @@ static int fetch_rows(recycle_state *rs, int64_t layer, int64_t n_need, const sh
     if (R == 1) {  // one rank: gather each head's new rows in slot order, so the reads stream
         for (int64_t i0 = 0, i1; i0 < n_need; i0 = i1) {  // the needs come head by head
             const int64_t h = rs->need[i0].kv_head;
-            for (i1 = i0; i1 < n_need && rs->need[i1].kv_head == h; i1++)
-                rs->old_slot[rs->need[i1].pos] = (int32_t)(i1 - i0 + 1);
+            int in_place = 1;  // slot p holds position p for every need (a cache filled in order)
+            for (i1 = i0; i1 < n_need && rs->need[i1].kv_head == h; i1++) {
+                const int64_t p = rs->need[i1].pos;
+                rs->old_slot[p] = (int32_t)(i1 - i0 + 1);
+                in_place &= p < sh->n_local && sh->slot_pos[p] == p;
+            }
+            if (in_place) {  // position order from a bitmap: n / 64 words, not n slots
+                uint64_t *bits = rs->need_bits;
+                for (int64_t i = i0; i < i1; i++) bits[rs->need[i].pos >> 6] |= 1ull << (rs->need[i].pos & 63);
+                for (int64_t w = 0; w <= (sh->n_local - 1) >> 6; w++)
+                    for (; bits[w]; bits[w] &= bits[w] - 1) {
+                        const int64_t p = w * 64 + __builtin_ctzll(bits[w]);
+                        const int32_t t = rs->old_slot[p];
+                        rs->old_slot[p] = 0;
+                        rs->idx_dst[n_own] = recycle_cache_row_index(c, layer, h, rs->need[i0 + t - 1].slot);
+                        rs->idx_src[n_own++] = kv_cache_row_index(sh->kv, layer, h, p);
+                    }
+                continue;
+            }
             for (int64_t j = 0; j < sh->n_local && n_own < i1; j++) {
                 const int32_t t = rs->old_slot[sh->slot_pos[j]];
                 if (!t) continue;

@@ -105,6 +105,7 @@ typedef struct recycle_state {
     int64_t *slot_of;         // (k) per selected entry: its cache slot
     uint8_t *used;            // (k) slots taken
     int32_t *old_slot;        // (n_ctx): old cache slot + 1 of a position, 0 = absent (all 0 between uses)
+    uint64_t *need_bits;      // (n_ctx / 64, rounded up): one rank's needed positions (all 0 between uses)
     struct recycle_need *need;     // (n_kv * k) rows the cache lacks
     int64_t *idx_dst, *idx_src;    // (2 * n_kv * k) copy_rows index lists
     size_t *counts;           // (n_ranks)
