@@ -130,21 +130,17 @@ int64_t sel_topk_row(const float *s, const int64_t *pos, int64_t n, int64_t k, i
             for (int64_t i = 1; i < r; i++) worst = keys[i] > worst ? keys[i] : worst;
             const float t = sel_from_key(worst, ascending).score;
             if (!isnan(t)) {
-                int64_t c = 0, sorted = 1;  // candidates in row order; positions ascending?
-                if (ascending) {
-                    for (int64_t j = 0; j < n; j++)
-                        if (s[j] <= t) keys[c++] = sel_order_key(s[j], pos[j], 1);
-                } else {
-                    for (int64_t j = 0; j < n; j++)
-                        if (s[j] >= t) keys[c++] = sel_order_key(s[j], pos[j], 0);
-                }
-                for (int64_t i = 1; i < c && sorted; i++) sorted = (uint32_t)keys[i] > (uint32_t)keys[i - 1];
-                if (c >= k && sorted) {  // a stable sort by score alone is the full order
+                int64_t c = 0;  // the candidates, in row order
+                for (int64_t j = 0; j < n; j++)
+                    if (ascending ? s[j] <= t : s[j] >= t) keys[c++] = sel_order_key(s[j], pos[j], ascending);
+                if (c >= k) {
+                    int sorted = 1;  // positions ascending: a stable sort by score alone is the full order
+                    for (int64_t i = 1; i < c && sorted; i++) sorted = (uint32_t)keys[i] > (uint32_t)keys[i - 1];
+                    if (!sorted) return sel_topk_keys(keys, tmp, c, k, ascending, out);
                     radix_sort_from(keys, tmp, c, 4);
                     for (int64_t i = 0; i < k; i++) out[i] = sel_from_key(keys[i], ascending);
                     return k;
                 }
-                if (c >= k) return sel_topk_keys(keys, tmp, c, k, ascending, out);
             }
         }
     }
