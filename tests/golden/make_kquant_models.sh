@@ -41,13 +41,15 @@ if [ ! -x "$B/bin/llama-quantize" ] || [ ! -f "$B/bin/libllama.so" ]; then
 fi
 log "llama-quantize: $B/bin/llama-quantize"
 
-# Python bindings of the same sdist over the library built above; diskcache and jinja2 are what
-# llama_cpp imports beyond numpy.
+# Python bindings of the same sdist over the library built above (diskcache, jinja2 and numpy are
+# what llama_cpp imports), and gguf for reference B. A fresh machine has none of them, so they are
+# installed here at the versions tests/golden/README.md records.
 venv=$D/pyenv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import diskcache, jinja2' 2>/dev/null; then
-  log "python environment for the llama.cpp bindings: $venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import diskcache, jinja2, numpy, gguf' 2>/dev/null; then
+  log "python environment for the llama.cpp bindings and reference B: $venv"
   python3 -m venv --system-site-packages "$venv"
-  "$venv/bin/pip" install -q diskcache jinja2
+  "$venv/bin/pip" install -q diskcache jinja2 numpy==2.4.6 gguf==0.19.0 ||
+    { echo "recall: could not install the reference's Python packages into $venv" >&2; exit 1; }
 fi
 [ "${1:-}" = "--models-only" ] && refs=0 || refs=1
 
@@ -69,7 +71,7 @@ for q in Q4_K_M Q6_K; do
   fi
   if [ ! -s "$R/fp32.golden" ] || [ "$R/fp32.golden" -ot "$R/greedy.txt" ]; then
     log "reference B (numpy) for $q -> $R"
-    python3 tests/golden/ref_numpy.py --model "$out" --tokens-from "$R/llamacpp.golden" --out "$R/fp32.golden.partial" \
+    "$venv/bin/python" tests/golden/ref_numpy.py --model "$out" --tokens-from "$R/llamacpp.golden" --out "$R/fp32.golden.partial" \
       --stats "$R/compare_llamacpp_fp32.md"
     mv "$R/fp32.golden.partial" "$R/fp32.golden"
   fi
