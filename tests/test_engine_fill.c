@@ -1,8 +1,11 @@
 // engine_fill_synthetic: decode after a synthetic fill does exactly the work
 // of decode after a real prefill of the same depth (K/V bytes read, full and
 // recycled steps, collective calls and bytes, positions held per rank), on
-// 1-3 simulated ranks; the filled rows do not depend on the rank count and
-// have the scale measured on the real model; bad uses fail with a message.
+// 1-3 simulated ranks, for full, recycled and a KV-compression policy
+// (SnapKV, whose vote reads the synthetic prompt window); the filled rows do
+// not depend on the rank count and have the scale measured on the real model;
+// each window query's lse equals a brute-force log-sum-exp over the keys it
+// sees, on every rank count; bad uses fail with a message.
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +27,11 @@ typedef struct run_cfg {
     int synthetic;
     int attention;
     recycle_opts ro;
+    kvpolicy_opts po;
 } run_cfg;
+
+#define WIN 32  // the prompt window the engine keeps (KVPOLICY_WINDOW_MAX)
+#define MAX_WIN_LSE (8 * WIN * 16)  // n_layer x WIN x n_head of the tiny model, with room
 
 // What one rank saw, step by step.
 typedef struct rank_job {
@@ -42,7 +49,39 @@ typedef struct rank_job {
     int have[DEPTH];
     double k_sq, v_sq, k_sum;
     int64_t n_elems;
+    // the prompt window's lse per (layer, w, head): the engine's, and (one rank) brute force
+    float win_lse[MAX_WIN_LSE];
+    double win_lse_ref[MAX_WIN_LSE];
+    int64_t win_n;
 } rank_job;
+
+// lse of window query w (position DEPTH - WIN + w) of layer l, head h, over
+// keys 0..its position, from the cache's K rows and the window's queries.
+static void brute_window_lse(const engine *e, rank_job *j) {
+    const model_config *c = &j->m->cfg;
+    const int64_t H = c->n_head, hd = c->head_dim, q_dim = H * hd, grp = H / c->n_head_kv;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const kv_view kk = kv_cache_k(&e->kv, l);
+        float *kd = peek_copy(e->be, kk.data, (size_t)(c->n_head_kv * kk.head_stride) * sizeof(float));
+        float *q = peek_copy(e->be, e->win_q + l * WIN * q_dim, (size_t)(WIN * q_dim) * sizeof(float));
+        for (int64_t w = 0; w < WIN; w++)
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t pos = DEPTH - WIN + w;
+                double mx = -INFINITY, sum = 0, sc[DEPTH];
+                for (int64_t p = 0; p <= pos; p++) {  // one rank: slot p holds position p
+                    double dot = 0;
+                    for (int64_t d = 0; d < hd; d++)
+                        dot += (double)q[w * q_dim + h * hd + d] * kd[(h / grp) * kk.head_stride + p * hd + d];
+                    sc[p] = dot / sqrt((double)hd);
+                    mx = sc[p] > mx ? sc[p] : mx;
+                }
+                for (int64_t p = 0; p <= pos; p++) sum += exp(sc[p] - mx);
+                j->win_lse_ref[(l * WIN + w) * H + h] = mx + log(sum);
+            }
+        free(kd);
+        free(q);
+    }
+}
 
 static void *run_rank(void *arg) {
     rank_job *j = arg;
@@ -53,6 +92,7 @@ static void *run_rank(void *arg) {
     o.kv_elem = KV_F32;
     o.comm = j->cm;
     o.backend = test_backend();
+    o.retain_prompt_cache = 1;  // as recall bench: every method starts from the same fill or prefill
     engine *e = engine_create(j->m, &o, &err);
     if (!e) goto fail;
     // As recall bench: make the depth under full attention, then switch.
@@ -60,6 +100,13 @@ static void *run_rank(void *arg) {
                           : engine_prefill(e, j->tokens, DEPTH, NULL, NULL, NULL, &err))
         goto fail_engine;
     j->n_local = e->n_local;
+    j->win_n = e->win_n;
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        float *wl = peek_copy(e->be, e->win_lse + l * WIN * c->n_head, (size_t)(WIN * c->n_head) * sizeof(float));
+        memcpy(j->win_lse + l * WIN * c->n_head, wl, (size_t)(WIN * c->n_head) * sizeof(float));
+        free(wl);
+    }
+    if (j->cfg->synthetic && j->cm->size == 1) brute_window_lse(e, j);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const kv_view kk0 = kv_cache_k(&e->kv, l), vv0 = kv_cache_v(&e->kv, l);
         const size_t layer_bytes = (size_t)(c->n_head_kv * kk0.head_stride) * sizeof(float);
@@ -85,7 +132,7 @@ static void *run_rank(void *arg) {
         free(vd);
     }
     if (engine_truncate(e, DEPTH, &err) ||
-        engine_set_attention(e, j->cfg->attention, &j->cfg->ro, &(kvpolicy_opts){0}, &err))
+        engine_set_attention(e, j->cfg->attention, &j->cfg->ro, &j->cfg->po, &err))
         goto fail_engine;
     j->finite = 1;
     for (int t = 0; t < N_DECODE; t++) {
@@ -126,14 +173,27 @@ static void run_ranks(const model *m, int n_ranks, const int32_t *tokens, const 
 }
 
 // Decode after the fill does the same work as after the prefill, step by step.
-static void check_same_work(const rank_job *fill, const rank_job *pre, int N, int exact_bytes, const char *what) {
+// per_rank_kv 0: the K/V bytes held and read are compared summed over the
+// ranks (a policy's kept rows sit where their scores put them).
+static void check_same_work(const rank_job *fill, const rank_job *pre, int N, int exact_bytes, int per_rank_kv,
+                            const char *what) {
+    int64_t used[2] = {0}, read[2][N_DECODE] = {{0}};
+    for (int r = 0; r < N; r++) {
+        used[0] += fill[r].kv_used;
+        used[1] += pre[r].kv_used;
+        for (int t = 0; t < N_DECODE; t++) read[0][t] += fill[r].kv_read[t], read[1][t] += pre[r].kv_read[t];
+    }
+    CHECK_MSG(used[0] == used[1], "%s: KV bytes held %lld, prefill %lld", what, (long long)used[0], (long long)used[1]);
+    for (int t = 0; t < N_DECODE; t++)
+        CHECK_MSG(read[0][t] == read[1][t], "%s step %d: K/V bytes read by all ranks %lld vs %lld", what, t,
+                  (long long)read[0][t], (long long)read[1][t]);
     for (int r = 0; r < N; r++) {
         CHECK_MSG(fill[r].n_local == pre[r].n_local, "%s rank %d: %lld positions held, prefill %lld", what, r,
                   (long long)fill[r].n_local, (long long)pre[r].n_local);
-        CHECK_MSG(fill[r].kv_used == pre[r].kv_used, "%s rank %d: KV bytes held differ", what, r);
+        CHECK_MSG(!per_rank_kv || fill[r].kv_used == pre[r].kv_used, "%s rank %d: KV bytes held differ", what, r);
         CHECK_MSG(fill[r].finite, "%s rank %d: non-finite logits after the fill", what, r);
         for (int t = 0; t < N_DECODE; t++) {
-            CHECK_MSG(fill[r].kv_read[t] == pre[r].kv_read[t], "%s rank %d step %d: K/V bytes read %lld vs %lld", what,
+            CHECK_MSG(!per_rank_kv || fill[r].kv_read[t] == pre[r].kv_read[t], "%s rank %d step %d: K/V bytes read %lld vs %lld", what,
                       r, t, (long long)fill[r].kv_read[t], (long long)pre[r].kv_read[t]);
             CHECK_MSG(fill[r].n_full[t] == pre[r].n_full[t], "%s rank %d step %d: full layers %lld vs %lld", what, r, t,
                       (long long)fill[r].n_full[t], (long long)pre[r].n_full[t]);
@@ -166,20 +226,33 @@ int main(void) {
     ro.k = 16;
     ro.stride = 4;
     ro.schedule = RECYCLE_STRIDE;
-    const run_cfg cfgs[2][2] = {
+    CHECK(c->n_layer * WIN * c->n_head <= MAX_WIN_LSE && WIN == KVPOLICY_WINDOW_MAX);
+    kvpolicy_opts po = kvpolicy_default_opts();
+    po.budget = 24;
+    const run_cfg cfgs[3][2] = {
         {{.synthetic = 0, .attention = ATTENTION_FULL}, {.synthetic = 1, .attention = ATTENTION_FULL}},
         {{.synthetic = 0, .attention = ATTENTION_RECYCLED, .ro = ro}, {.synthetic = 1, .attention = ATTENTION_RECYCLED, .ro = ro}},
+        {{.synthetic = 0, .attention = ATTENTION_SNAPKV, .po = po}, {.synthetic = 1, .attention = ATTENTION_SNAPKV, .po = po}},
     };
     static rank_job one[MAX_RANKS];
     for (int N = 1; N <= MAX_RANKS; N++)
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 3; k++) {
             rank_job pre[MAX_RANKS], fill[MAX_RANKS];
             run_ranks(&m, N, tokens, &cfgs[k][0], pre);
             run_ranks(&m, N, tokens, &cfgs[k][1], fill);
             char what[64];
-            snprintf(what, sizeof(what), "%s on %d rank(s)", k ? "recycled" : "full", N);
+            snprintf(what, sizeof(what), "%s on %d rank(s)", k == 2 ? "snapkv" : k ? "recycled" : "full", N);
             // Recycled rebuilds move the selected rows between ranks: their count depends on the scores.
-            check_same_work(fill, pre, N, k == 0 || N == 1, what);
+            check_same_work(fill, pre, N, k == 0 || N == 1, k < 2 || N == 1, what);
+            if (k == 0 && N == 1) memcpy(one, fill, sizeof(rank_job));
+            // The window: all of it kept, its lse the brute-force one on every rank count.
+            for (int r = 0; r < N; r++) {
+                CHECK_MSG(fill[r].win_n == WIN, "%s rank %d: window of %lld", what, r, (long long)fill[r].win_n);
+                for (int64_t i = 0; i < c->n_layer * WIN * c->n_head; i++)
+                    CHECK_MSG(fabs(fill[r].win_lse[i] - one[0].win_lse_ref[i]) <= 1e-4 * (1 + fabs(one[0].win_lse_ref[i])),
+                              "%s rank %d: window lse %lld is %.6f, brute force %.6f", what, r, (long long)i,
+                              fill[r].win_lse[i], one[0].win_lse_ref[i]);
+            }
             if (k == 1) {  // not vacuous: both kinds of step happened
                 int64_t n_rec = 0;
                 for (int t = 0; t < N_DECODE; t++) n_rec += fill[0].n_full[t] == 0;
@@ -193,7 +266,6 @@ int main(void) {
                           (long long)calls);
             }
             // Every position is held by exactly one rank, with the same values whatever the rank count.
-            if (k == 0 && N == 1) memcpy(one, fill, sizeof(rank_job));
             if (k == 0) {
                 int64_t held = 0;
                 for (int64_t p = 0; p < DEPTH; p++) {
@@ -231,14 +303,17 @@ int main(void) {
         float first = 0.0f;
         e->be->ops->download(e->be, &first, (const float *)kk.data + kk.head_stride, sizeof(float));
         CHECK(first != one[0].k_at[0]);
-        // Bad uses: a second fill, too many positions, none, under a policy.
+        // Bad uses: a second fill, too many positions, none.
         CHECK(engine_fill_synthetic(e, 10, SEED, &err) != 0 && strstr(err.msg, "must be empty"));
         engine_reset(e);
         CHECK(engine_fill_synthetic(e, DEPTH + 1, SEED, &err) != 0 && strstr(err.msg, "exceeds the context size"));
         CHECK(engine_fill_synthetic(e, 0, SEED, &err) != 0 && strstr(err.msg, "nothing to fill"));
-        kvpolicy_opts po = kvpolicy_default_opts();
-        CHECK(engine_set_attention(e, ATTENTION_SNAPKV, NULL, &po, &err) == 0);
-        CHECK(engine_fill_synthetic(e, 10, SEED, &err) != 0 && strstr(err.msg, "needs the prompt's queries"));
+        // Under a policy the fill compresses at once, as a prefill does: the full cache is freed.
+        kvpolicy_opts pd = kvpolicy_default_opts();
+        pd.budget = 16;
+        CHECK(engine_set_attention(e, ATTENTION_SNAPKV, NULL, &pd, &err) == 0);
+        CHECK_MSG(engine_fill_synthetic(e, 40, SEED, &err) == 0, "%s", err.msg);
+        CHECK(e->n_local == 0 && e->n_past == 40 && engine_kv_bytes_used(e) > 0);
         engine_destroy(e);
     }
     model_free(&m);

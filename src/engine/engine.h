@@ -147,7 +147,9 @@ int engine_prefill(engine *e, const int32_t *tokens, int64_t n, float *logits_al
 // recycled mode, rebuilds that layer's recycled cache); a recycled layer
 // attends over the replicated recycled cache with no communication.
 int engine_decode(engine *e, int32_t token, rc_err *err);
-// Instead of a prefill: holds n_positions synthetic K/V rows (engine_fill.c).
+// Instead of a prefill: holds n_positions synthetic K/V rows and a synthetic
+// prompt window for the KV-compression policies' vote (engine_fill.c); a
+// policy set before the fill compresses right after it, as after a prefill.
 int engine_fill_synthetic(engine *e, int64_t n_positions, uint64_t seed, rc_err *err);
 
 // ---- accessors

@@ -2,7 +2,8 @@
 // the model over them, so that decode at 128K-1M context can be timed in
 // seconds. The bookkeeping is engine_prefill's (shard plan, slot_pos,
 // n_local, n_past, n_prompt_end); a recycled cache is built by the first
-// decode step, which runs full attention in every layer.
+// decode step, which runs full attention in every layer, and a KV-compression
+// policy votes with a synthetic prompt window (fill_window).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,10 @@
 #define FILL_K_RMS 2.18f
 #define FILL_V_RMS 0.97f
 #define FILL_CHUNK 1024  // rows generated per kv_cache_store call
+// The window queries are drawn at K's scale (an assumption, not a measurement):
+// scores scale * q.k then have a standard deviation of about 4.8.
+#define FILL_Q_RMS FILL_K_RMS
+#define FILL_WINDOW_SALT 0x5851f42d4c957f2dull  // window queries' seeds never meet a K/V row's
 
 // A near-Gaussian value of unit variance: the sum of four 16-bit uniforms
 // (Irwin-Hall), one splitmix64 draw per value.
@@ -36,13 +41,63 @@ static void fill_row(float *k, float *v, int64_t kv_dim, uint64_t seed, int64_t 
     for (int64_t i = 0; i < kv_dim; i++) v[i] = FILL_V_RMS * unit_normal(&s);
 }
 
+// The policies vote with the prompt's last W = min(n, 32) queries and their
+// exact lse (prefill.c keeps both). No model ran, so the queries are drawn
+// (seeded by layer and position: the same on every rank) and each one's lse
+// is computed over the keys it sees (causal), merged across ranks: what a
+// prefill ending in these queries would have kept.
+static int fill_window(engine *e, int64_t n, uint64_t seed, rc_err *err) {
+    const model_config *c = &e->m->cfg;
+    const backend *be = e->be;
+    const int64_t H = c->n_head, hd = c->head_dim, q_dim = H * hd, L = c->n_layer;
+    const int64_t W = n < KVPOLICY_WINDOW_MAX ? n : KVPOLICY_WINDOW_MAX, R = e->comm->size;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *q = malloc((size_t)q_dim * sizeof(float));
+    float *mine = malloc((size_t)(L * W * H) * sizeof(float));       // this rank's lse per (layer, w, head)
+    float *all = malloc((size_t)(R * L * W * H) * sizeof(float));    // every rank's
+    float *o = be->ops->alloc(be, (size_t)q_dim * sizeof(float)), *lse = be->ops->alloc(be, (size_t)H * sizeof(float));
+    int rc = q && mine && all && o && lse ? 0 : rc_fail(err, "out of memory for the synthetic prompt window");
+    for (int64_t l = 0; rc == 0 && l < L; l++) {
+        const kv_view kk = kv_cache_k(&e->kv, l), vv = kv_cache_v(&e->kv, l);
+        int64_t n_seen = 0;  // this rank's keys at or before the query: a prefix (positions ascend)
+        for (int64_t w = 0; w < W; w++) {
+            const int64_t pos = n - W + w, row = l * KVPOLICY_WINDOW_MAX + w;
+            uint64_t st = seed ^ FILL_WINDOW_SALT ^ ((uint64_t)l * 0x9e3779b97f4a7c15ull) ^
+                          ((uint64_t)pos * 0xd1b54a32d192ed03ull);
+            splitmix64_next(&st);
+            for (int64_t i = 0; i < q_dim; i++) q[i] = FILL_Q_RMS * unit_normal(&st);
+            be->ops->upload(be, e->win_q + row * q_dim, q, (size_t)q_dim * sizeof(float));
+            while (n_seen < e->n_local && e->slot_pos[n_seen] <= pos) n_seen++;
+            // n_seen 0 gives lse -inf: this rank adds nothing to the merge.
+            be->ops->attn_decode(be, o, lse, e->win_q + row * q_dim, &kk, &vv, n_seen, H, c->n_head_kv, hd, scale);
+            be->ops->download(be, mine + (l * W + w) * H, lse, (size_t)H * sizeof(float));
+        }
+    }
+    if (rc == 0 && R > 1) rc = comm_allgather(e->comm, mine, (size_t)(L * W * H) * sizeof(float), all, err);
+    if (rc == 0 && R == 1) memcpy(all, mine, (size_t)(L * W * H) * sizeof(float));
+    for (int64_t l = 0; rc == 0 && l < L; l++)
+        for (int64_t i = 0; i < W * H; i++) {  // log of the sum of the ranks' softmax denominators
+            float mx = -INFINITY;
+            for (int64_t r = 0; r < R; r++) mx = fmaxf(mx, all[(r * L + l) * W * H + i]);
+            double sum = 0;
+            for (int64_t r = 0; r < R; r++) sum += exp((double)all[(r * L + l) * W * H + i] - mx);
+            mine[l * W * H + i] = mx + (float)log(sum);
+        }
+    for (int64_t l = 0; rc == 0 && l < L; l++)
+        be->ops->upload(be, e->win_lse + l * KVPOLICY_WINDOW_MAX * H, mine + l * W * H, (size_t)(W * H) * sizeof(float));
+    free(q);
+    free(mine);
+    free(all);
+    if (o) be->ops->free(be, o);
+    if (lse) be->ops->free(be, lse);
+    if (rc == 0) e->win_n = W;
+    return rc;
+}
+
 int engine_fill_synthetic(engine *e, int64_t n_positions, uint64_t seed, rc_err *err) {
     const model_config *c = &e->m->cfg;
     if (n_positions <= 0) return rc_fail(err, "synthetic fill: nothing to fill (%lld positions)", (long long)n_positions);
     if (e->n_past != 0) return rc_fail(err, "synthetic fill: the sequence must be empty (reset the engine first)");
-    if (e->policy)
-        return rc_fail(err, "synthetic fill: %s needs the prompt's queries; fill under full attention",
-                       attention_kind_name(e->opts.attention));
     if (n_positions > e->opts.n_ctx)
         return rc_fail(err, "synthetic fill of %lld positions exceeds the context size %lld (raise --ctx)",
                        (long long)n_positions, (long long)e->opts.n_ctx);
@@ -79,12 +134,18 @@ int engine_fill_synthetic(engine *e, int64_t n_positions, uint64_t seed, rc_err 
     e->n_local = n_loc;
     e->n_past = n_positions;
     e->n_prompt_end = n_positions;
-    e->win_n = 0;  // no prompt queries: the KV-compression policies cannot compress this sequence
+    e->win_n = 0;
     float *zeros = calloc((size_t)c->n_vocab, sizeof(float));  // no model ran: no logits
     if (!zeros) return rc_fail(err, "out of memory");
     be->ops->upload(be, e->logits, zeros, (size_t)c->n_vocab * sizeof(float));
     be->ops->download(be, e->logits_host, e->logits, (size_t)c->n_vocab * sizeof(float));
     free(zeros);
     if (e->recycle) recycle_reset(e->recycle);
+    const int prev_phase = e->comm->phase;
+    e->comm->phase = COMM_PHASE_PREFILL;
+    rc = fill_window(e, n_positions, seed, err);
+    e->comm->phase = prev_phase;
+    if (rc) return rc;
+    if (e->policy && engine_compress_prompt(e, err)) return -1;
     return 0;
 }

@@ -31,8 +31,6 @@ function(recall_scaling_bad name)
 endfunction()
 recall_scaling_bad(fill_unknown MATCH "--fill: expected prefill or random, got 'zeros'"
   ARGS bench -m ${tiny} --fill zeros)
-recall_scaling_bad(fill_policy MATCH "--fill random: snapkv compresses a real prompt"
-  ARGS bench -m ${tiny} --fill random --depths 16 --attention full,snapkv)
 recall_scaling_bad(plan_no_shape MATCH "give exactly one of --model and --shape"
   ARGS plan)
 recall_scaling_bad(plan_unknown_shape MATCH "--shape: unknown shape 'gpt-9'"
