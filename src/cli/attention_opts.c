@@ -12,7 +12,7 @@
 #endif
 
 // Flags given explicitly, so they can be refused where they do nothing.
-static int g_recycle_flags_seen, g_recycle_k_seen, g_policy_flags_seen, g_recycle_budgets_seen;
+static int g_recycle_flags_seen, g_recycle_k_seen, g_policy_flags_seen, g_recycle_budgets_seen, g_recycle_span_seen;
 static const char *g_head_scores_path;
 static head_scores g_head_scores;
 static int g_head_scores_loaded;
@@ -100,7 +100,10 @@ int cli_attention_option(int c, const char *arg, engine_opts *eo) {
         else if (!strcmp(arg, "max")) r->query_agg = RECYCLE_QUERY_MAX;
         else cli_die("--recycle-query-agg: unknown combine '%s' (expected mean or max)", arg);
         break;
-    case CLI_OPT_RECYCLE_SPAN: r->span = cli_parse_int("--recycle-span", arg, 0, INT32_MAX); break;
+    case CLI_OPT_RECYCLE_SPAN:
+        r->span = cli_parse_int("--recycle-span", arg, 0, INT32_MAX);
+        g_recycle_span_seen = 1;
+        break;
     default: return 0;
     }
     g_recycle_flags_seen = 1;
@@ -118,6 +121,12 @@ const head_scores *cli_head_scores(const model_config *c) {
 }
 
 int cli_recycle_budgets_given(void) { return g_recycle_budgets_seen; }
+int cli_recycle_span_given(void) { return g_recycle_span_seen; }
+
+int64_t cli_recycle_default_span(const recycle_opts *r, int64_t n_ctx) {
+    if (r->budgets != RECYCLE_BUDGETS_HEADKV) return 0;
+    return n_ctx > CLI_RECYCLE_HEADKV_SPAN ? CLI_RECYCLE_HEADKV_SPAN : (n_ctx > 1 ? n_ctx - 1 : 0);
+}
 
 const char *cli_heads_dir(void) {
     const char *env = getenv("RECALL_HEADS_DIR");
@@ -200,6 +209,7 @@ void cli_attention_check(engine_opts *eo, int64_t n_ctx, const model_config *c) 
         return;
     }
     if (!g_recycle_k_seen && eo->recycle.k > n_ctx) eo->recycle.k = n_ctx;  // a short context keeps everything
+    if (!g_recycle_span_seen) eo->recycle.span = cli_recycle_default_span(&eo->recycle, n_ctx);
     if (recycle_opts_validate(&eo->recycle, n_ctx, &err)) cli_die_err(&err);
 }
 
@@ -283,7 +293,8 @@ void cli_attention_usage(FILE *out) {
             "                          scores shipped for the model). Default: headkv when scores are shipped\n"
             "                          for this model file (configs/heads/index.json, matched by the file's\n"
             "                          content fingerprint, see 'recall info'; $RECALL_HEADS_DIR overrides\n"
-            "                          the directory), else uniform\n"
+            "                          the directory), else uniform. HeadKV budgets come with\n"
+            "                          --recycle-span %d unless a span is given\n"
             "      --recycle-query last|window\n"
             "                          which prompt queries choose the first cache (built at the end of the\n"
             "                          prompt): the last token's (default, the paper's), or the last W\n"
@@ -296,8 +307,9 @@ void cli_attention_usage(FILE *out) {
             "                          window: combine their exact attention per query head and position\n"
             "                          (default mean), before --recycle-agg combines the heads\n"
             "      --recycle-span R    a selected position brings the next R positions into the cache, in\n"
-            "                          score order, at every rebuild; K stays the total (default %lld = off)\n",
+            "                          score order, at every rebuild; K stays the total (default %d with\n"
+            "                          HeadKV budgets, %lld = off with uniform budgets, the paper's method)\n",
             (long long)p.budget, (long long)p.window, (long long)p.sinks, (long long)p.pool_kernel, p.headkv_beta,
             p.pyramid_beta, p.ada_floor, (long long)d.k, (long long)d.stride, (long long)d.check_every, d.similarity, (long long)d.pool_kernel,
-            (long long)d.query_window, RECYCLE_QUERY_WINDOW_MAX, (long long)d.span);
+            CLI_RECYCLE_HEADKV_SPAN, (long long)d.query_window, RECYCLE_QUERY_WINDOW_MAX, CLI_RECYCLE_HEADKV_SPAN, (long long)d.span);
 }

@@ -403,6 +403,7 @@ int cmd_bench(int argc, char **argv) {
             kvpolicy_opts po = bm->po;
             const int policy = attention_kind_is_policy(bm->attention);
             if (bm->attention == ATTENTION_RECYCLED && !bm->k_explicit) ro.k = D / 8 > 0 ? D / 8 : 1;
+            if (bm->attention == ATTENTION_RECYCLED && !bm->span_explicit) ro.span = cli_recycle_default_span(&ro, n_ctx);
             if (bm->attention == ATTENTION_RECYCLED && recycle_opts_validate(&ro, n_ctx, &err)) cli_die_err(&err);
             if (policy) {
                 if (D == 0) {

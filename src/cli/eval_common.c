@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cli/attention_opts.h"
 #include "cli/cli.h"
 #include "cli/run_dir.h"
 #include "core/hash.h"
@@ -177,8 +178,10 @@ int eval_runs_for_ctx(const method_spec *ms, int n_methods, const eval_budgets *
             int bad = 0;
             if (policy)
                 bad = kvpolicy_opts_validate(m->attention - ATTENTION_STREAMING, &r->po, c->n_layer, c->n_head, &err);
-            else if (m->attention == ATTENTION_RECYCLED)
+            else if (m->attention == ATTENTION_RECYCLED) {
+                if (!m->span_explicit) r->ro.span = cli_recycle_default_span(&r->ro, engine_n_ctx);
                 bad = recycle_opts_validate(&r->ro, engine_n_ctx, &err);
+            }
             if (bad) cli_die("--attention %s at --ctx %lld, budget %lld%s: %s", m->name, (long long)ctx,
                              (long long)r->budget, from, err.msg);
             int dup = 0;  // two budget values that round to the same rows run once

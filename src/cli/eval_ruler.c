@@ -466,10 +466,19 @@ int eval_ruler_main(int argc, char **argv) {
     eval_index_init(&ix);
     const char *model_name = eval_basename(a.c.model_path);
     // What else shapes an answer besides the result key (seed, ctx, task, sample, method, budget).
-    char settings[256];
-    snprintf(settings, sizeof(settings), "kv=%s chat=%s prose=%s max_new=%lld%s",
+    // A recycled method's span by default (HeadKV budgets) is part of the
+    // answer too: results from before that default must not be resumed as its.
+    int64_t default_span = 0;
+    for (int ci = 0; ci < a.c.n_ctx; ci++)
+        for (int ri = 0; ri < n_runs[ci]; ri++)
+            if (runs[ci][ri].attention == ATTENTION_RECYCLED && !runs[ci][ri].spec->span_explicit &&
+                runs[ci][ri].ro.span > default_span)
+                default_span = runs[ci][ri].ro.span;
+    char settings[256], span_setting[48] = "";
+    if (default_span > 0) snprintf(span_setting, sizeof(span_setting), " recycled_span=%lld", (long long)default_span);
+    snprintf(settings, sizeof(settings), "kv=%s chat=%s prose=%s max_new=%lld%s%s",
              kv_elem_name(a.c.kv_elem), a.no_chat ? "off" : "model", eval_basename(a.prose_path),
-             (long long)a.max_new_override, n_shipped_budgets ? " recycled_budgets=shipped_headkv" : "");
+             (long long)a.max_new_override, n_shipped_budgets ? " recycled_budgets=shipped_headkv" : "", span_setting);
     char jsonl_path[4096];
     FILE *jsonl = NULL;
     int64_t n_total = 0, n_todo = 0;

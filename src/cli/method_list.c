@@ -24,7 +24,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
     // A method's own budgets= goes through the flag parser, which marks
     // --recycle-budgets as given; read the command line's answer first, so
     // one method's setting never leaks into the methods after it.
-    const int budgets_flag = cli_recycle_budgets_given();
+    const int budgets_flag = cli_recycle_budgets_given(), span_flag = cli_recycle_span_given();
     char *copy = strdup(list), *save = NULL;
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (n == max_n) cli_die("--attention: at most %d methods", max_n);
@@ -43,6 +43,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
         const int policy = attention_kind_is_policy(m->attention);
         m->k_explicit = policy ? budget_explicit : k_explicit;
         m->budgets_explicit = budgets_flag;
+        m->span_explicit = span_flag;
         // key=value settings map onto the flags and their checks.
         const size_t n_keys = ARRAY_LEN(method_keys);
         for (part = strtok_r(NULL, ":", &save2); part; part = strtok_r(NULL, ":", &save2)) {
@@ -62,6 +63,7 @@ int method_list_parse(const char *list, const engine_opts *base, int k_explicit,
             m->po = eo.policy;
             if (method_keys[i].opt == CLI_OPT_RECYCLE_K || method_keys[i].opt == CLI_OPT_KV_BUDGET) m->k_explicit = 1;
             if (method_keys[i].opt == CLI_OPT_RECYCLE_BUDGETS) m->budgets_explicit = 1;
+            if (method_keys[i].opt == CLI_OPT_RECYCLE_SPAN) m->span_explicit = 1;
         }
     }
     free(copy);
@@ -118,9 +120,9 @@ void method_list_budgets_note(const method_spec *ms, int n, const model *md) {
             n_uniform += !ms[i].budgets_shipped;
         }
     if (n_shipped)
-        fprintf(stderr, "recall: note: recycled attention uses HeadKV budgets by default (scores shipped for this model: "
-                "%s); budgets=uniform or --recycle-budgets uniform gives the paper's uniform K\n",
-                cli_shipped_head_scores(md));
+        fprintf(stderr, "recall: note: recycled attention uses HeadKV budgets and span %d by default (scores shipped "
+                "for this model: %s); budgets=uniform or --recycle-budgets uniform gives the paper's uniform K\n",
+                CLI_RECYCLE_HEADKV_SPAN, cli_shipped_head_scores(md));
     if (n_uniform)
         fprintf(stderr, "recall: note: uniform recycled budgets: no head scores are shipped for this model "
                 "(fingerprint %s); 'recall profile-heads' measures them, then budgets=headkv with --head-scores "

@@ -17,6 +17,7 @@ typedef struct method_spec {
     int k_explicit;      // K (recycled) or the KV budget (policies) was given; else the caller derives it
     int budgets_explicit;  // recycled: --recycle-budgets or budgets= was given
     int budgets_shipped;   // recycled: HeadKV budgets by default, from the scores shipped for the model
+    int span_explicit;     // recycled: --recycle-span or span= was given; else cli_recycle_default_span
 } method_spec;
 
 // Keys: recycled k, stride, schedule, qc, s, agg, pool, budgets, query, qwin,

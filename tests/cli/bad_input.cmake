@@ -200,7 +200,7 @@ recall_cli_expect_failure(headkv_runs SUCCESS MATCH "KV 208 rows kept.*headkv ev
   ARGS generate -m ${tiny} -p hello -n 24 --attention headkv --kv-budget 9 --kv-window 4 --budget-per-query-head
        --head-scores ${heads_dir}/ok.json --stats)
 recall_cli_expect_failure(recycled_headkv_budgets_runs SUCCESS
-  MATCH "recycled attention \\(K 6 on average, HeadKV budgets, stride 10, GQA max, pool 7\\): [0-9]+ of 23 decode steps"
+  MATCH "recycled attention \\(K 6 on average, HeadKV budgets, stride 10, GQA max, pool 7, first query last, span 2\\): [0-9]+ of 23 decode steps"
   ARGS generate -m ${tiny} -p hello -n 24 --attention recycled --recycle-k 6 --recycle-budgets headkv
        --head-scores ${heads_dir}/ok.json)
 # ... and valid settings run (both schedules, every aggregation): 12 tokens

@@ -6,7 +6,8 @@
 #   - tiny.gguf, and a copy under another name and directory, run recycled
 #     attention with HeadKV budgets by default and say so in the summary line,
 #     with the same text and rebuild counts as --recycle-budgets headkv
-#     --head-scores tests/data/heads/tiny.json;
+#     --head-scores tests/data/heads/tiny.json, and span 2 (the line says so;
+#     --recycle-span 0 takes it off and changes the logits; uniform has none);
 #   - tiny_other_weights.gguf (the same metadata, other weights) finds no
 #     scores: uniform budgets, and one line pointing to `recall profile-heads`;
 #   - --recycle-budgets uniform forces uniform budgets on the model with scores;
@@ -43,7 +44,7 @@ endif()
 
 file(COPY_FILE ${MODELS}/tiny.gguf ${WORK}/elsewhere/renamed-copy.gguf)
 set(gen generate -p hello -n 24 --stats --attention recycled --recycle-k 6)
-set(default_line "recycled attention \\(K 6 on average, HeadKV budgets by default \\(scores shipped for this model: tiny\\.json\\), stride 10, GQA max, pool 7\\): [0-9]+ of 23 decode steps")
+set(default_line "recycled attention \\(K 6 on average, HeadKV budgets by default \\(scores shipped for this model: tiny\\.json\\), stride 10, GQA max, pool 7, first query last, span 2\\): [0-9]+ of 23 decode steps")
 run_recall(orig ${gen} -m ${MODELS}/tiny.gguf)
 run_recall(copy ${gen} -m ${WORK}/elsewhere/renamed-copy.gguf)
 run_recall(expl ${gen} -m ${MODELS}/tiny.gguf --recycle-budgets headkv --head-scores ${HEADS}/tiny.json)
@@ -52,6 +53,13 @@ foreach(v orig copy)
     message(FATAL_ERROR "${v}: no HeadKV default in:\n${${v}}")
   endif()
 endforeach()
+# Span 0 is a different selection (a different logits hash), and the line no longer names a span.
+run_recall(nospan ${gen} -m ${MODELS}/tiny.gguf --recycle-span 0)
+string(REGEX MATCH "hash [0-9a-f]+" hash_nospan "${nospan}")
+string(REGEX MATCH "hash [0-9a-f]+" hash_span "${orig}")
+if(NOT nospan MATCHES "HeadKV budgets by default [^\n]*pool 7\\): " OR hash_nospan STREQUAL hash_span OR hash_span STREQUAL "")
+  message(FATAL_ERROR "--recycle-span 0 must switch the default span off (${hash_span} vs ${hash_nospan}):\n${nospan}")
+endif()
 # The same budgets as asking for them: same text, same rebuild rows, same logits hash.
 foreach(v orig copy expl)
   string(REGEX MATCH "^[^\n]*" text_${v} "${${v}}")
@@ -65,7 +73,7 @@ if(NOT (text_orig STREQUAL text_expl AND text_copy STREQUAL text_expl AND rows_o
 endif()
 
 # bench and eval ppl take the same default and say so once (they used to switch silently).
-set(note_re "note: recycled attention uses HeadKV budgets by default \\(scores shipped for this model: [^\n]*tiny\\.json\\)")
+set(note_re "note: recycled attention uses HeadKV budgets and span 2 by default \\(scores shipped for this model: [^\n]*tiny\\.json\\)")
 run_recall(bench_out bench -m ${MODELS}/tiny.gguf --prefill none --depths 32 --decode-tokens 2 --threads 1
            --attention recycled,recycled:budgets=uniform)
 string(REPEAT "hello world, the cat sat on the mat. " 60 text)
@@ -97,6 +105,15 @@ foreach(order "recycled:budgets=uniform,recycled,recycled:budgets=headkv" "recyc
                         "(default ${ppl_default}, headkv ${ppl_headkv}, uniform ${ppl_uniform}):\n${ord}")
   endif()
 endforeach()
+
+# eval ruler results made before the default span must not be resumed as the default's.
+file(MAKE_DIRECTORY ${WORK}/resume)
+file(WRITE ${WORK}/resume/old.jsonl "{\"model\":\"tiny.gguf\",\"settings\":\"kv=f16 chat=model prose=austen.txt max_new=0 recycled_budgets=shipped_headkv\",\"seed\":42,\"ctx\":64,\"task\":\"niah_single_1\",\"sample\":0,\"method\":\"recycled\",\"budget\":8,\"score\":1}\n")
+execute_process(COMMAND ${RECALL} eval ruler -m ${MODELS}/tiny.gguf --ctx 64 --tasks niah_single_1 --samples 1
+                        --attention recycled --out ${WORK}/resume/old RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "old\\.jsonl:1: results made with other settings \\([^)]*shipped_headkv, not [^)]*shipped_headkv recycled_span=2\\)")
+  message(FATAL_ERROR "results without the default span must not be resumed (exit ${rc}):\n${err}")
+endif()
 
 # Another model: uniform, and the pointer to profile-heads.
 run_recall(other ${gen} -m ${MODELS}/tiny_other_weights.gguf)
